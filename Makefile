@@ -1,0 +1,35 @@
+# The two commands: `make demo` and `make test`. Each creates or reuses the
+# project-local virtual environment .venv and installs what it needs into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Spark's Python workers must run the project's interpreter.
+export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
+export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
+DEMO_CONF ?= conf/local.yaml
+PYTEST_ARGS ?=
+
+.PHONY: demo test install bench-prepare clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	@command -v java >/dev/null || { echo "error: Java 17 is required (java not on PATH)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[dev,plots]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/cf-generate --conf $(DEMO_CONF)
+	$(BIN)/spark-submit --master 'local[*]' jobs/prepare.py --conf $(DEMO_CONF) --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+bench-prepare: $(STAMP)
+	$(BIN)/python bench/bench_prepare.py
+
+clean:
+	rm -rf data bench/out .pytest_cache build *.egg-info

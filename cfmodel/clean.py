@@ -1,0 +1,133 @@
+"""Cleaning rules for raw ratings: pure DataFrame -> DataFrame transforms.
+
+Each raw row either parses into ``user_id, item_id, rating, timestamp`` or gets a
+``reason`` (the first rule it breaks) and goes to quarantine. Duplicate
+(user, item) pairs keep their latest rating; optional minimum counts drop
+rarely seen users and items. Every row removed is counted by the caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from cfmodel.source import CORRUPT
+
+INT32_MAX = 2_147_483_647
+# A plain decimal number; rejects NaN, Infinity, hex and empty strings.
+NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+POSITIVE_INT = r"^[0-9]{1,10}$"
+TIMESTAMP = r"^[0-9]{1,18}$"
+
+# Quarantine reasons, in the order the rules are checked.
+REASONS = ("malformed_row", "missing_user", "missing_item", "missing_rating", "missing_timestamp",
+           "bad_user_id", "bad_item_id", "bad_rating", "rating_out_of_range", "rating_off_step",
+           "bad_timestamp")
+
+
+@dataclass(frozen=True)
+class RatingRule:
+    """The valid rating scale: ``minimum..maximum`` in steps of ``step`` from ``minimum``."""
+
+    minimum: float
+    maximum: float
+    step: Optional[float]
+    require_timestamp: bool = True
+
+
+def _stripped(name: str) -> Column:
+    # Strips \r left by odd line endings and stray spaces around values.
+    return F.regexp_replace(F.col(name), r"^\s+|\s+$", "")
+
+
+def _blank(col: Column) -> Column:
+    return col.isNull() | (col == "")
+
+
+def _positive_int32(col: Column) -> Column:
+    value = col.cast("long")
+    return col.rlike(POSITIVE_INT) & (value >= 1) & (value <= INT32_MAX)
+
+
+def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
+    """Parse raw text ratings and give each row that breaks a rule its ``reason``.
+
+    Parameters
+    ----------
+    raw
+        Columns ``user, item, rating, timestamp`` (strings) and ``_corrupt_record``,
+        as :func:`cfmodel.source.read_ratings` makes them.
+    rule
+        The rating scale.
+
+    Returns
+    -------
+    DataFrame
+        The raw columns plus ``user_id int, item_id int, rating_value double,
+        ts long`` and ``reason`` (null for a good row).
+    """
+    stripped = raw.select("*", *[_stripped(c).alias(f"_{c}") for c in ("user", "item", "rating", "timestamp")])
+    user, item, rating, ts = (F.col(f"_{c}") for c in ("user", "item", "rating", "timestamp"))
+    value = rating.cast("double")
+    checks = [
+        (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (_blank(user), "missing_user"),
+        (_blank(item), "missing_item"),
+        (_blank(rating), "missing_rating"),
+        (F.lit(rule.require_timestamp) & _blank(ts), "missing_timestamp"),
+        (~_positive_int32(user), "bad_user_id"),
+        (~_positive_int32(item), "bad_item_id"),
+        (~rating.rlike(NUMBER), "bad_rating"),
+        ((value < rule.minimum - 1e-9) | (value > rule.maximum + 1e-9), "rating_out_of_range"),
+    ]
+    if rule.step is not None:
+        steps = (value - rule.minimum) / rule.step
+        checks.append((F.abs(steps - F.round(steps)) > 1e-6, "rating_off_step"))
+    checks.append((~_blank(ts) & ~ts.rlike(TIMESTAMP), "bad_timestamp"))
+
+    reason = F.lit(None).cast("string")
+    for condition, name in reversed(checks):
+        reason = F.when(condition, F.lit(name)).otherwise(reason)
+    with_reason = stripped.withColumn("reason", reason)
+    good = F.col("reason").isNull()
+    return with_reason.select(
+        *raw.columns,
+        F.when(good, user.cast("int")).alias("user_id"),
+        F.when(good, item.cast("int")).alias("item_id"),
+        F.when(good, value).alias("rating_value"),
+        F.when(good, ts.cast("long")).alias("ts"),
+        "reason",
+    )
+
+
+def good_rows(classified: DataFrame) -> DataFrame:
+    """Rows that passed every rule, as ``user_id, item_id, rating, timestamp``."""
+    return (classified.where(F.col("reason").isNull())
+            .select("user_id", "item_id", F.col("rating_value").alias("rating"), F.col("ts").alias("timestamp")))
+
+
+def bad_rows(classified: DataFrame) -> DataFrame:
+    """Rows that broke a rule, with their raw text, ``reason`` and source file."""
+    return classified.where(F.col("reason").isNotNull()).select(
+        "user", "item", "rating", "timestamp", F.col(CORRUPT).alias("raw_line"), "_source_file", "reason")
+
+
+def drop_duplicates_latest(ratings: DataFrame) -> DataFrame:
+    """Keep one row per (user_id, item_id): the latest timestamp, then the highest rating.
+
+    The order is total on the kept columns, so the result does not depend on
+    partitioning.
+    """
+    order = Window.partitionBy("user_id", "item_id").orderBy(
+        F.col("timestamp").desc_nulls_last(), F.col("rating").desc())
+    return ratings.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
+
+
+def filter_min_counts(ratings: DataFrame, column: str, minimum: int) -> DataFrame:
+    """Drop rows whose ``column`` value has fewer than ``minimum`` ratings."""
+    if minimum <= 1:
+        return ratings
+    counts = ratings.groupBy(column).count().where(F.col("count") >= minimum).select(column)
+    return ratings.join(counts, on=column, how="left_semi")

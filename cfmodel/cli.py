@@ -1,0 +1,60 @@
+"""Command-line plumbing shared by the jobs: arguments, logging, exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from cfmodel.config import Config, load_config
+from cfmodel.errors import CfError
+
+LOG = logging.getLogger("cfmodel")
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every job takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--conf", help="YAML config file (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config key, e.g. --set prepare.valid_fraction=0.1 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
+    return parser
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname,
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def setup_logging(json_lines: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if json_lines else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("cfmodel")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def load_job_config(args: argparse.Namespace) -> Config:
+    """Load the config named on the command line and log it, resolved."""
+    cfg = load_config(args.conf, args.overrides)
+    LOG.info("resolved config: %s", cfg.to_json())
+    return cfg
+
+
+def run_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """Run a job body, turning user-facing errors into one stderr line and an exit code.
+
+    Unexpected exceptions keep their traceback: they are bugs, not input problems.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return body(args)
+    except CfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,271 @@
+"""Typed configuration loaded from YAML, with command-line overrides.
+
+A config file has one section per stage (``spark``, ``generate``, ``prepare``, ...).
+Every key must be a field of that section's dataclass: a misspelt key is an error
+that names it, never a silently ignored setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import dacite
+import yaml
+
+from cfmodel.errors import ConfigError
+
+
+@dataclass
+class SparkConfig:
+    """How jobs start Spark.
+
+    ``master`` is used only when the job is not launched by ``spark-submit``
+    (which decides the master itself).
+    """
+
+    master: str = "local[*]"
+    app_name: str = "cfmodel"
+    log_level: str = "WARN"
+    conf: Dict[str, Union[str, int, float, bool]] = field(default_factory=dict)
+
+
+@dataclass
+class GenerateConfig:
+    """Synthetic MovieLens-format ratings from planted factors (the demo's input)."""
+
+    output: str = "data/demo"
+    n_users: int = 2000
+    n_items: int = 3000
+    n_ratings: int = 200_000
+    n_factors: int = 8
+    noise: float = 0.5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _require(self.n_users >= 1, "generate.n_users must be >= 1")
+        _require(self.n_items >= 2, "generate.n_items must be >= 2")
+        _require(self.n_ratings >= self.n_users, "generate.n_ratings must be >= generate.n_users")
+        _require(self.n_factors >= 1, "generate.n_factors must be >= 1")
+        _require(self.noise >= 0, "generate.noise must be >= 0")
+
+
+INPUT_FORMATS = ("auto", "csv", "tsv", "parquet")
+COLD_START_POLICIES = ("train", "drop", "keep")
+
+
+@dataclass
+class PrepareConfig:
+    """Clean, index and split ratings; see README "prepare" for each key."""
+
+    input: str = "data/demo/ratings.csv"
+    output: str = "data/prepared"
+    input_format: str = "auto"
+    user_col: str = "userId"
+    item_col: str = "movieId"
+    rating_col: str = "rating"
+    timestamp_col: Optional[str] = "timestamp"
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    rating_step: Optional[float] = 0.5
+    min_user_ratings: int = 1
+    min_item_ratings: int = 1
+    valid_fraction: float = 0.2
+    seed: int = 42
+    cold_start: str = "train"
+    max_quarantine_fraction: float = 0.05
+    keep_ids: bool = True
+    rows_per_file: int = 2_000_000
+    row_group_mb: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.input_format in INPUT_FORMATS,
+                 f"prepare.input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        _require(self.cold_start in COLD_START_POLICIES,
+                 f"prepare.cold_start must be one of {COLD_START_POLICIES}, got {self.cold_start!r}")
+        _require(0.0 < self.valid_fraction < 1.0, "prepare.valid_fraction must be in (0, 1)")
+        _require(self.rating_min < self.rating_max, "prepare.rating_min must be < prepare.rating_max")
+        _require(self.rating_step is None or self.rating_step > 0, "prepare.rating_step must be > 0 or null")
+        _require(0.0 <= self.max_quarantine_fraction <= 1.0,
+                 "prepare.max_quarantine_fraction must be in [0, 1]")
+        _require(self.min_user_ratings >= 1 and self.min_item_ratings >= 1,
+                 "prepare.min_user_ratings and prepare.min_item_ratings must be >= 1")
+        _require(self.rows_per_file >= 1 and self.row_group_mb >= 1,
+                 "prepare.rows_per_file and prepare.row_group_mb must be >= 1")
+        names = [self.user_col, self.item_col, self.rating_col, self.timestamp_col]
+        names = [n for n in names if n]
+        _require(len(set(names)) == len(names), f"prepare column names must differ, got {names}")
+
+
+TRAIN_MODELS = ("dot", "dot_bias", "embedding_net")
+SCHEDULES = ("sgdr", "one_cycle", "constant")
+LOADERS = ("auto", "petastorm", "memory")
+WD_MODES = ("adamw", "l2")
+
+
+@dataclass
+class TrainConfig:
+    """Model, optimiser, schedule and data loading for ``cf-train``; see README "train"."""
+
+    data: str = "data/prepared"
+    output: str = "data/model"
+    model: str = "dot_bias"
+    n_factors: int = 50
+    y_range: List[float] = field(default_factory=lambda: [0.0, 5.5])
+    hidden: List[int] = field(default_factory=lambda: [10])
+    dropouts: List[float] = field(default_factory=lambda: [0.5])
+    emb_dropout: float = 0.05
+    batch_size: int = 256
+    lr: float = 0.005
+    wd: float = 0.05
+    wd_mode: str = "adamw"
+    schedule: str = "one_cycle"
+    epochs: int = 8
+    n_cycles: int = 3
+    cycle_len: int = 1
+    cycle_mult: int = 2
+    loader: str = "auto"
+    memory_max_rows: int = 50_000_000
+    shuffle_buffer: int = 200_000
+    reader_workers: int = 1
+    cur_shard: Optional[int] = None
+    shard_count: Optional[int] = None
+    device: str = "auto"
+    amp: bool = False
+    seed: int = 42
+    early_stopping: int = 0
+    progress: bool = True
+    lr_find_start: float = 1e-6
+    lr_find_end: float = 1.0
+    lr_find_steps: int = 200
+
+    def __post_init__(self) -> None:
+        _require(self.model in TRAIN_MODELS, f"train.model must be one of {TRAIN_MODELS}, got {self.model!r}")
+        _require(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _require(self.loader in LOADERS, f"train.loader must be one of {LOADERS}, got {self.loader!r}")
+        _require(self.wd_mode in WD_MODES, f"train.wd_mode must be one of {WD_MODES}, got {self.wd_mode!r}")
+        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                 f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        _require(len(self.y_range) == 2 and self.y_range[0] < self.y_range[1],
+                 "train.y_range must be [low, high] with low < high")
+        _require(len(self.hidden) == len(self.dropouts), "train.hidden and train.dropouts must have the same length")
+        _require(self.n_factors >= 1 and self.batch_size >= 1 and self.epochs >= 1,
+                 "train.n_factors, train.batch_size and train.epochs must be >= 1")
+        _require(self.n_cycles >= 1 and self.cycle_len >= 1 and self.cycle_mult >= 1,
+                 "train.n_cycles, train.cycle_len and train.cycle_mult must be >= 1")
+        _require(self.lr > 0 and self.wd >= 0, "train.lr must be > 0 and train.wd >= 0")
+        _require((self.cur_shard is None) == (self.shard_count is None),
+                 "train.cur_shard and train.shard_count go together")
+
+    def total_epochs(self) -> int:
+        """Epochs the schedule runs: SGDR's cycles add up, the others use ``epochs``."""
+        if self.schedule == "sgdr":
+            return sum(self.cycle_len * self.cycle_mult ** k for k in range(self.n_cycles))
+        return self.epochs
+
+
+@dataclass
+class Config:
+    """The whole configuration: one section per stage."""
+
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_keys(data: Any, cls: type, where: str, source: str) -> None:
+    """Reject keys that are not fields, naming the full dotted key and the file."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            raise ConfigError(f"{source}: unknown config key '{dotted}' (known: {', '.join(sorted(hints))})")
+        if dataclasses.is_dataclass(hints[key]):
+            _check_keys(value, hints[key], dotted, source)
+        elif isinstance(value, bool) and hints[key] not in (bool, Optional[bool]):
+            # YAML's true/false would otherwise pass as the numbers 1 and 0.
+            raise ConfigError(f"{source}: '{dotted}' must be {_type_name(hints[key])}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _int_to_float(value: Any) -> Any:
+    # YAML reads "5" as int; a float field stores it as 5.0.
+    return float(value) if isinstance(value, int) else value
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``section.key=value`` overrides; values are parsed as YAML scalars."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        # At most section.key.subkey: a subkey (a spark.conf entry) may itself contain dots.
+        parts = dotted.strip().split(".", 2)
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: key must be section.key (for example prepare.seed=1)")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        if len(parts) == 3:
+            node[parts[-1]] = raw.strip()  # spark.conf values are passed to Spark as text
+        else:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides.
+
+    Parameters
+    ----------
+    path
+        YAML file; sections and keys must match the dataclasses above.
+    overrides
+        ``section.key=value`` strings, applied after the file.
+
+    Raises
+    ------
+    ConfigError
+        For a missing file, bad YAML, an unknown key or a value of the wrong type.
+    """
+    data: Dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = apply_overrides(data, overrides)
+    if overrides:
+        source = f"{source} + --set"
+    _check_keys(data, Config, "", source)
+    try:
+        return dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={float: _int_to_float}))
+    except dacite.DaciteError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc

@@ -1,0 +1,55 @@
+"""Random validation split by hashing, and the cold-start policy.
+
+A row is in validation when a hash of (user, item, seed) falls below
+``valid_fraction``. Unlike ``randomSplit`` on an unordered frame, this gives the
+same split whatever the partitioning, on any cluster, on every rerun.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+_BUCKETS = 1 << 30
+
+
+def split_uniform(user: str, item: str, seed: int) -> Column:
+    """A deterministic number in [0, 1) per (user, item, seed)."""
+    h = F.xxhash64(F.col(user).cast("long"), F.col(item).cast("long"), F.lit(int(seed)).cast("long"))
+    return F.pmod(h, F.lit(_BUCKETS)).cast("double") / _BUCKETS
+
+
+def assign_split(ratings: DataFrame, valid_fraction: float, seed: int,
+                 user: str = "user_id", item: str = "item_id") -> DataFrame:
+    """Add ``is_valid``: true for about ``valid_fraction`` of the rows, chosen by hash."""
+    return ratings.withColumn("is_valid", split_uniform(user, item, seed) < F.lit(valid_fraction))
+
+
+def cold_start_rows(ratings: DataFrame, user: str = "user_id", item: str = "item_id") -> DataFrame:
+    """Add ``is_cold``: a validation row whose user or item has no training row."""
+    train = ratings.where(~F.col("is_valid"))
+    train_users = train.select(user).distinct().withColumn("_u_warm", F.lit(True))
+    train_items = train.select(item).distinct().withColumn("_i_warm", F.lit(True))
+    return (ratings.join(train_users, on=user, how="left").join(train_items, on=item, how="left")
+            .withColumn("is_cold", F.col("is_valid") & (F.col("_u_warm").isNull() | F.col("_i_warm").isNull()))
+            .drop("_u_warm", "_i_warm"))
+
+
+def apply_cold_start(ratings: DataFrame, policy: str) -> DataFrame:
+    """Resolve cold validation rows: ``train`` moves them to training, ``drop``
+    removes them, ``keep`` leaves them in validation."""
+    if policy == "train":
+        return ratings.withColumn("is_valid", F.col("is_valid") & ~F.col("is_cold"))
+    if policy == "drop":
+        return ratings.where(~F.col("is_cold"))
+    if policy == "keep":
+        return ratings
+    raise ValueError(f"unknown cold-start policy {policy!r}")
+
+
+def split_frames(ratings: DataFrame) -> Tuple[DataFrame, DataFrame]:
+    """(train, valid) from a frame with ``is_valid``, without the helper columns."""
+    helpers = [c for c in ("is_valid", "is_cold") if c in ratings.columns]
+    return (ratings.where(~F.col("is_valid")).drop(*helpers),
+            ratings.where(F.col("is_valid")).drop(*helpers))

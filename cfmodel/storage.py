@@ -1,0 +1,134 @@
+"""File-system operations through Hadoop's FileSystem API.
+
+Paths are URLs (``file://``, ``hdfs://``, ``s3a://``) or plain paths on Spark's
+default file system; going through Hadoop means the same code works for each,
+on the driver, without assuming a local disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator, List
+
+from pyspark.sql import SparkSession
+
+from cfmodel.errors import OutputExistsError
+
+
+class Storage:
+    """Driver-side file operations on any Hadoop-supported file system."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._hconf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _path(self, path: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(path)
+
+    def _fs(self, path: str) -> Any:
+        return self._path(path).getFileSystem(self._hconf)
+
+    def exists(self, path: str) -> bool:
+        return bool(self._fs(path).exists(self._path(path)))
+
+    def is_dir(self, path: str) -> bool:
+        return bool(self._fs(path).getFileStatus(self._path(path)).isDirectory())
+
+    def delete(self, path: str) -> None:
+        self._fs(path).delete(self._path(path), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self._fs(src).rename(self._path(src), self._path(dst)):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def qualify(self, path: str) -> str:
+        """The fully qualified URL of a path (``file:/abs/...`` for local paths)."""
+        return str(self._fs(path).makeQualified(self._path(path)).toString())
+
+    def list_files(self, path: str) -> List[str]:
+        """Data files under ``path`` (itself if a file), skipping ``_``/``.`` entries, sorted."""
+        fs = self._fs(path)
+        status = fs.getFileStatus(self._path(path))
+        if not status.isDirectory():
+            return [str(status.getPath().toString())]
+        found = []
+        it = fs.listFiles(self._path(path), True)
+        while it.hasNext():
+            p = it.next().getPath()
+            if not p.getName().startswith(("_", ".")):
+                found.append(str(p.toString()))
+        return sorted(found)
+
+    def size(self, path: str) -> int:
+        return int(self._fs(path).getFileStatus(self._path(path)).getLen())
+
+    def write_text(self, path: str, text: str) -> None:
+        out = self._fs(path).create(self._path(path), True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8")
+
+    def read_bytes(self, path: str) -> bytes:
+        """Whole content of a small file (metadata, reports); Py4J returns byte[] by value."""
+        stream = self._fs(path).open(self._path(path))
+        try:
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+
+    def write_json(self, path: str, obj: Any) -> None:
+        self.write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_text(path))
+
+
+
+def content_sha256(spark: SparkSession, paths: List[str]) -> str:
+    """SHA-256 fingerprint of the files' contents, hashed on the executors.
+
+    Each file is hashed where it is read (no copy through the driver); the result
+    is the SHA-256 of the sorted ``name:digest`` lines, so it does not depend on the
+    order Spark lists them in.
+    """
+    if not paths:
+        return hashlib.sha256(b"").hexdigest()
+    digests = (spark.sparkContext.binaryFiles(",".join(paths))
+               .map(lambda kv: (kv[0].rsplit("/", 1)[-1], hashlib.sha256(kv[1]).hexdigest()))
+               .collect())
+    lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(digests))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def atomic_output(storage: Storage, path: str, overwrite: bool) -> Iterator[str]:
+    """Yield a temporary sibling of ``path`` to write into; publish it by rename on success.
+
+    A crash or error leaves no half-written ``path``: the temporary directory is
+    removed and ``path`` keeps its previous content. A ``_SUCCESS`` marker is
+    written last, so readers can tell a finished output from anything else.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false (checked before any work).
+    """
+    path = path.rstrip("/")
+    if storage.exists(path) and not overwrite:
+        raise OutputExistsError(f"output already exists: {path} (pass --overwrite to replace it)")
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        yield tmp
+        storage.write_text(f"{tmp}/_SUCCESS", "")
+        if storage.exists(path):
+            storage.delete(path)
+        storage.rename(tmp, path)
+    finally:
+        if storage.exists(tmp):
+            storage.delete(tmp)

@@ -1,0 +1,236 @@
+"""The training loop: Adam with weight decay, SGDR or one-cycle learning rates.
+
+One readable loop (:meth:`Trainer.fit`) that fails fast on a NaN or infinite loss,
+evaluates validation MSE each epoch, keeps the best-by-validation weights, and
+checkpoints weights, optimiser, scheduler, history, config and id maps together
+so that ``resume`` continues to the same result as an uninterrupted run.
+
+Randomness is reseeded from ``(seed, epoch)`` at the start of every epoch
+(shuffling and dropout alike), so a resumed run needs no saved RNG state.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cfmodel.config import TrainConfig
+from cfmodel.errors import CfError
+
+LOG = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(CfError):
+    """The loss became NaN or infinite (lower the learning rate)."""
+
+    exit_code = 4
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch measured."""
+
+    epoch: int
+    train_mse: float
+    valid_mse: float
+    valid_rmse: float
+    lr: float
+    seconds: float
+    ratings_per_s: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CfError(f"train.device={name} but no CUDA device is available")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled decay on every weight) or Adam with L2 on the batch's rows.
+
+    In ``l2`` mode the embeddings' penalty is added to the loss by
+    :func:`l2_penalty` for the rows a batch touches; other weights (the
+    embedding net's layers) get Adam's coupled weight decay.
+    """
+    if cfg.wd_mode == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+    emb = [p for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()]
+    emb_ids = {id(p) for p in emb}
+    other = [p for p in model.parameters() if id(p) not in emb_ids]
+    groups = [{"params": emb, "weight_decay": 0.0}]
+    if other:
+        groups.append({"params": other, "weight_decay": cfg.wd})
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def l2_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor, wd: float) -> torch.Tensor:
+    """``wd`` × mean squared norm of the embedding rows this batch uses."""
+    total = users.new_zeros((), dtype=torch.float32)
+    for name, module in model.named_children():
+        if isinstance(module, nn.Embedding):
+            idx = users if name.startswith("u_") else items
+            total = total + module(idx).pow(2).sum(1).mean()
+    return wd * total
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """A per-step learning-rate schedule and the number of steps it spans."""
+    total = cfg.total_epochs() * steps_per_epoch
+    if cfg.schedule == "sgdr":
+        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            opt, T_0=cfg.cycle_len * steps_per_epoch, T_mult=cfg.cycle_mult, eta_min=cfg.lr / 100)
+    elif cfg.schedule == "one_cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    return sched, total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, device: torch.device) -> float:
+    """Mean squared error over a loader's whole epoch 0 (no shuffling needed)."""
+    model.eval()
+    sq, n = 0.0, 0
+    for users, items, ratings in loader.epoch(0):
+        pred = model(users.to(device), items.to(device)).float()
+        sq += float(((pred - ratings.to(device)) ** 2).sum())
+        n += len(ratings)
+    return sq / max(n, 1)
+
+
+class Trainer:
+    """Fit a model on a train loader, validating and checkpointing each epoch.
+
+    Parameters
+    ----------
+    model
+        Any module mapping (users, items) to ratings.
+    train, valid
+        Loaders with ``epoch(n)`` and ``steps_per_epoch()``.
+    cfg
+        The ``train`` config section.
+    out_dir
+        Where ``last.pt``, ``best.pt``, ``metrics.json`` and ``metrics.csv`` go (local).
+    extra
+        Saved in every checkpoint as is (id maps, data fingerprint).
+    """
+
+    def __init__(self, model: nn.Module, train: Any, valid: Any, cfg: TrainConfig, out_dir: str,
+                 device: Optional[torch.device] = None, extra: Optional[Dict[str, Any]] = None) -> None:
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.train, self.valid = train, valid
+        self.out_dir = out_dir
+        self.extra = extra or {}
+        self.steps_per_epoch = train.steps_per_epoch()
+        self.opt = make_optimizer(self.model, cfg)
+        self.sched, self.total_steps = make_scheduler(self.opt, cfg, self.steps_per_epoch)
+        self.step = 0
+        self.epoch = 0
+        self.history: List[EpochMetrics] = []
+        self.best_valid = math.inf
+        self.stale_epochs = 0
+        os.makedirs(out_dir, exist_ok=True)
+
+    # -- checkpoints ---------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "epoch": self.epoch, "step": self.step,
+                "best_valid": self.best_valid, "stale_epochs": self.stale_epochs,
+                "history": [asdict(m) for m in self.history], "config": asdict(self.cfg), **self.extra}
+
+    def save(self, name: str) -> str:
+        path = os.path.join(self.out_dir, name)
+        torch.save(self.state(), path + ".tmp")
+        os.replace(path + ".tmp", path)  # never a torn checkpoint
+        return path
+
+    def load(self, path: str) -> None:
+        """Restore a checkpoint written by :meth:`save` (loads with ``weights_only=True``)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_valid, self.stale_epochs = state["best_valid"], state["stale_epochs"]
+        self.history = [EpochMetrics(**m) for m in state["history"]]
+        LOG.info("resumed from %s after epoch %d", path, self.epoch)
+
+    def _write_metrics(self) -> None:
+        rows = [asdict(m) for m in self.history]
+        with open(os.path.join(self.out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2)
+        with open(os.path.join(self.out_dir, "metrics.csv"), "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(EpochMetrics.__dataclass_fields__))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    # -- the loop ------------------------------------------------------------
+    def fit(self, resume: bool = False) -> List[EpochMetrics]:
+        """Train for the schedule's epochs (continuing after ``last.pt`` with ``resume``)."""
+        last = os.path.join(self.out_dir, "last.pt")
+        if resume and os.path.exists(last):
+            self.load(last)
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                    if self.cfg.amp and self.device.type == "cuda" else nullcontext())
+        for epoch in range(self.epoch + 1, self.cfg.total_epochs() + 1):
+            if self.cfg.early_stopping and self.stale_epochs >= self.cfg.early_stopping:
+                LOG.info("early stopping: no validation gain in %d epochs", self.stale_epochs)
+                break
+            torch.manual_seed(self.cfg.seed * 1000 + epoch)
+            self.model.train()
+            started, sq, n = time.perf_counter(), 0.0, 0
+            bar = tqdm(self.train.epoch(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}",
+                       disable=not self.cfg.progress, leave=False)
+            for i, (users, items, ratings) in enumerate(bar, start=1):
+                users, items = users.to(self.device), items.to(self.device)
+                ratings = ratings.to(self.device)
+                with autocast:
+                    pred = self.model(users, items).float()
+                mse = torch.nn.functional.mse_loss(pred, ratings)
+                loss = mse
+                if self.cfg.wd_mode == "l2" and self.cfg.wd > 0:
+                    loss = loss + l2_penalty(self.model, users, items, self.cfg.wd)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"loss is {float(loss)} at epoch {epoch}, step {i}: lower train.lr (now {self.cfg.lr})")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                if self.step < self.total_steps:
+                    self.sched.step()
+                self.step += 1
+                sq += float(mse.detach()) * len(ratings)
+                n += len(ratings)
+                if i % 50 == 0:
+                    bar.set_postfix(mse=f"{sq / n:.4f}")
+            seconds = time.perf_counter() - started
+            valid_mse = evaluate(self.model, self.valid, self.device)
+            metrics = EpochMetrics(epoch, sq / max(n, 1), valid_mse, math.sqrt(valid_mse),
+                                   self.opt.param_groups[0]["lr"], seconds, n / seconds)
+            self.history.append(metrics)
+            self.epoch = epoch
+            LOG.info("epoch %d: train mse %.4f, valid mse %.4f (rmse %.4f), %.0f ratings/s", epoch,
+                     metrics.train_mse, valid_mse, metrics.valid_rmse, metrics.ratings_per_s)
+            if valid_mse < self.best_valid:
+                self.best_valid, self.stale_epochs = valid_mse, 0
+                self.save("best.pt")
+            else:
+                self.stale_epochs += 1
+            self.save("last.pt")
+            self._write_metrics()
+        return self.history

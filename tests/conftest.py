@@ -1,0 +1,61 @@
+"""Shared fixtures: one real local[2] SparkSession for the whole test run."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from cfmodel.config import SparkConfig
+from cfmodel.session import get_spark
+
+RAW_COLUMNS = ["user", "item", "rating", "timestamp", "_corrupt_record", "_source_file"]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = get_spark(SparkConfig(
+        master="local[2]", app_name="cfmodel-tests", log_level="ERROR",
+        conf={"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4",
+              "spark.driver.memory": "2g", "spark.ui.enabled": "false"}))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def raw_frame(spark):
+    """Build a raw text frame (as read_ratings returns) from tuples of strings."""
+    def make(rows, source="mem://ratings.csv"):
+        full = [tuple(r) + (None,) * (5 - len(r)) + (source,) for r in rows]
+        return spark.createDataFrame(full, ",".join(f"`{c}` string" for c in RAW_COLUMNS))
+    return make
+
+
+@pytest.fixture(scope="session")
+def planted_cfg():
+    from cfmodel.config import GenerateConfig
+    return GenerateConfig(n_users=400, n_items=300, n_ratings=24_000, n_factors=4, noise=0.3, seed=3)
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(spark, planted_cfg, tmp_path_factory):
+    """Planted-factor ratings run through the real prepare stage, written once per session."""
+    from cfmodel.config import PrepareConfig
+    from cfmodel.generate import generate
+    from cfmodel.prepare import prepare_ratings, write_prepared
+    from cfmodel.source import ColumnSpec, read_ratings
+    from cfmodel.storage import Storage
+
+    root = tmp_path_factory.mktemp("planted")
+    ratings = generate(planted_cfg, str(root / "raw"))["ratings"]
+    cfg = PrepareConfig(input=ratings, output=str(root / "prepared"), rows_per_file=8000, row_group_mb=1)
+    raw = read_ratings(spark, ratings, ColumnSpec("userId", "movieId", "rating", "timestamp"))
+    prepared = prepare_ratings(raw.frame, cfg)
+    write_prepared(prepared, cfg.output, cfg)
+    meta = {"n_users": prepared.counts["n_users"], "n_items": prepared.counts["n_items"],
+            "counts": prepared.counts, "input": {"sha256": "test"},
+            "split": {"valid_fraction": 0.2, "seed": 42, "cold_start": "train"},
+            "rating": {"min": 0.5, "max": 5.0, "step": 0.5}}
+    Storage(spark).write_json(f"{cfg.output}/meta.json", meta)
+    return cfg.output

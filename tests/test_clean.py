@@ -1,0 +1,81 @@
+from pyspark.sql import Row
+
+from cfmodel.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
+
+RULE = RatingRule(0.5, 5.0, 0.5)
+
+
+CASES = [
+    (("1", "2", "3.5", "100", "1,2,3.5,100,9"), "malformed_row"),
+    ((None, "2", "3.5", "100"), "missing_user"),
+    (("  ", "2", "3.5", "100"), "missing_user"),
+    (("1", None, "3.5", "100"), "missing_item"),
+    (("1", "2", "", "100"), "missing_rating"),
+    (("1", "2", "3.5", None), "missing_timestamp"),
+    (("0", "2", "3.5", "100"), "bad_user_id"),
+    (("-4", "2", "3.5", "100"), "bad_user_id"),
+    (("1e20", "2", "3.5", "100"), "bad_user_id"),
+    (("abc", "2", "3.5", "100"), "bad_user_id"),
+    (("2147483648", "2", "3.5", "100"), "bad_user_id"),
+    (("3.0", "2", "3.5", "100"), "bad_user_id"),
+    (("1", "99999999999", "3.5", "100"), "bad_item_id"),
+    (("1", "x", "3.5", "100"), "bad_item_id"),
+    (("1", "2", "abc", "100"), "bad_rating"),
+    (("1", "2", "NaN", "100"), "bad_rating"),
+    (("1", "2", "Infinity", "100"), "bad_rating"),
+    (("1", "2", "7", "100"), "rating_out_of_range"),
+    (("1", "2", "-1", "100"), "rating_out_of_range"),
+    (("1", "2", "0", "100"), "rating_out_of_range"),
+    (("1", "2", "3.7", "100"), "rating_off_step"),
+    (("1", "2", "3.5", "yesterday"), "bad_timestamp"),
+    (("1", "2", "3.5", "-5"), "bad_timestamp"),
+]
+
+
+def test_each_rule_quarantines_with_its_reason(raw_frame):
+    # One frame for all cases keeps this to one Spark job.
+    rows = [row for row, _ in CASES]
+    out = classify(raw_frame(rows), RULE).collect()
+    got = [(tuple(r[c] for c in ("user", "item", "rating", "timestamp")), r["reason"]) for r in out]
+    want = [(row[:4], reason) for row, reason in CASES]
+    assert sorted(got, key=str) == sorted(want, key=str)
+    assert all(r["user_id"] is None and r["rating_value"] is None for r in out)  # bad rows stay unparsed
+
+
+def test_good_rows_parse_with_whitespace_and_cr(raw_frame):
+    raw = raw_frame([(" 7", "0042", "4.5\r", "1700000000\r"), ("2147483647", "1", "0.5", "0")])
+    c = classify(raw, RULE)
+    assert c.where("reason is not null").count() == 0
+    rows = sorted(good_rows(c).collect())
+    assert rows[0] == Row(user_id=7, item_id=42, rating=4.5, timestamp=1700000000)
+    assert rows[1]["user_id"] == 2147483647
+
+
+def test_step_and_timestamp_optional(raw_frame):
+    rule = RatingRule(1.0, 10.0, None, require_timestamp=False)
+    c = classify(raw_frame([("1", "2", "3.7", None), ("1", "3", "10", "")]), rule)
+    assert [r["reason"] for r in c.collect()] == [None, None]
+
+
+def test_bad_rows_keep_raw_text_and_source(raw_frame):
+    c = classify(raw_frame([("u1", "2", "3", "100"), ("1", "2", "3", "100")], source="file:/x/r.csv"), RULE)
+    bad = bad_rows(c).collect()
+    assert len(bad) == 1
+    assert (bad[0]["user"], bad[0]["_source_file"], bad[0]["reason"]) == ("u1", "file:/x/r.csv", "bad_user_id")
+
+
+def test_duplicates_keep_latest_then_highest(spark):
+    df = spark.createDataFrame(
+        [(1, 1, 3.0, 100), (1, 1, 4.0, 200), (1, 1, 2.0, 150), (2, 1, 1.0, 5), (2, 1, 5.0, 5), (3, 3, 2.0, 1),
+         (3, 3, 2.0, 1)],
+        "user_id int, item_id int, rating double, timestamp long")
+    got = sorted(tuple(r) for r in drop_duplicates_latest(df.repartition(3)).collect())
+    assert got == [(1, 1, 4.0, 200), (2, 1, 5.0, 5), (3, 3, 2.0, 1)]
+
+
+def test_min_counts(spark):
+    df = spark.createDataFrame([(1, 1), (1, 2), (1, 3), (2, 1), (3, 1), (3, 2)], "user_id int, item_id int")
+    users = sorted(r.user_id for r in filter_min_counts(df, "user_id", 2).select("user_id").distinct().collect())
+    assert users == [1, 3]
+    assert filter_min_counts(df, "item_id", 3).count() == 3
+    assert filter_min_counts(df, "item_id", 1).count() == 6

@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+
+from cfmodel.config import Config, apply_overrides, load_config
+from cfmodel.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_without_file():
+    cfg = load_config(None)
+    assert isinstance(cfg, Config)
+    assert cfg.prepare.valid_fraction == 0.2
+    assert cfg.prepare.cold_start == "train"
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(str(ROOT / "conf" / name))
+    assert cfg.prepare.seed == 42
+
+
+def test_cluster_config_keeps_urls():
+    cfg = load_config(str(ROOT / "conf" / "cluster.yaml"))
+    assert cfg.prepare.input.startswith("s3a://")
+    assert cfg.prepare.output.startswith("hdfs://")
+
+
+def test_unknown_nested_key_is_named(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("prepare:\n  valid_fracton: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'prepare\.valid_fracton'") as err:
+        load_config(str(f))
+    assert str(f) in str(err.value)
+
+
+def test_unknown_section_is_named(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("prepar:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'prepar'"):
+        load_config(str(f))
+
+
+def test_wrong_type_names_field(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("prepare:\n  seed: abc\n")
+    with pytest.raises(ConfigError, match="prepare.seed"):
+        load_config(str(f))
+
+
+def test_int_accepted_for_float_but_bool_is_not(tmp_path):
+    assert load_config(None, ["prepare.rating_max=5"]).prepare.rating_max == 5.0
+    with pytest.raises(ConfigError):
+        load_config(None, ["prepare.rating_max=true"])
+
+
+def test_overrides_parse_yaml_scalars():
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"),
+                      ["prepare.valid_fraction=0.1", "prepare.timestamp_col=null", "spark.master=local[1]"])
+    assert cfg.prepare.valid_fraction == 0.1
+    assert cfg.prepare.timestamp_col is None
+    assert cfg.spark.master == "local[1]"
+
+
+@pytest.mark.parametrize("bad", ["prepare.seed", "seed=1", "prepare..seed=1"])
+def test_malformed_override(bad):
+    with pytest.raises(ConfigError):
+        apply_overrides({}, [bad])
+
+
+def test_unknown_override_key_is_named():
+    with pytest.raises(ConfigError, match="prepare.nope"):
+        load_config(None, ["prepare.nope=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("prepare.valid_fraction=1.5", "valid_fraction"),
+    ("prepare.cold_start=maybe", "cold_start"),
+    ("prepare.input_format=xlsx", "input_format"),
+    ("prepare.rating_min=6", "rating_min"),
+    ("prepare.item_col=userId", "column names must differ"),
+])
+def test_value_checks(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    f = tmp_path / "bad.yaml"
+    f.write_text("prepare: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(f))
+
+
+def test_spark_conf_override_keeps_dotted_key_and_text():
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"),
+                      ["spark.conf.spark.sql.shuffle.partitions=4", "spark.conf.spark.ui.enabled=false"])
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "4"
+    assert cfg.spark.conf["spark.ui.enabled"] == "false"
+    assert cfg.spark.conf["spark.driver.memory"] == "4g"  # the file's other entries stay

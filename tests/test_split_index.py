@@ -1,0 +1,65 @@
+"""Hash split and id indexing: deterministic whatever the partitioning."""
+from pyspark.sql import functions as F
+
+from cfmodel.index import apply_index, build_index
+from cfmodel.split import apply_cold_start, assign_split, cold_start_rows, split_frames
+
+
+def _ratings(spark, n_users=200, n_items=50):
+    rows = [(u * 7 + 3, i * 13 + 1, float((u + i) % 5 + 1), u * i) for u in range(n_users) for i in range(n_items)
+            if (u * 31 + i * 17) % 3 == 0]
+    return spark.createDataFrame(rows, "user_id int, item_id int, rating double, timestamp long")
+
+
+def test_split_fraction_and_same_whatever_partitioning(spark):
+    df = _ratings(spark)
+    a = {(r.user_id, r.item_id) for r in assign_split(df.repartition(1), 0.2, 7).where("is_valid").collect()}
+    b = {(r.user_id, r.item_id) for r in assign_split(df.repartition(7), 0.2, 7).where("is_valid").collect()}
+    assert a == b
+    n = df.count()
+    assert abs(len(a) / n - 0.2) < 0.02, len(a) / n
+    other = {(r.user_id, r.item_id) for r in assign_split(df, 0.2, 8).where("is_valid").collect()}
+    assert other != a  # the seed matters
+
+
+def test_index_contiguous_by_id_order_and_partition_independent(spark):
+    df = _ratings(spark)
+    i1 = build_index(df.repartition(1), "user_id", "user_idx").orderBy("user_idx").collect()
+    i2 = build_index(df.repartition(5), "user_id", "user_idx").orderBy("user_idx").collect()
+    assert i1 == i2
+    assert [r.user_idx for r in i1] == list(range(len(i1)))
+    assert [r.user_id for r in i1] == sorted(r.user_id for r in i1)
+    first = i1[0]
+    expected = df.where(F.col("user_id") == first.user_id).agg(F.count("*"), F.avg("rating")).first()
+    assert first.n_ratings == expected[0]
+    assert abs(first.mean_rating - expected[1]) < 1e-5
+
+
+def test_apply_index_keeps_every_row(spark):
+    df = _ratings(spark)
+    idx = build_index(df, "item_id", "item_idx")
+    out = apply_index(df, idx, "item_id", "item_idx")
+    assert out.count() == df.count()
+    assert out.agg(F.max("item_idx")).first()[0] == idx.count() - 1
+
+
+def _cold_frame(spark):
+    # user 9 and item 99 appear only in rows forced into validation.
+    rows = [(1, 1, True), (1, 2, False), (2, 1, False), (2, 2, True), (9, 1, True), (1, 99, True)]
+    return spark.createDataFrame(rows, "user_id int, item_id int, is_valid boolean")
+
+
+def test_cold_start_policies(spark):
+    flagged = cold_start_rows(_cold_frame(spark))
+    cold = {(r.user_id, r.item_id) for r in flagged.where("is_cold").collect()}
+    assert cold == {(9, 1), (1, 99)}
+
+    train, valid = split_frames(apply_cold_start(flagged, "train"))
+    assert {(r.user_id, r.item_id) for r in valid.collect()} == {(1, 1), (2, 2)}
+    assert train.count() == 4
+
+    train, valid = split_frames(apply_cold_start(flagged, "drop"))
+    assert (train.count(), valid.count()) == (2, 2)
+
+    train, valid = split_frames(apply_cold_start(flagged, "keep"))
+    assert (train.count(), valid.count()) == (2, 4)

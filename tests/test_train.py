@@ -1,0 +1,173 @@
+"""Training on planted-factor data: learning, resume, checkpoints, export, NaN, lr finder."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cfmodel.config import TrainConfig
+from cfmodel.data import InMemoryLoader, PetastormLoader, make_loaders, read_prepared_meta
+from cfmodel.export import export_factors, load_model, model_payload, read_id_map
+from cfmodel.lr_find import lr_find, plot_lr_find
+from cfmodel.models import build_model
+from cfmodel.train import Trainer, TrainingDivergedError, evaluate
+
+CFG = TrainConfig(n_factors=8, batch_size=256, lr=0.01, wd=0.05, schedule="one_cycle", epochs=6,
+                  progress=False, y_range=[0.0, 5.5])
+
+
+def _setup(prepared_dir, cfg=CFG, loader="memory"):
+    meta = read_prepared_meta(prepared_dir)
+    train, valid, _ = make_loaders(prepared_dir, meta, cfg.batch_size, loader, 10**9, cfg.seed, 5000)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, meta["n_users"], meta["n_items"], cfg.n_factors, tuple(cfg.y_range),
+                        cfg.hidden, cfg.dropouts, cfg.emb_dropout)
+    return model, train, valid, meta
+
+
+def _baseline_mse(prepared_dir):
+    train = pd.read_parquet(os.path.join(prepared_dir, "train"))
+    valid = pd.read_parquet(os.path.join(prepared_dir, "valid"))
+    return float(((valid["rating"] - train["rating"].mean()) ** 2).mean())
+
+
+@pytest.mark.parametrize("name", ["dot_bias", "embedding_net"])
+def test_training_recovers_planted_signal(prepared_dir, tmp_path, name):
+    cfg = TrainConfig(**{**CFG.__dict__, "model": name, "lr": 0.01,
+                         "hidden": [32], "dropouts": [0.1]})
+    model, train, valid, _ = _setup(prepared_dir, cfg)
+    history = Trainer(model, train, valid, cfg, str(tmp_path)).fit()
+    baseline = _baseline_mse(prepared_dir)
+    best = min(m.valid_mse for m in history)
+    # Ratings are planted signal + noise (sd 0.3) + half-star rounding: about 0.11 irreducible MSE.
+    assert best < 0.5 * baseline, (best, baseline)
+    assert history[-1].train_mse < history[0].train_mse
+    assert json.load(open(tmp_path / "metrics.json"))[-1]["epoch"] == cfg.epochs
+    assert open(tmp_path / "metrics.csv").readline().startswith("epoch,train_mse,valid_mse,valid_rmse")
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingLoader:
+    """Delegates to a loader, but dies on the first batch of one epoch (a killed job)."""
+
+    def __init__(self, inner, crash_epoch):
+        self.inner, self.crash_epoch = inner, crash_epoch
+
+    def steps_per_epoch(self):
+        return self.inner.steps_per_epoch()
+
+    def epoch(self, n):
+        if n == self.crash_epoch:
+            raise _Crash()
+        return self.inner.epoch(n)
+
+
+def test_resume_equals_uninterrupted(prepared_dir, tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "model": "embedding_net", "hidden": [16], "dropouts": [0.2],
+                         "schedule": "sgdr", "n_cycles": 2, "cycle_len": 1, "cycle_mult": 2})
+    model, train, valid, _ = _setup(prepared_dir, cfg)
+    full = Trainer(model, train, valid, cfg, str(tmp_path / "full"))
+    full.fit()
+
+    model, train, valid, _ = _setup(prepared_dir, cfg)
+    with pytest.raises(_Crash):
+        Trainer(model, _CrashingLoader(train, 3), valid, cfg, str(tmp_path / "cut")).fit()
+    model, train, valid, _ = _setup(prepared_dir, cfg)  # a fresh process: new weights, new optimiser
+    resumed = Trainer(model, train, valid, cfg, str(tmp_path / "cut"))
+    history = resumed.fit(resume=True)
+
+    assert [m.epoch for m in history] == [1, 2, 3]
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [m.valid_mse for m in history] == [m.valid_mse for m in full.history]
+
+
+def test_checkpoint_round_trip(prepared_dir, tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 1})
+    model, train, valid, _ = _setup(prepared_dir, cfg)
+    a = Trainer(model, train, valid, cfg, str(tmp_path), extra={"user_ids": torch.arange(3)})
+    a.fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert torch.equal(state["user_ids"], torch.arange(3)) and state["config"]["n_factors"] == 8
+    model2, _, _, _ = _setup(prepared_dir, cfg)
+    b = Trainer(model2, train, valid, cfg, str(tmp_path))
+    b.load(str(tmp_path / "last.pt"))
+    assert b.epoch == 1 and b.step == a.step and b.best_valid == a.best_valid
+    assert evaluate(b.model, valid, b.device) == evaluate(a.model, valid, a.device)
+    assert b.opt.state_dict()["state"][0]["exp_avg"].equal(a.opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):
+    model, train, valid, _ = _setup(prepared_dir)
+    with torch.no_grad():
+        model.u_weight.weight[:] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="loss is nan at epoch 1, step 1"):
+        Trainer(model, train, valid, CFG, str(tmp_path)).fit()
+
+
+def test_export_schema_ids_and_model_file(prepared_dir, tmp_path):
+    model, train, valid, meta = _setup(prepared_dir)
+    user_ids = read_id_map(os.path.join(prepared_dir, "users"), "user_id", "user_idx")
+    item_ids = read_id_map(os.path.join(prepared_dir, "items"), "item_id", "item_idx")
+    export_factors(model, user_ids, item_ids, str(tmp_path))
+    users = pd.read_parquet(tmp_path / "user_factors")
+    assert list(users.columns) == ["id", "idx", "bias", "features"]
+    assert str(users["id"].dtype) == "int32" and str(users["bias"].dtype) == "float32"
+    assert users["idx"].tolist() == list(range(meta["n_users"]))
+    assert users["id"].tolist() == user_ids.tolist()
+    np.testing.assert_allclose(np.stack(users["features"].to_numpy()), model.u_weight.weight.detach().numpy())
+    np.testing.assert_allclose(users["bias"].to_numpy(), model.u_bias.weight.detach().numpy()[:, 0])
+
+    args = {"name": "dot_bias", "n_factors": 8, "y_range": [0.0, 5.5], "hidden": [10], "dropouts": [0.5],
+            "emb_dropout": 0.05}
+    torch.save(model_payload(model, args, user_ids, item_ids, {"valid_mse": 0.5}), tmp_path / "model.pt")
+    loaded, payload = load_model(str(tmp_path / "model.pt"))
+    u, i = torch.tensor([0, 1, 2]), torch.tensor([2, 1, 0])
+    assert torch.equal(loaded(u, i), model.eval()(u, i))
+    assert payload["item_ids"].tolist() == item_ids.tolist() and payload["valid_mse"] == 0.5
+
+
+def test_lr_finder(prepared_dir, tmp_path):
+    model, train, _, _ = _setup(prepared_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    finding = lr_find(model, train, CFG, torch.device("cpu"), 1e-5, 10.0, 150)
+    assert 20 < len(finding.lrs) <= 150
+    assert finding.lrs == sorted(finding.lrs)
+    assert 1e-5 <= finding.suggestion <= 1.0
+    assert min(finding.losses) < finding.losses[0]  # the loss fell somewhere in the sweep
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # weights restored
+    plot_lr_find(finding, str(tmp_path / "lr.png"))
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _pairs(loader, epoch):
+    return [(int(u), int(i)) for users, items, _ in loader.epoch(epoch) for u, i in zip(users, items)]
+
+
+def test_petastorm_loader_epochs_and_shards(prepared_dir):
+    meta = read_prepared_meta(prepared_dir)
+    url = os.path.join(prepared_dir, "train")
+    rows = meta["counts"]["train_rows"]
+    loader = PetastormLoader(url, rows, batch_size=500, shuffle=True, seed=1, shuffle_buffer=2000)
+    e1, e2 = _pairs(loader, 1), _pairs(loader, 2)
+    truth = pd.read_parquet(url)
+    assert sorted(e1) == sorted(zip(truth["user_idx"], truth["item_idx"]))
+    assert len(e1) == rows and e1 != e2  # every row once, in a new order each epoch
+    assert e1 == _pairs(loader, 1)  # and the same order for the same epoch
+    shards = [_pairs(PetastormLoader(url, rows, 500, False, cur_shard=k, shard_count=2), 0) for k in range(2)]
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == sorted(e1)
+
+
+def test_in_memory_loader_matches_parquet(prepared_dir):
+    url = os.path.join(prepared_dir, "valid")
+    loader = InMemoryLoader.from_parquet(url, batch_size=100, shuffle=True, seed=3)
+    truth = pd.read_parquet(url)
+    assert sorted(_pairs(loader, 0)) == sorted(zip(truth["user_idx"], truth["item_idx"]))
+    assert loader.steps_per_epoch() == -(-len(truth) // 100)
+    assert _pairs(loader, 0) != _pairs(loader, 1)
