@@ -10,7 +10,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_CONF ?= conf/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench-prepare clean
+.PHONY: demo test install bench-prepare bench-train clean
 
 install: $(STAMP)
 
@@ -18,18 +18,22 @@ $(STAMP): setup.py
 	@command -v java >/dev/null || { echo "error: Java 17 is required (java not on PATH)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[dev,plots]'
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 demo: $(STAMP)
 	$(BIN)/cf-generate --conf $(DEMO_CONF)
 	$(BIN)/spark-submit --master 'local[*]' jobs/prepare.py --conf $(DEMO_CONF) --overwrite
+	$(BIN)/cf-train --conf $(DEMO_CONF) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 bench-prepare: $(STAMP)
 	$(BIN)/python bench/bench_prepare.py
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf data bench/out .pytest_cache build *.egg-info

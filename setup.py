@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "PyYAML>=6.0,<7",
     "dacite>=1.8,<2",
     "tqdm>=4.60,<5",
+    "matplotlib>=3.7,<4",
 ]
 
 setup(
@@ -26,13 +27,13 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "dev": ["pytest>=8,<10"],
-        "plots": ["matplotlib>=3.7,<4"],
     },
     entry_points={
         "console_scripts": [
             "cf-generate=cfmodel.generate:main",
             "cf-prepare=jobs.prepare:main",
             "cf-train=jobs.train:main",
+            "cf-score=jobs.score:main",
         ],
     },
 )

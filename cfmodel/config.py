@@ -118,9 +118,10 @@ class TrainConfig:
     hidden: List[int] = field(default_factory=lambda: [10])
     dropouts: List[float] = field(default_factory=lambda: [0.5])
     emb_dropout: float = 0.05
-    batch_size: int = 256
-    lr: float = 0.005
-    wd: float = 0.05
+    batch_size: int = 1024
+    lr: float = 0.01
+    wd: float = 1.5
+    bias_wd: float = 0.0
     wd_mode: str = "adamw"
     schedule: str = "one_cycle"
     epochs: int = 8
@@ -156,7 +157,8 @@ class TrainConfig:
                  "train.n_factors, train.batch_size and train.epochs must be >= 1")
         _require(self.n_cycles >= 1 and self.cycle_len >= 1 and self.cycle_mult >= 1,
                  "train.n_cycles, train.cycle_len and train.cycle_mult must be >= 1")
-        _require(self.lr > 0 and self.wd >= 0, "train.lr must be > 0 and train.wd >= 0")
+        _require(self.lr > 0 and self.wd >= 0 and self.bias_wd >= 0,
+                 "train.lr must be > 0, train.wd and train.bias_wd >= 0")
         _require((self.cur_shard is None) == (self.shard_count is None),
                  "train.cur_shard and train.shard_count go together")
 
@@ -167,6 +169,42 @@ class TrainConfig:
         return self.epochs
 
 
+FALLBACKS = ("bias", "popular")
+SCORE_FORMATS = ("parquet", "nested", "csv", "jsonl")
+
+
+@dataclass
+class ScoreConfig:
+    """Top-N recommendations for every user; see README "score"."""
+
+    model: str = "data/model"
+    data: str = "data/prepared"
+    output: str = "data/recommendations"
+    top_n: int = 10
+    exclude_valid: bool = True
+    users: Optional[str] = None
+    min_item_ratings: int = 1
+    exclude_items: List[int] = field(default_factory=list)
+    fallback: str = "bias"
+    block_size: int = 2048
+    torch_threads: int = 1
+    broadcast_max_mb: int = 1024
+    formats: List[str] = field(default_factory=lambda: ["parquet", "nested"])
+    output_files: int = 4
+    model_version: Optional[str] = None
+    titles: Optional[str] = None
+    show_examples: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.top_n >= 1, "score.top_n must be >= 1")
+        _require(self.block_size >= 1 and self.output_files >= 1 and self.torch_threads >= 1,
+                 "score.block_size, score.output_files and score.torch_threads must be >= 1")
+        _require(self.fallback in FALLBACKS, f"score.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        bad = [f for f in self.formats if f not in SCORE_FORMATS]
+        _require(not bad and self.formats, f"score.formats must be a non-empty list from {SCORE_FORMATS}, got {bad}")
+        _require(self.broadcast_max_mb >= 1, "score.broadcast_max_mb must be >= 1")
+
+
 @dataclass
 class Config:
     """The whole configuration: one section per stage."""
@@ -175,6 +213,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -57,8 +57,8 @@ def lr_find(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devic
             group["lr"] = lr
         users, items, ratings = users.to(device), items.to(device), ratings.to(device)
         loss = torch.nn.functional.mse_loss(model(users, items).float(), ratings)
-        if cfg.wd_mode == "l2" and cfg.wd > 0:
-            loss = loss + l2_penalty(model, users, items, cfg.wd)
+        if cfg.wd_mode == "l2":
+            loss = loss + l2_penalty(model, users, items, cfg.wd, cfg.bias_wd)
         value = float(loss)
         if not math.isfinite(value):
             break

@@ -75,8 +75,11 @@ class EmbeddingNet(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.u_weight(users), self.i_weight(items)], dim=1)
-        return sigmoid_range(self.layers(x).squeeze(1), self.y_range)
+        return self.score_embeddings(self.u_weight(users), self.i_weight(items))
+
+    def score_embeddings(self, u_emb: torch.Tensor, i_emb: torch.Tensor) -> torch.Tensor:
+        """Predictions from embedding rows (paired), as the scoring job uses them."""
+        return sigmoid_range(self.layers(torch.cat([u_emb, i_emb], dim=1)).squeeze(1), self.y_range)
 
 
 def build_model(name: str, n_users: int, n_items: int, n_factors: int, y_range: Tuple[float, float],

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+import platform
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict
 
+import pyarrow
+import pyspark
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+import cfmodel
 from cfmodel.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, QualityGateError
@@ -135,6 +139,22 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     deduped.unpersist()
     by_user.unpersist()
     return Prepared(train=train, valid=valid, users=users, items=items, quarantine=quarantine, counts=counts)
+
+
+def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``meta.json`` that ties a prepare output to its input, config and versions."""
+    counts = prepared.counts
+    return {
+        "n_users": counts["n_users"],
+        "n_items": counts["n_items"],
+        "counts": counts,
+        "rating": {"min": cfg.rating_min, "max": cfg.rating_max, "step": cfg.rating_step},
+        "split": {"valid_fraction": cfg.valid_fraction, "seed": cfg.seed, "cold_start": cfg.cold_start},
+        "input": input_info,
+        "config": asdict(cfg),
+        "versions": {"cfmodel": cfmodel.__version__, "spark": pyspark.__version__,
+                     "pyarrow": pyarrow.__version__, "python": platform.python_version()},
+    }
 
 
 def _shuffled(frame: DataFrame, rows: int, rows_per_file: int, seed: int) -> DataFrame:

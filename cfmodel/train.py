@@ -58,32 +58,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _is_bias(name: str) -> bool:
+    return name.split(".")[0].endswith("_bias")
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled decay on every weight) or Adam with L2 on the batch's rows.
 
     In ``l2`` mode the embeddings' penalty is added to the loss by
     :func:`l2_penalty` for the rows a batch touches; other weights (the
-    embedding net's layers) get Adam's coupled weight decay.
+    embedding net's layers) get Adam's coupled weight decay. Biases decay by
+    ``bias_wd``: the models have no global-mean term, so the biases carry the
+    mean rating and shrinking them towards 0 biases every prediction.
     """
+    named = list(model.named_parameters())
+    embedding = {f"{n}.weight" for n, m in model.named_children() if isinstance(m, nn.Embedding)}
+    biases = [p for n, p in named if _is_bias(n)]
     if cfg.wd_mode == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
-    emb = [p for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()]
-    emb_ids = {id(p) for p in emb}
-    other = [p for p in model.parameters() if id(p) not in emb_ids]
-    groups = [{"params": emb, "weight_decay": 0.0}]
-    if other:
-        groups.append({"params": other, "weight_decay": cfg.wd})
-    return torch.optim.Adam(groups, lr=cfg.lr)
+        groups = [{"params": [p for n, p in named if not _is_bias(n)], "weight_decay": cfg.wd},
+                  {"params": biases, "weight_decay": cfg.bias_wd}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    groups = [{"params": [p for n, p in named if n in embedding], "weight_decay": 0.0},
+              {"params": [p for n, p in named if n not in embedding], "weight_decay": cfg.wd}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
 
 
-def l2_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor, wd: float) -> torch.Tensor:
-    """``wd`` × mean squared norm of the embedding rows this batch uses."""
+def l2_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor, wd: float,
+               bias_wd: float = 0.0) -> torch.Tensor:
+    """Mean squared norm of the embedding rows this batch uses, times ``wd``
+    (``bias_wd`` for the bias embeddings)."""
     total = users.new_zeros((), dtype=torch.float32)
     for name, module in model.named_children():
         if isinstance(module, nn.Embedding):
-            idx = users if name.startswith("u_") else items
-            total = total + module(idx).pow(2).sum(1).mean()
-    return wd * total
+            factor = bias_wd if _is_bias(name) else wd
+            if factor:
+                idx = users if name.startswith("u_") else items
+                total = total + factor * module(idx).pow(2).sum(1).mean()
+    return total
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -203,8 +214,8 @@ class Trainer:
                     pred = self.model(users, items).float()
                 mse = torch.nn.functional.mse_loss(pred, ratings)
                 loss = mse
-                if self.cfg.wd_mode == "l2" and self.cfg.wd > 0:
-                    loss = loss + l2_penalty(self.model, users, items, self.cfg.wd)
+                if self.cfg.wd_mode == "l2":
+                    loss = loss + l2_penalty(self.model, users, items, self.cfg.wd, self.cfg.bias_wd)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss is {float(loss)} at epoch {epoch}, step {i}: lower train.lr (now {self.cfg.lr})")

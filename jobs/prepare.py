@@ -19,17 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import sys
 import time
 from typing import List, Optional, Sequence
 
-import pyarrow
-import pyspark
-
-import cfmodel
 from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
-from cfmodel.prepare import column_spec, prepare_ratings, write_prepared
+from cfmodel.prepare import build_meta, column_spec, prepare_ratings, write_prepared
 from cfmodel.session import get_spark
 from cfmodel.source import read_ratings
 from cfmodel.storage import Storage, atomic_output, content_sha256
@@ -51,19 +46,9 @@ def _run(argv: List[str]) -> int:
             prepared = prepare_ratings(raw.frame, pc)
             write_prepared(prepared, tmp, pc)
             counts = prepared.counts
-            meta = {
-                "n_users": counts["n_users"],
-                "n_items": counts["n_items"],
-                "counts": counts,
-                "rating": {"min": pc.rating_min, "max": pc.rating_max, "step": pc.rating_step},
-                "split": {"valid_fraction": pc.valid_fraction, "seed": pc.seed, "cold_start": pc.cold_start},
-                "input": {"path": storage.qualify(pc.input), "format": raw.input_format,
-                          "files": len(raw.files), "sha256": content_sha256(spark, raw.files),
-                          "extra_columns": raw.extra_columns},
-                "config": cfg.to_dict()["prepare"],
-                "versions": {"cfmodel": cfmodel.__version__, "spark": pyspark.__version__,
-                             "pyarrow": pyarrow.__version__, "python": platform.python_version()},
-            }
+            meta = build_meta(prepared, pc, {
+                "path": storage.qualify(pc.input), "format": raw.input_format, "files": len(raw.files),
+                "sha256": content_sha256(spark, raw.files), "extra_columns": raw.extra_columns})
             storage.write_json(f"{tmp}/meta.json", meta)
             report = {"stage": "prepare", "output": storage.qualify(pc.output), **counts,
                       "seconds": round(time.time() - started, 2)}

@@ -43,7 +43,7 @@ def prepared_dir(spark, planted_cfg, tmp_path_factory):
     """Planted-factor ratings run through the real prepare stage, written once per session."""
     from cfmodel.config import PrepareConfig
     from cfmodel.generate import generate
-    from cfmodel.prepare import prepare_ratings, write_prepared
+    from cfmodel.prepare import build_meta, prepare_ratings, write_prepared
     from cfmodel.source import ColumnSpec, read_ratings
     from cfmodel.storage import Storage
 
@@ -53,9 +53,5 @@ def prepared_dir(spark, planted_cfg, tmp_path_factory):
     raw = read_ratings(spark, ratings, ColumnSpec("userId", "movieId", "rating", "timestamp"))
     prepared = prepare_ratings(raw.frame, cfg)
     write_prepared(prepared, cfg.output, cfg)
-    meta = {"n_users": prepared.counts["n_users"], "n_items": prepared.counts["n_items"],
-            "counts": prepared.counts, "input": {"sha256": "test"},
-            "split": {"valid_fraction": 0.2, "seed": 42, "cold_start": "train"},
-            "rating": {"min": 0.5, "max": 5.0, "step": 0.5}}
-    Storage(spark).write_json(f"{cfg.output}/meta.json", meta)
+    Storage(spark).write_json(f"{cfg.output}/meta.json", build_meta(prepared, cfg, {"sha256": "planted"}))
     return cfg.output

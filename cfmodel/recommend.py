@@ -1,0 +1,164 @@
+"""Scoring on Spark: broadcast the item table, score users partition by partition.
+
+The driver reads the (small) item factors, checks their size against
+``score.broadcast_max_mb`` and broadcasts them with the fallback ranking. Users
+stay distributed: each partition is scored in blocks of ``block_size`` users by
+:class:`cfmodel.topn.BlockScorer` inside ``mapInPandas`` (one matrix product and
+one top-k per block), so there is never a users × items cross join and a
+task's memory is bounded by ``block_size × n_items`` scores.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cfmodel.config import ScoreConfig
+from cfmodel.errors import InputError
+from cfmodel.models import sigmoid_range
+from cfmodel.topn import BlockScorer, ItemTable
+
+OUTPUT_SCHEMA = T.StructType([
+    T.StructField("user_id", T.IntegerType(), False),
+    T.StructField("rank", T.IntegerType(), False),
+    T.StructField("item_id", T.IntegerType(), False),
+    T.StructField("score", T.FloatType(), False),
+    T.StructField("fallback", T.BooleanType(), False),
+])
+
+
+def check_broadcast_size(n_items: int, n_factors: int, limit_mb: int) -> int:
+    """Bytes the item table will take; raises before anything is collected if over the limit."""
+    size = n_items * (n_factors * 4 + 4 + 8 + 1)
+    if size > limit_mb * 2**20:
+        raise InputError(f"item table of {n_items} items x {n_factors} factors is {size / 2**20:.0f} MiB, over "
+                         f"score.broadcast_max_mb={limit_mb}; raise the limit (and executor memory) or filter items")
+    return size
+
+
+def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg: ScoreConfig) -> ItemTable:
+    """Collect the item factors (after the size check) with their candidate mask.
+
+    ``items`` is the prepare job's ``items/`` map (for ``min_item_ratings``).
+    """
+    first = item_factors.select(F.size("features").alias("k")).first()
+    if first is None:
+        raise InputError("item_factors is empty")
+    n_items = item_factors.count()
+    check_broadcast_size(n_items, first["k"], cfg.broadcast_max_mb)
+    counts = items.select(F.col("item_id").alias("id"), "n_ratings")
+    pdf = (item_factors.join(counts, "id", "left").orderBy("idx")
+           .select("id", "idx", "bias", "features", "n_ratings").toPandas())
+    if not np.array_equal(pdf["idx"].to_numpy(), np.arange(len(pdf))):
+        raise InputError("item_factors idx is not contiguous from 0")
+    candidate = pdf["n_ratings"].fillna(0).to_numpy() >= cfg.min_item_ratings
+    if cfg.exclude_items:
+        candidate &= ~np.isin(pdf["id"].to_numpy(), np.asarray(cfg.exclude_items))
+    name = model_args["name"]
+    return ItemTable(
+        ids=pdf["id"].to_numpy(dtype=np.int64),
+        factors=np.stack(pdf["features"].to_numpy()).astype(np.float32),
+        bias=pdf["bias"].fillna(0.0).to_numpy(dtype=np.float32),
+        candidate=candidate,
+        y_range=None if name == "dot" else tuple(model_args["y_range"]))
+
+
+def fallback_ranking(table: ItemTable, items: DataFrame, how: str, mean_user_bias: float):
+    """(item indices best first, score per item) for users without factors.
+
+    ``bias``: highest item bias, scored as an average user would rate it (models
+    without biases fall back to ``popular``). ``popular``: most rated, scored by
+    the item's mean rating.
+    """
+    stats = items.orderBy("item_idx").select("n_ratings", "mean_rating").toPandas()
+    if how == "bias" and np.any(table.bias):
+        raw = torch.from_numpy(table.bias + np.float32(mean_user_bias))
+        score = (sigmoid_range(raw, table.y_range) if table.y_range else raw).numpy()
+        key = score
+    else:
+        score = stats["mean_rating"].to_numpy(dtype=np.float32)
+        key = stats["n_ratings"].to_numpy(dtype=np.float64)
+    order = np.lexsort((np.arange(len(key)), -key))  # ties: lower index first
+    order = order[table.candidate[order]]
+    return order.astype(np.int64), score.astype(np.float32)
+
+
+def seen_items(prepared: str, spark: SparkSession, include_valid: bool) -> DataFrame:
+    """``user_idx, seen array<int>``: the items each user has rated (train, and valid if asked)."""
+    rated = spark.read.parquet(f"{prepared}/train").select("user_idx", "item_idx")
+    if include_valid:
+        rated = rated.unionByName(spark.read.parquet(f"{prepared}/valid").select("user_idx", "item_idx"))
+    return rated.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
+
+
+def users_to_score(user_factors: DataFrame, users: DataFrame, seen: DataFrame,
+                   subset: Optional[DataFrame] = None) -> DataFrame:
+    """``user_id, features, bias, seen`` for every user to score.
+
+    All users of the prepare output and of the model, or only ``subset``
+    (a frame with ``user_id``); a user without factors gets nulls (fallback).
+    """
+    known = users.select("user_id", "user_idx")
+    factors = user_factors.select(F.col("id").alias("user_id"), "features", "bias")
+    everyone = (known.join(factors, "user_id", "full_outer") if subset is None
+                else subset.select(F.col("user_id").cast("int")).distinct()
+                .join(known, "user_id", "left").join(factors, "user_id", "left"))
+    return everyone.join(seen, "user_idx", "left").select("user_id", "features", "bias", "seen")
+
+
+def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
+    """``user_id`` from a CSV (header with ``user_col``, or one column) or Parquet file of ids."""
+    frame = (spark.read.parquet(path) if path.rstrip("/").endswith(".parquet")
+             else spark.read.option("header", True).csv(path))
+    column = user_col if user_col in frame.columns else (frame.columns[0] if len(frame.columns) == 1 else None)
+    if column is None:
+        raise InputError(f"{path}: user list needs a '{user_col}' column (or a single column); found {frame.columns}")
+    ids = frame.select(F.col(f"`{column}`").cast("string").alias("raw"))
+    bad = ids.where(~F.trim("raw").rlike(r"^[0-9]{1,10}$") | (F.trim("raw").cast("long") > 2147483647)).first()
+    if bad is not None:
+        raise InputError(f"{path}: user id {bad['raw']!r} in column '{column}' is not a positive int32")
+    return ids.select(F.trim("raw").cast("int").alias("user_id"))
+
+
+def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession) -> DataFrame:
+    """Long-form recommendations (``OUTPUT_SCHEMA``) for the users in ``frame``."""
+    shared = spark.sparkContext.broadcast(scorer)
+
+    def score_partition(batches):
+        block_scorer = shared.value
+        for batch in batches:
+            yield block_scorer.score_frame(batch)
+
+    return frame.mapInPandas(score_partition, schema=OUTPUT_SCHEMA)
+
+
+def nested(long: DataFrame, user_col: str, item_col: str) -> DataFrame:
+    """ALS's ``recommendForAllUsers`` form: ``user, recommendations: array<struct<item, rating>>``."""
+    ranked = F.array_sort(F.collect_list(F.struct("rank", F.col("item_id").alias(item_col),
+                                                  F.col("score").alias("rating"))))
+    return (long.groupBy(F.col("user_id").alias(user_col))
+            .agg(ranked.alias("_r"))
+            .select(user_col, F.transform("_r", lambda r: F.struct(r[item_col].alias(item_col),
+                                                                   r["rating"].alias("rating")))
+                    .alias("recommendations")))
+
+
+def output_frames(long: DataFrame, formats: List[str], files: int, user_col: str, item_col: str) -> dict:
+    """The frames to write per format, ordered by user (and rank) into ``files`` files."""
+    ordered = long.repartitionByRange(files, "user_id").sortWithinPartitions("user_id", "rank")
+    out = {}
+    if "parquet" in formats:
+        out["recommendations"] = ("parquet", ordered)
+    if "csv" in formats:
+        out["csv"] = ("csv", ordered)
+    if {"nested", "jsonl"} & set(formats):
+        nest = nested(long, user_col, item_col).repartitionByRange(files, user_col).sortWithinPartitions(user_col)
+        if "nested" in formats:
+            out["nested"] = ("parquet", nest)
+        if "jsonl" in formats:
+            out["jsonl"] = ("json", nest)
+    return out
