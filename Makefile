@@ -10,7 +10,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_CONF ?= conf/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench-prepare bench-train clean
+.PHONY: demo test install bench-prepare bench-train bench-score clean
 
 install: $(STAMP)
 
@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/cf-generate --conf $(DEMO_CONF)
 	$(BIN)/spark-submit --master 'local[*]' jobs/prepare.py --conf $(DEMO_CONF) --overwrite
 	$(BIN)/cf-train --conf $(DEMO_CONF) --overwrite
+	$(BIN)/spark-submit --master 'local[*]' jobs/score.py --conf $(DEMO_CONF) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
@@ -34,6 +35,9 @@ bench-prepare: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python bench/bench_train.py
+
+bench-score: $(STAMP)
+	$(BIN)/python bench/bench_score.py
 
 clean:
 	rm -rf data bench/out .pytest_cache build *.egg-info

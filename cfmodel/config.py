@@ -187,6 +187,7 @@ class ScoreConfig:
     exclude_items: List[int] = field(default_factory=list)
     fallback: str = "bias"
     block_size: int = 2048
+    partitions: int = 0
     torch_threads: int = 1
     broadcast_max_mb: int = 1024
     formats: List[str] = field(default_factory=lambda: ["parquet", "nested"])
@@ -203,6 +204,7 @@ class ScoreConfig:
         bad = [f for f in self.formats if f not in SCORE_FORMATS]
         _require(not bad and self.formats, f"score.formats must be a non-empty list from {SCORE_FORMATS}, got {bad}")
         _require(self.broadcast_max_mb >= 1, "score.broadcast_max_mb must be >= 1")
+        _require(self.partitions >= 0, "score.partitions must be >= 0 (0: twice Spark's default parallelism)")
 
 
 @dataclass

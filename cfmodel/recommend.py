@@ -50,9 +50,9 @@ def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg:
         raise InputError("item_factors is empty")
     n_items = item_factors.count()
     check_broadcast_size(n_items, first["k"], cfg.broadcast_max_mb)
-    counts = items.select(F.col("item_id").alias("id"), "n_ratings")
-    pdf = (item_factors.join(counts, "id", "left").orderBy("idx")
-           .select("id", "idx", "bias", "features", "n_ratings").toPandas())
+    pdf = item_factors.select("id", "idx", "bias", "features").toPandas().sort_values("idx", ignore_index=True)
+    counts = items.select(F.col("item_id").alias("id"), "n_ratings").toPandas()
+    pdf = pdf.merge(counts, on="id", how="left")
     if not np.array_equal(pdf["idx"].to_numpy(), np.arange(len(pdf))):
         raise InputError("item_factors idx is not contiguous from 0")
     candidate = pdf["n_ratings"].fillna(0).to_numpy() >= cfg.min_item_ratings
@@ -124,9 +124,15 @@ def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
     return ids.select(F.trim("raw").cast("int").alias("user_id"))
 
 
-def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession) -> DataFrame:
-    """Long-form recommendations (``OUTPUT_SCHEMA``) for the users in ``frame``."""
+def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession, partitions: int = 0) -> DataFrame:
+    """Long-form recommendations (``OUTPUT_SCHEMA``) for the users in ``frame``.
+
+    Users are spread over ``partitions`` tasks (0: twice Spark's default
+    parallelism); an explicit count, because adaptive execution would otherwise
+    coalesce the small user table into one task and leave cores idle.
+    """
     shared = spark.sparkContext.broadcast(scorer)
+    frame = frame.repartition(partitions or 2 * spark.sparkContext.defaultParallelism)
 
     def score_partition(batches):
         block_scorer = shared.value

@@ -1,7 +1,8 @@
 """Top-N selection for one block of users against all items (no Spark here).
 
-Scores are one matrix product per block (``users × items``), plus biases,
-through the model's output transform, so they are predicted ratings. Excluded
+Scores are one matrix product per block (``users × items``) plus biases; the
+N chosen are put through the model's output transform, so they are predicted
+ratings. Excluded
 items (already rated, filtered out) are masked to ``-inf`` and never returned.
 Selection uses ``torch.topk``; ties are broken towards the lower item index, so
 the result is the same on every run and every partitioning.
@@ -32,16 +33,21 @@ class ItemTable:
         return int(self.ids.nbytes + self.factors.nbytes + self.bias.nbytes + self.candidate.nbytes)
 
 
-def predicted_ratings(user_factors: torch.Tensor, user_bias: torch.Tensor, items: ItemTable,
-                      item_factors: torch.Tensor, item_bias: torch.Tensor) -> torch.Tensor:
-    """(block, n_items) predicted ratings for the dot-product models."""
-    raw = user_factors @ item_factors.T + user_bias[:, None] + item_bias[None, :]
-    return sigmoid_range(raw, items.y_range) if items.y_range is not None else raw
+def raw_scores(user_factors: torch.Tensor, user_bias: torch.Tensor, item_factors: torch.Tensor,
+               item_bias: torch.Tensor) -> torch.Tensor:
+    """(block, n_items) ``u·i + b_u + b_i``: one matrix product, biases added in place.
+
+    The output transform (sigmoid range) is monotonic, so top-N is chosen on
+    these raw scores and only the N winners are transformed.
+    """
+    scores = torch.addmm(item_bias[None, :], user_factors, item_factors.T)
+    return scores.add_(user_bias[:, None])
 
 
 def mask_excluded(scores: torch.Tensor, seen: Sequence[Optional[np.ndarray]], candidate: torch.Tensor) -> None:
     """Set in place to -inf: non-candidate items for all rows, and each row's seen items."""
-    scores[:, ~candidate] = -torch.inf
+    if not bool(candidate.all()):
+        scores[:, ~candidate] = -torch.inf
     rows = [np.full(len(s), r, dtype=np.int64) for r, s in enumerate(seen) if s is not None and len(s)]
     if rows:
         cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen if s is not None and len(s)])
@@ -55,12 +61,13 @@ def top_n(scores: torch.Tensor, n: int) -> Tuple[np.ndarray, np.ndarray]:
     with index -1 and must be dropped by the caller.
     """
     k = min(n, scores.shape[1])
-    vals, idx = torch.topk(scores, k, dim=1)
-    threshold = vals[:, -1:]
-    # torch.topk picks arbitrarily among items tied at the k-th score; redo those rows exactly.
-    tied_rows = ((scores == threshold).sum(1) > (vals == threshold).sum(1)).nonzero().flatten()
-    for r in tied_rows.tolist():
-        row, t = scores[r], threshold[r, 0]
+    # One extra: where the (k+1)-th equals the k-th, torch.topk chose arbitrarily among tied
+    # items, so those rows (rare with real scores) are redone exactly.
+    vals, idx = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    tied_rows = (vals[:, k] == vals[:, k - 1]).nonzero().flatten() if vals.shape[1] > k else []
+    vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+    for r in (tied_rows.tolist() if len(tied_rows) else []):
+        row, t = scores[r], vals[r, k - 1]
         above = (row > t).nonzero().flatten()
         equal = (row == t).nonzero().flatten()[: k - len(above)]  # nonzero() is in index order
         chosen = torch.cat([above, equal])
@@ -110,7 +117,7 @@ class BlockScorer:
                 item_bias: torch.Tensor, model) -> torch.Tensor:
         u = torch.from_numpy(users)
         if model is None:
-            return predicted_ratings(u, torch.from_numpy(bias), self.items, item_factors, item_bias)
+            return raw_scores(u, torch.from_numpy(bias), item_factors, item_bias)
         # The net has no dot product: run it over every (user, item) pair, a few users at a time.
         n_items = item_factors.shape[0]
         per = max(1, self.net_pairs // n_items)
@@ -139,6 +146,8 @@ class BlockScorer:
             scores = self._scores(users, bias, item_factors, item_bias, model)
             mask_excluded(scores, list(block["seen"]), candidate)
             idx, vals = top_n(scores, self.top_n)
+            if model is None and self.items.y_range is not None:
+                vals = sigmoid_range(torch.from_numpy(vals), self.items.y_range).numpy()
             parts.append(_long_form(block["user_id"].to_numpy(), idx, vals, self.items.ids, False))
         cold = frame[frame["features"].isna()]
         for user_id, seen in zip(cold["user_id"].to_numpy(), cold["seen"]):

@@ -73,7 +73,7 @@ def _run(argv: List[str]) -> int:
 
             subset = read_user_list(spark, sc.users, user_col) if sc.users else None
             frame = users_to_score(user_factors, users, seen_items(sc.data, spark, sc.exclude_valid), subset)
-            long = recommend(frame, scorer, spark).withColumn("model_version", F.lit(version)).persist()
+            long = recommend(frame, scorer, spark, sc.partitions).withColumn("model_version", F.lit(version)).persist()
             for name, (fmt, out) in output_frames(long, sc.formats, sc.output_files, user_col, item_col).items():
                 out.write.format(fmt).option("header", True).save(f"{tmp}/{name}")
             stats = long.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),

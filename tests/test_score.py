@@ -1,0 +1,88 @@
+"""The scoring transforms on real Spark: planted checkerboard, exclusions, fallback, schemas, limits."""
+import numpy as np
+import pytest
+from pyspark.sql import types as T
+
+from cfmodel.config import ScoreConfig
+from cfmodel.errors import InputError
+from cfmodel.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, nested, read_user_list, recommend,
+                               seen_items, users_to_score)
+from cfmodel.topn import BlockScorer
+
+ARGS = {"name": "dot_bias", "y_range": [0.0, 5.5]}
+
+
+@pytest.fixture
+def checkerboard(spark, tmp_path):
+    """Users 1-3 like items 10-13, users 4-6 like items 14-17; within a group, lower ids are better."""
+    users = [(u, u - 1, [4.0, 0.0] if u <= 3 else [0.0, 4.0], 0.0) for u in range(1, 7)]
+    items = [(10 + i, i, [1.0, 0.0] if i < 4 else [0.0, 1.0], -0.1 * (i % 4)) for i in range(8)]
+    schema = "id int, idx int, features array<float>, bias float"
+    user_factors = spark.createDataFrame(users, schema)
+    item_factors = spark.createDataFrame(items, schema)
+    user_map = spark.createDataFrame([(u, u - 1) for u in range(1, 8)], "user_id int, user_idx int")  # 7: no factors
+    item_map = spark.createDataFrame([(10 + i, i, 5 - i % 5, 3.0 + i / 10) for i in range(8)],
+                                     "item_id int, item_idx int, n_ratings int, mean_rating float")
+    rated = [(0, 0), (6, 3)]  # user 1 rated item 10; user 7 (cold) rated item 13
+    frame = spark.createDataFrame([(u, i, 4.0) for u, i in rated], "user_idx int, item_idx int, rating float")
+    frame.write.parquet(str(tmp_path / "train"))
+    frame.limit(0).write.parquet(str(tmp_path / "valid"))
+    return user_factors, item_factors, user_map, item_map, str(tmp_path)
+
+
+def _run(spark, checkerboard, cfg=ScoreConfig(top_n=2), subset=None):
+    user_factors, item_factors, user_map, item_map, prepared = checkerboard
+    table = item_table(item_factors, item_map, ARGS, cfg)
+    order, score = fallback_ranking(table, item_map, cfg.fallback, 0.0)
+    scorer = BlockScorer(table, order, score, cfg.top_n, block_size=2)
+    frame = users_to_score(user_factors, user_map, seen_items(prepared, spark, cfg.exclude_valid), subset)
+    rows = recommend(frame.repartition(3), scorer, spark).collect()
+    return {u: [r.item_id for r in sorted(rows, key=lambda r: r.rank) if r.user_id == u]
+            for u in sorted({r.user_id for r in rows})}, rows
+
+
+def test_each_user_gets_their_group_and_never_a_seen_item(spark, checkerboard):
+    recs, rows = _run(spark, checkerboard)
+    assert recs == {1: [11, 12], 2: [10, 11], 3: [10, 11], 4: [14, 15], 5: [14, 15], 6: [14, 15],
+                    7: [10, 14]}  # 7 is cold: the highest-bias items (10 and 14 tie at 0) it has not rated
+    assert {r.user_id for r in rows if r.fallback} == {7}
+    assert all(np.isfinite(r.score) for r in rows)
+
+
+def test_candidate_filters_and_popular_fallback(spark, checkerboard):
+    cfg = ScoreConfig(top_n=2, exclude_items=[14], min_item_ratings=3, fallback="popular")
+    recs, _ = _run(spark, checkerboard, cfg)
+    # n_ratings = 5 - i % 5: 5, 4, 3, 2, 1, 5, 4, 3 for items 10..17; 13 and 14 have too few, 14 is excluded too.
+    assert recs[4] == [15, 16] and recs[1] == [11, 12]
+    assert recs[7] == [10, 15]  # the most rated candidates (5 ratings each, lower index first)
+
+
+def test_subset_of_users_including_unknown_ids(spark, checkerboard, tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("userId\n2\n99\n")
+    recs, rows = _run(spark, checkerboard, subset=read_user_list(spark, str(path), "userId"))
+    assert recs == {2: [10, 11], 99: [10, 14]}
+    assert [r.fallback for r in rows if r.user_id == 99] == [True, True]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("userId\n2\nabc\n")
+    with pytest.raises(InputError, match="user id 'abc'"):
+        read_user_list(spark, str(bad), "userId")
+
+
+def test_nested_form_matches_als_schema(spark, checkerboard):
+    _, rows = _run(spark, checkerboard)
+    long = spark.createDataFrame(rows, OUTPUT_SCHEMA)
+    out = nested(long, "userId", "movieId")
+    rec = T.StructType([T.StructField("movieId", T.IntegerType()), T.StructField("rating", T.FloatType())])
+    assert [f.name for f in out.schema.fields] == ["userId", "recommendations"]
+    assert out.schema["recommendations"].dataType.elementType.simpleString() == rec.simpleString()
+    first = out.where("userId = 1").first()
+    assert [r.movieId for r in first.recommendations] == [11, 12]
+
+
+def test_broadcast_limit_refused_before_collecting(spark, checkerboard):
+    with pytest.raises(InputError, match="over score.broadcast_max_mb=1"):
+        check_broadcast_size(100_000, 64, 1)
+    assert check_broadcast_size(10, 2, 1) == 10 * (8 + 13)
+    _, item_factors, _, item_map, _ = checkerboard
+    assert item_table(item_factors, item_map, ARGS, ScoreConfig(broadcast_max_mb=1)).factors.shape == (8, 2)

@@ -1,0 +1,65 @@
+"""The score job end to end through spark-submit, on a model trained by cf-train."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from jobs.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _score(*args):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    cmd = [str(BIN / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+           str(ROOT / "jobs" / "score.py"), "--conf", str(ROOT / "conf" / "local.yaml"),
+           "--set", "spark.conf.spark.sql.shuffle.partitions=4", "--set", "score.titles=null", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_score_job_writes_every_format_and_excludes_rated(prepared_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert train_main(["--set", f"train.data={prepared_dir}", "--set", f"train.output={model}", "--set",
+                       "train.epochs=2", "--set", "train.n_factors=8", "--set", "train.progress=false"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "recs"
+    args = ["--set", f"score.model={model}", "--set", f"score.data={prepared_dir}", "--set", f"score.output={out}",
+            "--set", "score.formats=[parquet, nested, csv, jsonl]", "--set", "score.top_n=5",
+            "--set", "score.show_examples=0"]
+    result = _score(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.rindex("\n{\n"):])
+    users = pd.read_parquet(f"{prepared_dir}/users")
+    assert report["users_scored"] == len(users) and report["fallback_users"] == 0
+    assert report["rows_written"] == 5 * len(users)
+
+    long = pd.read_parquet(out / "recommendations")
+    assert list(long.columns) == ["user_id", "rank", "item_id", "score", "fallback", "model_version"]
+    assert long["model_version"].nunique() == 1 and len(long["model_version"].iloc[0]) == 12
+    assert long.groupby("user_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
+    assert long["score"].between(0.0, 5.5).all()
+    rated = pd.concat([pd.read_parquet(f"{prepared_dir}/{s}", columns=["user_id", "item_id"])
+                       for s in ("train", "valid")])
+    clash = long.merge(rated, on=["user_id", "item_id"])
+    assert clash.empty, clash.head()
+
+    nested = pd.read_parquet(out / "nested")
+    assert list(nested.columns) == ["userId", "recommendations"]
+    first = nested.sort_values("userId").iloc[0]
+    expected = long[long.user_id == first.userId].sort_values("rank")["item_id"].tolist()
+    assert [r["movieId"] for r in first.recommendations] == expected
+
+    csv = pd.concat(pd.read_csv(p) for p in sorted((out / "csv").glob("*.csv")))
+    assert len(csv) == len(long) and list(csv.columns)[:3] == ["user_id", "rank", "item_id"]
+    lines = [json.loads(line) for p in sorted((out / "jsonl").glob("*.json")) for line in p.read_text().splitlines()]
+    assert len(lines) == len(users) and len(lines[0]["recommendations"]) == 5
+    assert (out / "_SUCCESS").exists()
+    assert len(list((out / "recommendations").glob("*.parquet"))) <= 4  # score.output_files
+
+    again = _score(*args)
+    assert again.returncode == 2
+    assert any(line.startswith("error: output already exists") for line in again.stdout.splitlines())
