@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_CONF ?= conf/local.yaml
+SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties"
 PYTEST_ARGS ?=
 
 .PHONY: demo test install bench-prepare bench-train bench-score clean
@@ -23,9 +24,9 @@ $(STAMP): setup.py
 
 demo: $(STAMP)
 	$(BIN)/cf-generate --conf $(DEMO_CONF)
-	$(BIN)/spark-submit --master 'local[*]' jobs/prepare.py --conf $(DEMO_CONF) --overwrite
+	$(SUBMIT) jobs/prepare.py --conf $(DEMO_CONF) --overwrite
 	$(BIN)/cf-train --conf $(DEMO_CONF) --overwrite
-	$(BIN)/spark-submit --master 'local[*]' jobs/score.py --conf $(DEMO_CONF) --overwrite
+	$(SUBMIT) jobs/score.py --conf $(DEMO_CONF) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests

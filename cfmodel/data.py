@@ -44,6 +44,8 @@ def _quiet_petastorm() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Petastorm wraps pyarrow's read-only buffers; our batches are only read, never written in place.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         yield
 
 

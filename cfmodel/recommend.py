@@ -3,7 +3,7 @@
 The driver reads the (small) item factors, checks their size against
 ``score.broadcast_max_mb`` and broadcasts them with the fallback ranking. Users
 stay distributed: each partition is scored in blocks of ``block_size`` users by
-:class:`cfmodel.topn.BlockScorer` inside ``mapInPandas`` (one matrix product and
+:class:`cfmodel.topn.BlockScorer` inside ``mapInArrow`` (one matrix product and
 one top-k per block), so there is never a users × items cross join and a
 task's memory is bounded by ``block_size × n_items`` scores.
 """
@@ -45,11 +45,10 @@ def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg:
 
     ``items`` is the prepare job's ``items/`` map (for ``min_item_ratings``).
     """
-    first = item_factors.select(F.size("features").alias("k")).first()
-    if first is None:
+    shape = item_factors.agg(F.count(F.lit(1)).alias("n"), F.max(F.size("features")).alias("k")).first()
+    if not shape["n"]:
         raise InputError("item_factors is empty")
-    n_items = item_factors.count()
-    check_broadcast_size(n_items, first["k"], cfg.broadcast_max_mb)
+    check_broadcast_size(shape["n"], shape["k"], cfg.broadcast_max_mb)
     pdf = item_factors.select("id", "idx", "bias", "features").toPandas().sort_values("idx", ignore_index=True)
     counts = items.select(F.col("item_id").alias("id"), "n_ratings").toPandas()
     pdf = pdf.merge(counts, on="id", how="left")
@@ -137,9 +136,9 @@ def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession, partit
     def score_partition(batches):
         block_scorer = shared.value
         for batch in batches:
-            yield block_scorer.score_frame(batch)
+            yield block_scorer.score_batch(batch)
 
-    return frame.mapInPandas(score_partition, schema=OUTPUT_SCHEMA)
+    return frame.mapInArrow(score_partition, schema=OUTPUT_SCHEMA)
 
 
 def nested(long: DataFrame, user_col: str, item_col: str) -> DataFrame:

@@ -30,7 +30,8 @@ def get_spark(conf: SparkConfig) -> SparkSession:
             os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     # Our timestamps and hashes must not depend on the machine's zone.
     builder = (builder.config("spark.sql.session.timeZone", "UTC")
-               .config("spark.ui.showConsoleProgress", "false"))
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
     for key, value in conf.conf.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     spark = builder.getOrCreate()

@@ -2,18 +2,21 @@
 
 Scores are one matrix product per block (``users × items``) plus biases; the
 N chosen are put through the model's output transform, so they are predicted
-ratings. Excluded
-items (already rated, filtered out) are masked to ``-inf`` and never returned.
+ratings. Excluded items (already rated, filtered out) are masked to ``-inf``
+and never returned. Users arrive as Arrow record batches (what Spark's
+``mapInArrow`` hands over), so their factors are read without a copy.
 Selection uses ``torch.topk``; ties are broken towards the lower item index, so
 the result is the same on every run and every partitioning.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from cfmodel.models import sigmoid_range
@@ -44,14 +47,12 @@ def raw_scores(user_factors: torch.Tensor, user_bias: torch.Tensor, item_factors
     return scores.add_(user_bias[:, None])
 
 
-def mask_excluded(scores: torch.Tensor, seen: Sequence[Optional[np.ndarray]], candidate: torch.Tensor) -> None:
-    """Set in place to -inf: non-candidate items for all rows, and each row's seen items."""
+def mask_excluded(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray, candidate: torch.Tensor) -> None:
+    """Set in place to -inf: non-candidate items for all rows, and the (row, item) pairs given."""
     if not bool(candidate.all()):
         scores[:, ~candidate] = -torch.inf
-    rows = [np.full(len(s), r, dtype=np.int64) for r, s in enumerate(seen) if s is not None and len(s)]
-    if rows:
-        cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen if s is not None and len(s)])
-        scores[torch.from_numpy(np.concatenate(rows)), torch.from_numpy(cols)] = -torch.inf
+    if len(rows):
+        scores[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
 
 
 def top_n(scores: torch.Tensor, n: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -81,17 +82,28 @@ def top_n(scores: torch.Tensor, n: int) -> Tuple[np.ndarray, np.ndarray]:
     return idx_np, vals_np
 
 
-OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "fallback"]
+INPUT_SCHEMA = pa.schema([("user_id", pa.int32()), ("features", pa.list_(pa.float32())),
+                          ("bias", pa.float32()), ("seen", pa.list_(pa.int32()))])
+OUTPUT_SCHEMA = pa.schema([pa.field("user_id", pa.int32(), False), pa.field("rank", pa.int32(), False),
+                           pa.field("item_id", pa.int32(), False), pa.field("score", pa.float32(), False),
+                           pa.field("fallback", pa.bool_(), False)])
+
+
+def _lists(column: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """(row of each value, values) of a list column; null lists count as empty."""
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return np.repeat(np.arange(len(column)), lengths), values
 
 
 @dataclass
 class BlockScorer:
-    """Scores pandas frames of users; picklable, so Spark can broadcast it.
+    """Scores batches of users; picklable, so Spark can broadcast it.
 
-    Users arrive as ``user_id, features (array or None), bias, seen (item
-    indices or None)``. Users with factors get their top ``top_n`` by predicted
-    rating; users without (cold start) get the precomputed fallback ranking
-    minus what they have seen, flagged ``fallback``.
+    Users arrive as ``user_id, features (list or null), bias, seen (item indices
+    or null)``. Users with factors get their top ``top_n`` by predicted rating;
+    users without (cold start) get the precomputed fallback ranking minus what
+    they have seen, flagged ``fallback``.
     """
 
     items: ItemTable
@@ -109,67 +121,76 @@ class BlockScorer:
         args = self.net["args"]
         model = build_model("embedding_net", 1, 1, args["n_factors"], tuple(args["y_range"]), args["hidden"],
                             args["dropouts"], args["emb_dropout"])
-        state = {k: torch.from_numpy(v) for k, v in self.net["state"].items()}
-        model.layers.load_state_dict(state)
+        model.layers.load_state_dict({k: torch.from_numpy(v) for k, v in self.net["state"].items()})
         return model.eval()
 
-    def _scores(self, users: np.ndarray, bias: np.ndarray, item_factors: torch.Tensor,
+    def _scores(self, users: torch.Tensor, bias: torch.Tensor, item_factors: torch.Tensor,
                 item_bias: torch.Tensor, model) -> torch.Tensor:
-        u = torch.from_numpy(users)
         if model is None:
-            return raw_scores(u, torch.from_numpy(bias), item_factors, item_bias)
+            return raw_scores(users, bias, item_factors, item_bias)
         # The net has no dot product: run it over every (user, item) pair, a few users at a time.
         n_items = item_factors.shape[0]
         per = max(1, self.net_pairs // n_items)
         out = torch.empty(len(users), n_items)
         for s in range(0, len(users), per):
-            block = u[s:s + per]
+            block = users[s:s + per]
             pairs_u = block.repeat_interleave(n_items, dim=0)
             pairs_i = item_factors.repeat(len(block), 1)
             out[s:s + per] = model.score_embeddings(pairs_u, pairs_i).view(len(block), n_items)
         return out
 
     @torch.no_grad()
-    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One pandas frame of users in, their recommendations (long form) out."""
+    def score_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """One Arrow batch of users (``INPUT_SCHEMA``) in, their recommendations (``OUTPUT_SCHEMA``) out."""
         torch.set_num_threads(self.threads)
+        n_factors = self.items.factors.shape[1]
+        user_ids = batch.column("user_id").to_numpy(zero_copy_only=False)
+        features = batch.column("features")
+        warm = features.is_valid().to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(features).to_numpy(zero_copy_only=False)
+        if flat.size != warm.sum() * n_factors:
+            raise ValueError(f"user features must hold {n_factors} values each (the item factors' size)")
+        factors = torch.from_numpy(flat.astype(np.float32, copy=False).reshape(-1, n_factors))
+        bias = torch.from_numpy(pc.fill_null(batch.column("bias"), 0.0).to_numpy(zero_copy_only=False)
+                                .astype(np.float32, copy=False))
+        seen_rows, seen_cols = _lists(batch.column("seen"))
         item_factors = torch.from_numpy(self.items.factors)
         item_bias = torch.from_numpy(self.items.bias)
         candidate = torch.from_numpy(self.items.candidate)
         model = self._net_model() if self.net is not None else None
-        parts = []
-        warm = frame[frame["features"].notna()]
-        for start in range(0, len(warm), self.block_size):
-            block = warm.iloc[start:start + self.block_size]
-            users = np.stack(block["features"].to_numpy()).astype(np.float32)
-            bias = block["bias"].fillna(0.0).to_numpy(dtype=np.float32)
-            scores = self._scores(users, bias, item_factors, item_bias, model)
-            mask_excluded(scores, list(block["seen"]), candidate)
+
+        parts: List[tuple] = []
+        warm_rows = np.nonzero(warm)[0]
+        block_of_row = np.full(len(user_ids), -1)
+        for start in range(0, len(warm_rows), self.block_size):
+            rows = warm_rows[start:start + self.block_size]
+            scores = self._scores(factors[start:start + len(rows)], bias[rows], item_factors, item_bias, model)
+            block_of_row[:] = -1
+            block_of_row[rows] = np.arange(len(rows))
+            hit = block_of_row[seen_rows] >= 0
+            mask_excluded(scores, block_of_row[seen_rows[hit]], seen_cols[hit], candidate)
             idx, vals = top_n(scores, self.top_n)
             if model is None and self.items.y_range is not None:
                 vals = sigmoid_range(torch.from_numpy(vals), self.items.y_range).numpy()
-            parts.append(_long_form(block["user_id"].to_numpy(), idx, vals, self.items.ids, False))
-        cold = frame[frame["features"].isna()]
-        for user_id, seen in zip(cold["user_id"].to_numpy(), cold["seen"]):
+            parts.append(self._long(user_ids[rows], idx, vals, False))
+        for row in np.nonzero(~warm)[0]:
             keep = self.fallback_idx
-            if seen is not None and len(seen):
+            seen = seen_cols[seen_rows == row]
+            if len(seen):
                 keep = keep[~np.isin(keep, seen)]
-            chosen = keep[: self.top_n]
-            scores = self.fallback_score[chosen]
-            parts.append(_long_form(np.array([user_id]), chosen[None, :], scores[None, :], self.items.ids, True))
-        if not parts:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                 zip(OUTPUT_COLUMNS, ("int32", "int32", "int32", "float32", "bool"))})
-        return pd.concat(parts, ignore_index=True)
+            chosen = keep[: self.top_n][None, :]
+            parts.append(self._long(user_ids[row:row + 1], chosen, self.fallback_score[chosen], True))
+        columns = [np.concatenate([p[c] for p in parts]) if parts else np.empty(0) for c in range(5)]
+        return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, OUTPUT_SCHEMA)],
+                                          schema=OUTPUT_SCHEMA)
 
+    def _long(self, user_ids: np.ndarray, idx: np.ndarray, vals: np.ndarray, fallback: bool) -> tuple:
+        rows, cols = np.nonzero(idx >= 0)
+        return (user_ids[rows].astype(np.int32), (cols + 1).astype(np.int32),
+                self.items.ids[idx[rows, cols]].astype(np.int32), vals[rows, cols].astype(np.float32),
+                np.full(len(rows), fallback))
 
-def _long_form(user_ids: np.ndarray, idx: np.ndarray, vals: np.ndarray, item_ids: np.ndarray,
-               fallback: bool) -> pd.DataFrame:
-    rows, cols = np.nonzero(idx >= 0)
-    return pd.DataFrame({
-        "user_id": user_ids[rows].astype(np.int32),
-        "rank": (cols + 1).astype(np.int32),
-        "item_id": item_ids[idx[rows, cols]].astype(np.int32),
-        "score": vals[rows, cols].astype(np.float32),
-        "fallback": np.full(len(rows), fallback),
-    })
+    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The same for a pandas frame of users (lists as numpy arrays or None)."""
+        batch = pa.RecordBatch.from_pandas(frame[INPUT_SCHEMA.names], schema=INPUT_SCHEMA, preserve_index=False)
+        return self.score_batch(batch).to_pandas()

@@ -58,7 +58,7 @@ def test_ties_go_to_the_lower_index_every_time():
 def test_masked_items_never_returned():
     scores = torch.arange(12, dtype=torch.float32).reshape(2, 6)
     candidate = torch.tensor([True, True, True, True, True, False])
-    mask_excluded(scores, [np.array([4, 3]), None], candidate)
+    mask_excluded(scores, np.array([0, 0]), np.array([4, 3]), candidate)
     idx, _ = top_n(scores, 4)
     assert idx.tolist() == [[2, 1, 0, -1], [4, 3, 2, 1]]
 

@@ -173,3 +173,27 @@ def test_in_memory_loader_matches_parquet(prepared_dir):
     assert sorted(_pairs(loader, 0)) == sorted(zip(truth["user_idx"], truth["item_idx"]))
     assert loader.steps_per_epoch() == -(-len(truth) // 100)
     assert _pairs(loader, 0) != _pairs(loader, 1)
+
+
+class _WorseningLoader:
+    """A validation loader whose ratings drift away every time it is read (validation only gets worse)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def steps_per_epoch(self):
+        return self.inner.steps_per_epoch()
+
+    def epoch(self, n):
+        self.calls += 1
+        for users, items, ratings in self.inner.epoch(n):
+            yield users, items, ratings + 3.0 * self.calls
+
+
+def test_early_stopping_after_patience(prepared_dir, tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "early_stopping": 2, "epochs": 6})
+    model, train, valid, _ = _setup(prepared_dir, cfg)
+    history = Trainer(model, train, _WorseningLoader(valid), cfg, str(tmp_path)).fit()
+    assert [m.epoch for m in history] == [1, 2, 3]  # best at 1, then two epochs without a gain
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["epoch"] == 1
