@@ -48,7 +48,8 @@ def _prepare(spark, ratings: str, out: Path) -> str:
 
 
 def _train(data: str, out: Path, *overrides: str) -> dict:
-    cmd = [CF_TRAIN, "--conf", str(ROOT / "conf" / "local.yaml"), "--overwrite", "--set", f"train.data={data}", "--set", f"train.output={out}",
+    cmd = [CF_TRAIN, "--conf", str(ROOT / "conf" / "local.yaml"), "--overwrite",
+           "--set", f"train.data={data}", "--set", f"train.output={out}",
            "--set", "train.progress=false", *[a for o in overrides for a in ("--set", o)]]
     result = run_watched(cmd, env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
     if result.returncode != 0:

@@ -129,7 +129,7 @@ class TrainConfig:
     cycle_len: int = 1
     cycle_mult: int = 2
     loader: str = "auto"
-    memory_max_rows: int = 50_000_000
+    memory_max_rows: int = 1_000_000
     shuffle_buffer: int = 200_000
     reader_workers: int = 1
     cur_shard: Optional[int] = None

@@ -55,7 +55,8 @@ def _run(argv: List[str]) -> int:
             for path in (f"{sc.model}/meta.json", f"{sc.data}/meta.json"):
                 if not storage.exists(path):
                     raise InputError(f"not found: {path}")
-            train_meta, prep_meta = storage.read_json(f"{sc.model}/meta.json"), storage.read_json(f"{sc.data}/meta.json")
+            train_meta = storage.read_json(f"{sc.model}/meta.json")
+            prep_meta = storage.read_json(f"{sc.data}/meta.json")
             if train_meta["data"]["input_sha256"] != prep_meta["input"]["sha256"]:
                 raise InputError(f"model {sc.model} was trained on another prepare output than {sc.data} "
                                  f"(input sha256 {train_meta['data']['input_sha256'][:12]} vs "

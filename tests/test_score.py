@@ -5,8 +5,8 @@ from pyspark.sql import types as T
 
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
-from cfmodel.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, nested, read_user_list, recommend,
-                               seen_items, users_to_score)
+from cfmodel.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, nested,
+                               read_user_list, recommend, seen_items, users_to_score)
 from cfmodel.topn import BlockScorer
 
 ARGS = {"name": "dot_bias", "y_range": [0.0, 5.5]}
