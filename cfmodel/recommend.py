@@ -9,6 +9,8 @@ task's memory is bounded by ``block_size × n_items`` scores.
 """
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
@@ -20,6 +22,7 @@ from pyspark.sql import types as T
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
 from cfmodel.models import sigmoid_range
+from cfmodel.storage import Storage
 from cfmodel.topn import BlockScorer, ItemTable
 
 OUTPUT_SCHEMA = T.StructType([
@@ -29,6 +32,55 @@ OUTPUT_SCHEMA = T.StructType([
     T.StructField("score", T.FloatType(), False),
     T.StructField("fallback", T.BooleanType(), False),
 ])
+
+
+@dataclass
+class ScoreInputs:
+    """A trained model's factors and the prepare output it was trained on."""
+
+    model_args: dict
+    user_factors: DataFrame
+    item_factors: DataFrame
+    users: DataFrame
+    items: DataFrame
+    net: Optional[dict]
+
+
+def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> ScoreInputs:
+    """Read the model and prepare outputs, checking that they belong together.
+
+    Raises
+    ------
+    InputError
+        A ``meta.json`` is missing, or the model was trained on another prepare
+        output (another input SHA-256), so its indices would not match.
+    """
+    for path in (f"{cfg.model}/meta.json", f"{cfg.data}/meta.json"):
+        if not storage.exists(path):
+            raise InputError(f"not found: {path}")
+    trained, prepared = storage.read_json(f"{cfg.model}/meta.json"), storage.read_json(f"{cfg.data}/meta.json")
+    if trained["data"]["input_sha256"] != prepared["input"]["sha256"]:
+        raise InputError(f"model {cfg.model} was trained on another prepare output than {cfg.data} "
+                         f"(input sha256 {trained['data']['input_sha256'][:12]} vs "
+                         f"{prepared['input']['sha256'][:12]}); their indices do not match")
+    args = trained["model_args"]
+    net = None
+    if args["name"] == "embedding_net":
+        payload = torch.load(io.BytesIO(storage.read_bytes(f"{cfg.model}/model.pt")), weights_only=True)
+        net = {"args": payload["model"], "state": {k[len("layers."):]: v.numpy()
+                                                   for k, v in payload["state_dict"].items()
+                                                   if k.startswith("layers.")}}
+    return ScoreInputs(args, spark.read.parquet(f"{cfg.model}/user_factors"),
+                       spark.read.parquet(f"{cfg.model}/item_factors"), spark.read.parquet(f"{cfg.data}/users"),
+                       spark.read.parquet(f"{cfg.data}/items"), net)
+
+
+def build_scorer(inputs: ScoreInputs, cfg: ScoreConfig) -> BlockScorer:
+    """The broadcastable scorer: item table (size-checked), fallback ranking, network weights."""
+    table = item_table(inputs.item_factors, inputs.items, inputs.model_args, cfg)
+    mean_user_bias = inputs.user_factors.agg(F.avg("bias")).first()[0] or 0.0
+    fallback_idx, fallback_score = fallback_ranking(table, inputs.items, cfg.fallback, mean_user_bias)
+    return BlockScorer(table, fallback_idx, fallback_score, cfg.top_n, cfg.block_size, cfg.torch_threads, inputs.net)
 
 
 def check_broadcast_size(n_items: int, n_factors: int, limit_mb: int) -> int:

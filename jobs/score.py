@@ -14,31 +14,21 @@ config (the item table over ``score.broadcast_max_mb`` among them).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
 import time
 from typing import List, Optional, Sequence
 
-import torch
 from pyspark.sql import functions as F
 
 from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
-from cfmodel.errors import InputError
-from cfmodel.recommend import (fallback_ranking, item_table, output_frames, read_user_list, recommend, seen_items,
+from cfmodel.recommend import (build_scorer, load_inputs, output_frames, read_user_list, recommend, seen_items,
                                users_to_score)
 from cfmodel.session import get_spark
 from cfmodel.storage import Storage, atomic_output, content_sha256
-from cfmodel.topn import BlockScorer
 
 LOG = logging.getLogger("cfmodel.jobs.score")
-
-
-def _net_weights(storage: Storage, model_dir: str) -> dict:
-    payload = torch.load(io.BytesIO(storage.read_bytes(f"{model_dir}/model.pt")), weights_only=True)
-    state = {k[len("layers."):]: v.numpy() for k, v in payload["state_dict"].items() if k.startswith("layers.")}
-    return {"args": payload["model"], "state": state}
 
 
 def _run(argv: List[str]) -> int:
@@ -52,37 +42,22 @@ def _run(argv: List[str]) -> int:
         storage = Storage(spark)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.block_size))
         with atomic_output(storage, sc.output, args.overwrite) as tmp:
-            for path in (f"{sc.model}/meta.json", f"{sc.data}/meta.json"):
-                if not storage.exists(path):
-                    raise InputError(f"not found: {path}")
-            train_meta = storage.read_json(f"{sc.model}/meta.json")
-            prep_meta = storage.read_json(f"{sc.data}/meta.json")
-            if train_meta["data"]["input_sha256"] != prep_meta["input"]["sha256"]:
-                raise InputError(f"model {sc.model} was trained on another prepare output than {sc.data} "
-                                 f"(input sha256 {train_meta['data']['input_sha256'][:12]} vs "
-                                 f"{prep_meta['input']['sha256'][:12]}); their indices do not match")
-            model_args = train_meta["model_args"]
-            item_factors = spark.read.parquet(f"{sc.model}/item_factors")
-            user_factors = spark.read.parquet(f"{sc.model}/user_factors")
-            items, users = spark.read.parquet(f"{sc.data}/items"), spark.read.parquet(f"{sc.data}/users")
-            table = item_table(item_factors, items, model_args, sc)
-            mean_user_bias = user_factors.agg(F.avg("bias")).first()[0] or 0.0
-            fallback_idx, fallback_score = fallback_ranking(table, items, sc.fallback, mean_user_bias)
-            net = _net_weights(storage, sc.model) if model_args["name"] == "embedding_net" else None
-            scorer = BlockScorer(table, fallback_idx, fallback_score, sc.top_n, sc.block_size, sc.torch_threads, net)
+            inputs = load_inputs(spark, storage, sc)
+            scorer = build_scorer(inputs, sc)
             version = sc.model_version or content_sha256(spark, [f"{sc.model}/model.pt"])[:12]
 
             subset = read_user_list(spark, sc.users, user_col) if sc.users else None
-            frame = users_to_score(user_factors, users, seen_items(sc.data, spark, sc.exclude_valid), subset)
+            frame = users_to_score(inputs.user_factors, inputs.users, seen_items(sc.data, spark, sc.exclude_valid),
+                                   subset)
             long = recommend(frame, scorer, spark, sc.partitions).withColumn("model_version", F.lit(version)).persist()
             for name, (fmt, out) in output_frames(long, sc.formats, sc.output_files, user_col, item_col).items():
                 out.write.format(fmt).option("header", True).save(f"{tmp}/{name}")
             stats = long.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
                              F.countDistinct(F.when(F.col("fallback"), F.col("user_id"))).alias("fallback")).first()
             report = {"stage": "score", "output": storage.qualify(sc.output), "model_version": version,
-                      "model": model_args["name"], "users_scored": stats["users"],
+                      "model": inputs.model_args["name"], "users_scored": stats["users"],
                       "fallback_users": stats["fallback"], "rows_written": stats["rows"], "top_n": sc.top_n,
-                      "items": len(table.ids), "candidate_items": int(table.candidate.sum()),
+                      "items": len(scorer.items.ids), "candidate_items": int(scorer.items.candidate.sum()),
                       "seconds": round(time.time() - started, 2)}
             storage.write_json(f"{tmp}/report.json", report)
             examples = long.where(F.col("user_id").isin(

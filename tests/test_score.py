@@ -5,8 +5,9 @@ from pyspark.sql import types as T
 
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
-from cfmodel.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, nested,
-                               read_user_list, recommend, seen_items, users_to_score)
+from cfmodel.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, load_inputs,
+                               nested, read_user_list, recommend, seen_items, users_to_score)
+from cfmodel.storage import Storage
 from cfmodel.topn import BlockScorer
 
 ARGS = {"name": "dot_bias", "y_range": [0.0, 5.5]}
@@ -86,3 +87,15 @@ def test_broadcast_limit_refused_before_collecting(spark, checkerboard):
     assert check_broadcast_size(10, 2, 1) == 10 * (8 + 13)
     _, item_factors, _, item_map, _ = checkerboard
     assert item_table(item_factors, item_map, ARGS, ScoreConfig(broadcast_max_mb=1)).factors.shape == (8, 2)
+
+
+def test_model_from_another_prepare_run_is_refused(spark, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "data").mkdir()
+    cfg = ScoreConfig(model=str(tmp_path / "model"), data=str(tmp_path / "data"))
+    with pytest.raises(InputError, match=r"not found: .*model/meta.json"):
+        load_inputs(spark, Storage(spark), cfg)
+    (tmp_path / "model" / "meta.json").write_text('{"data": {"input_sha256": "aaaa"}, "model_args": {}}')
+    (tmp_path / "data" / "meta.json").write_text('{"input": {"sha256": "bbbb"}}')
+    with pytest.raises(InputError, match="trained on another prepare output"):
+        load_inputs(spark, Storage(spark), cfg)
