@@ -32,9 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.memwatch import run_watched  # noqa: E402
+from cfmodel.config import ScoreConfig  # noqa: E402
 
 TOP_N = 10
-BLOCK = 4096
+BLOCK = 4096        # users per block for the single-process floors
+SCORE_BLOCK = ScoreConfig().block_size
 
 
 def _factors(out: Path, n_users: int, n_items: int, rank: int) -> Path:
@@ -70,18 +72,17 @@ def run_ours(factors: Path, out: Path) -> float:
     import numpy as np
     from pyspark.sql import functions as F
 
-    from cfmodel.config import ScoreConfig
     from cfmodel.recommend import item_table, recommend
     from cfmodel.topn import BlockScorer
 
     spark = _spark()
     spark.range(1).count()  # a warm JVM, as ALS's timing below starts with one too
     started = time.perf_counter()
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(BLOCK))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(SCORE_BLOCK, 8192)))
     item_factors = spark.read.parquet(str(factors / "item_factors"))
     items = item_factors.select(F.col("id").alias("item_id"), F.lit(1).alias("n_ratings"))
     table = item_table(item_factors, items, {"name": "dot"}, ScoreConfig(top_n=TOP_N))
-    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, block_size=BLOCK)
+    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, block_size=SCORE_BLOCK)
     users = (spark.read.parquet(str(factors / "user_factors"))
              .select(F.col("id").alias("user_id"), "features", "bias", F.lit(None).cast("array<int>").alias("seen")))
     recommend(users, scorer, spark).write.mode("overwrite").parquet(str(out))

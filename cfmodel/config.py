@@ -186,7 +186,7 @@ class ScoreConfig:
     min_item_ratings: int = 1
     exclude_items: List[int] = field(default_factory=list)
     fallback: str = "bias"
-    block_size: int = 2048
+    block_size: int = 256
     partitions: int = 0
     torch_threads: int = 1
     broadcast_max_mb: int = 1024

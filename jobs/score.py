@@ -40,7 +40,8 @@ def _run(argv: List[str]) -> int:
     try:
         started = time.time()
         storage = Storage(spark)
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.block_size))
+        # Arrow batches many blocks long: per-batch overhead stays small, blocks stay cache-sized.
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(sc.block_size, 8192)))
         with atomic_output(storage, sc.output, args.overwrite) as tmp:
             inputs = load_inputs(spark, storage, sc)
             scorer = build_scorer(inputs, sc)
