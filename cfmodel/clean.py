@@ -46,7 +46,8 @@ def _blank(col: Column) -> Column:
     return col.isNull() | (col == "")
 
 
-def _positive_int32(col: Column) -> Column:
+def positive_int32(col: Column) -> Column:
+    """True where a trimmed text column holds an id in 1..2**31-1 (null where the text is null)."""
     value = col.cast("long")
     return col.rlike(POSITIVE_INT) & (value >= 1) & (value <= INT32_MAX)
 
@@ -77,8 +78,8 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
         (_blank(item), "missing_item"),
         (_blank(rating), "missing_rating"),
         (F.lit(rule.require_timestamp) & _blank(ts), "missing_timestamp"),
-        (~_positive_int32(user), "bad_user_id"),
-        (~_positive_int32(item), "bad_item_id"),
+        (~positive_int32(user), "bad_user_id"),
+        (~positive_int32(item), "bad_item_id"),
         (~rating.rlike(NUMBER), "bad_rating"),
         ((value < rule.minimum - 1e-9) | (value > rule.maximum + 1e-9), "rating_out_of_range"),
     ]

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from cfmodel.clean import positive_int32
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
 from cfmodel.models import sigmoid_range
@@ -168,11 +169,12 @@ def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
     column = user_col if user_col in frame.columns else (frame.columns[0] if len(frame.columns) == 1 else None)
     if column is None:
         raise InputError(f"{path}: user list needs a '{user_col}' column (or a single column); found {frame.columns}")
-    ids = frame.select(F.col(f"`{column}`").cast("string").alias("raw"))
-    bad = ids.where(~F.trim("raw").rlike(r"^[0-9]{1,10}$") | (F.trim("raw").cast("long") > 2147483647)).first()
+    ids = frame.select(F.trim(F.col(f"`{column}`").cast("string")).alias("raw"))
+    # The same id rule as the prepare job's cleaning; a blank cell is no id either.
+    bad = ids.where(F.col("raw").isNull() | ~positive_int32(F.col("raw"))).first()
     if bad is not None:
         raise InputError(f"{path}: user id {bad['raw']!r} in column '{column}' is not a positive int32")
-    return ids.select(F.trim("raw").cast("int").alias("user_id"))
+    return ids.select(F.col("raw").cast("int").alias("user_id"))
 
 
 def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession, partitions: int = 0) -> DataFrame:

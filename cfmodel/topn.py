@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from cfmodel.models import sigmoid_range
+from cfmodel.models import build_model, sigmoid_range
 
 
 @dataclass
@@ -31,9 +31,6 @@ class ItemTable:
     bias: np.ndarray                # float32 (n_items,), zeros for models without biases
     candidate: np.ndarray           # bool (n_items,): False for globally excluded items
     y_range: Optional[Tuple[float, float]]  # None: raw dot product (the ``dot`` model)
-
-    def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.factors.nbytes + self.bias.nbytes + self.candidate.nbytes)
 
 
 def raw_scores(user_factors: torch.Tensor, user_bias: torch.Tensor, item_factors: torch.Tensor,
@@ -116,8 +113,6 @@ class BlockScorer:
     net_pairs: int = 1 << 20      # user × item pairs per forward pass of the net
 
     def _net_model(self):
-        from cfmodel.models import build_model
-
         args = self.net["args"]
         model = build_model("embedding_net", 1, 1, args["n_factors"], tuple(args["y_range"]), args["hidden"],
                             args["dropouts"], args["emb_dropout"])

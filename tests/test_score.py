@@ -64,10 +64,12 @@ def test_subset_of_users_including_unknown_ids(spark, checkerboard, tmp_path):
     recs, rows = _run(spark, checkerboard, subset=read_user_list(spark, str(path), "userId"))
     assert recs == {2: [10, 11], 99: [10, 14]}
     assert [r.fallback for r in rows if r.user_id == 99] == [True, True]
-    bad = tmp_path / "bad.csv"
-    bad.write_text("userId\n2\nabc\n")
-    with pytest.raises(InputError, match="user id 'abc'"):
-        read_user_list(spark, str(bad), "userId")
+    cases = (("text", "2\nabc", "'abc'"), ("zero", "2\n0", "'0'"), ("big", "2147483648", "'2147483648'"))
+    for name, ids, shown in cases:
+        bad = tmp_path / f"{name}.csv"
+        bad.write_text(f"userId\n{ids}\n")
+        with pytest.raises(InputError, match=f"user id {shown}"):
+            read_user_list(spark, str(bad), "userId")
 
 
 def test_nested_form_matches_als_schema(spark, checkerboard):
