@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "dacite>=1.8,<2",
     "tqdm>=4.60,<5",
     "matplotlib>=3.7,<4",
+    "seaborn>=0.13,<0.14",
 ]
 
 setup(
@@ -34,6 +35,8 @@ setup(
             "cf-prepare=jobs.prepare:main",
             "cf-train=jobs.train:main",
             "cf-score=jobs.score:main",
+            "cf-report=jobs.evaluate:main",
+            "cf-pipeline=jobs.pipeline:main",
         ],
     },
 )

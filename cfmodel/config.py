@@ -207,6 +207,62 @@ class ScoreConfig:
         _require(self.partitions >= 0, "score.partitions must be >= 0 (0: twice Spark's default parallelism)")
 
 
+BASELINES = ("global_mean", "biases", "popular", "als")
+
+
+@dataclass
+class EvaluateConfig:
+    """Metrics, baselines and the interpretation report (``cf-report``); see README "evaluate"."""
+
+    model: str = "data/model"
+    data: str = "data/prepared"
+    output: str = "data/report"
+    k: int = 10
+    relevance_threshold: float = 4.0
+    baselines: List[str] = field(default_factory=lambda: list(BASELINES))
+    bias_reg: float = 5.0
+    als_rank: int = 10
+    als_reg: float = 0.1
+    als_max_iter: int = 10
+    titles: Optional[str] = None
+    top_movies: int = 500
+    similar_to: List[int] = field(default_factory=list)
+    table_size: int = 15
+    sample_rows: int = 20_000
+    seed: int = 42
+    max_valid_rmse: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(self.k >= 1, "evaluate.k must be >= 1")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        _require(not bad, f"evaluate.baselines must be from {BASELINES}, got {bad}")
+        _require(self.bias_reg >= 0 and self.als_reg >= 0, "evaluate.bias_reg and evaluate.als_reg must be >= 0")
+        _require(self.als_rank >= 1 and self.als_max_iter >= 1, "evaluate.als_rank and als_max_iter must be >= 1")
+        _require(self.top_movies >= 3 and self.table_size >= 1 and self.sample_rows >= 1,
+                 "evaluate.top_movies must be >= 3, evaluate.table_size and sample_rows >= 1")
+        _require(self.max_valid_rmse is None or self.max_valid_rmse > 0, "evaluate.max_valid_rmse must be > 0")
+
+
+PIPELINE_STAGES = ("generate", "prepare", "train", "score", "evaluate")
+
+
+@dataclass
+class PipelineConfig:
+    """``cf-pipeline``: where versioned runs go and which stages run; see README "pipeline"."""
+
+    output_root: str = "runs"
+    stages: List[str] = field(default_factory=lambda: ["prepare", "train", "score", "evaluate"])
+    keep_runs: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.stages if s not in PIPELINE_STAGES]
+        _require(not bad and self.stages, f"pipeline.stages must be a non-empty list from {PIPELINE_STAGES}, "
+                                          f"got {bad or self.stages}")
+        order = [PIPELINE_STAGES.index(s) for s in self.stages]
+        _require(order == sorted(set(order)), f"pipeline.stages must be in the order {PIPELINE_STAGES}, no repeats")
+        _require(self.keep_runs >= 0, "pipeline.keep_runs must be >= 0 (0 keeps every run)")
+
+
 @dataclass
 class Config:
     """The whole configuration: one section per stage."""
@@ -216,6 +272,8 @@ class Config:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,8 +8,9 @@ dict, the model's constructor arguments and the id maps, and loads with
 """
 from __future__ import annotations
 
+import io
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -67,9 +68,10 @@ def model_payload(model: nn.Module, model_args: Dict[str, Any], user_ids: np.nda
             "item_ids": torch.from_numpy(item_ids.astype(np.int64)), **extra}
 
 
-def load_model(path: str, device: str = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
-    """Rebuild a model from ``model.pt``; returns (module in eval mode, payload)."""
-    payload = torch.load(path, map_location=device, weights_only=True)
+def load_model(path: Union[str, bytes], device: str = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild a model from ``model.pt`` (a local path, or its bytes); returns (module in eval mode, payload)."""
+    payload = torch.load(io.BytesIO(path) if isinstance(path, bytes) else path, map_location=device,
+                         weights_only=True)
     args = payload["model"]
     model = build_model(args["name"], len(payload["user_ids"]), len(payload["item_ids"]), args["n_factors"],
                         tuple(args["y_range"]), args["hidden"], args["dropouts"], args["emb_dropout"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator, List
@@ -61,13 +62,36 @@ class Storage:
                 found.append(str(p.toString()))
         return sorted(found)
 
+    def list_dirs(self, path: str) -> List[str]:
+        """Immediate subdirectories of ``path`` (empty when it does not exist)."""
+        if not self.exists(path):
+            return []
+        return sorted(str(st.getPath().toString()) for st in self._fs(path).listStatus(self._path(path))
+                      if st.isDirectory())
+
+    def listing(self, path: str) -> List[dict]:
+        """``name, size, modified`` of each data file under ``path``: a cheap change detector."""
+        fs = self._fs(path)
+        out = []
+        for name in self.list_files(path):
+            status = fs.getFileStatus(self._path(name))
+            out.append({"name": name, "size": int(status.getLen()), "modified": int(status.getModificationTime())})
+        return out
+
+    def copy_from_local(self, local: str, dst: str) -> None:
+        """Upload a local file or directory tree to ``dst`` (any Hadoop file system)."""
+        self._fs(dst).copyFromLocalFile(False, True, self._path("file://" + os.path.abspath(local)), self._path(dst))
+
     def size(self, path: str) -> int:
         return int(self._fs(path).getFileStatus(self._path(path)).getLen())
 
     def write_text(self, path: str, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
         out = self._fs(path).create(self._path(path), True)
         try:
-            out.write(bytearray(text.encode("utf-8")))
+            out.write(bytearray(data))
         finally:
             out.close()
 

@@ -21,9 +21,12 @@ import json
 import logging
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+from pyspark.sql import SparkSession
 
 from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.config import Config
 from cfmodel.prepare import build_meta, column_spec, prepare_ratings, write_prepared
 from cfmodel.session import get_spark
 from cfmodel.source import read_ratings
@@ -32,32 +35,38 @@ from cfmodel.storage import Storage, atomic_output, content_sha256
 LOG = logging.getLogger("cfmodel.jobs.prepare")
 
 
+def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
+    """The prepare stage on a running session; returns its report (also written as ``report.json``)."""
+    pc = cfg.prepare
+    started = time.time()
+    storage = Storage(spark)
+    with atomic_output(storage, pc.output, overwrite) as tmp:
+        raw = read_ratings(spark, pc.input, column_spec(pc), pc.input_format)
+        prepared = prepare_ratings(raw.frame, pc)
+        write_prepared(prepared, tmp, pc)
+        counts = prepared.counts
+        meta = build_meta(prepared, pc, {
+            "path": storage.qualify(pc.input), "format": raw.input_format, "files": len(raw.files),
+            "sha256": content_sha256(spark, raw.files), "extra_columns": raw.extra_columns})
+        storage.write_json(f"{tmp}/meta.json", meta)
+        report = {"stage": "prepare", "output": storage.qualify(pc.output), **counts,
+                  "input_sha256": meta["input"]["sha256"], "seconds": round(time.time() - started, 2)}
+        storage.write_json(f"{tmp}/report.json", report)
+    LOG.info("prepare report: %s", json.dumps(report, sort_keys=True))
+    return report
+
+
 def _run(argv: List[str]) -> int:
     args = job_parser("Clean, index and split ratings into Parquet.").parse_args(argv)
     setup_logging(args.log_json)
     cfg = load_job_config(args)
-    pc = cfg.prepare
     spark = get_spark(cfg.spark)
     try:
-        started = time.time()
-        storage = Storage(spark)
-        with atomic_output(storage, pc.output, args.overwrite) as tmp:
-            raw = read_ratings(spark, pc.input, column_spec(pc), pc.input_format)
-            prepared = prepare_ratings(raw.frame, pc)
-            write_prepared(prepared, tmp, pc)
-            counts = prepared.counts
-            meta = build_meta(prepared, pc, {
-                "path": storage.qualify(pc.input), "format": raw.input_format, "files": len(raw.files),
-                "sha256": content_sha256(spark, raw.files), "extra_columns": raw.extra_columns})
-            storage.write_json(f"{tmp}/meta.json", meta)
-            report = {"stage": "prepare", "output": storage.qualify(pc.output), **counts,
-                      "seconds": round(time.time() - started, 2)}
-            storage.write_json(f"{tmp}/report.json", report)
-        LOG.info("prepare report: %s", json.dumps(report, sort_keys=True))
-        print(json.dumps(report, indent=2, sort_keys=True))
-        return 0
+        report = run(spark, cfg, args.overwrite)
     finally:
         spark.stop()
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

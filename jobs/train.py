@@ -22,12 +22,13 @@ import platform
 import shutil
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 import cfmodel
 from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.config import TrainConfig
 from cfmodel.data import make_loaders, read_prepared_meta
 from cfmodel.errors import OutputExistsError
 from cfmodel.export import export_factors, model_payload, read_id_map
@@ -38,41 +39,41 @@ from cfmodel.train import Trainer, resolve_device
 LOG = logging.getLogger("cfmodel.jobs.train")
 
 
-def _run(argv: List[str]) -> int:
-    parser = job_parser("Train a collaborative-filtering model on prepared Parquet.")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--lr-find", action="store_true", help="run the learning-rate finder instead of training")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_json)
-    cfg = load_job_config(args).train
-    out = cfg.output
-    if os.path.exists(out) and not (args.overwrite or args.resume or args.lr_find):
+def _prepare_output(out: str, overwrite: bool, keep: bool) -> None:
+    if os.path.exists(out) and not (overwrite or keep):
         raise OutputExistsError(f"output already exists: {out} (pass --overwrite to replace it or --resume)")
-    if os.path.exists(out) and args.overwrite:
+    if os.path.exists(out) and overwrite and not keep:
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
 
-    started = time.time()
+
+def _setup(cfg: TrainConfig):
     meta = read_prepared_meta(cfg.data)
     train, valid, kind = make_loaders(cfg.data, meta, cfg.batch_size, cfg.loader, cfg.memory_max_rows, cfg.seed,
                                       cfg.shuffle_buffer, cfg.reader_workers, cfg.cur_shard, cfg.shard_count)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model_args = {"name": cfg.model, "n_factors": cfg.n_factors, "y_range": list(cfg.y_range),
-                  "hidden": list(cfg.hidden), "dropouts": list(cfg.dropouts), "emb_dropout": cfg.emb_dropout}
     model = build_model(cfg.model, meta["n_users"], meta["n_items"], cfg.n_factors, tuple(cfg.y_range),
                         cfg.hidden, cfg.dropouts, cfg.emb_dropout).to(device)
     LOG.info("training %s on %s with the %s loader: %d train rows, %d users, %d items", cfg.model, device, kind,
              meta["counts"]["train_rows"], meta["n_users"], meta["n_items"])
+    return meta, train, valid, kind, device, model
 
-    if args.lr_find:
-        finding = lr_find(model, train, cfg, device, cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps)
-        plot_lr_find(finding, os.path.join(out, "lr_find.png"))
-        with open(os.path.join(out, "lr_find.json"), "w", encoding="utf-8") as fh:
-            json.dump({"lrs": finding.lrs, "losses": finding.losses, "suggestion": finding.suggestion}, fh)
-        print(f"suggested learning rate: {finding.suggestion:.3g} (plot: {os.path.join(out, 'lr_find.png')})")
-        return 0
 
+def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, Any]:
+    """The train stage: fit, export factors and ``model.pt``; returns the result (also in ``meta.json``).
+
+    A finished output (``_SUCCESS``) is replaced only with ``overwrite``; an
+    unfinished one is continued from its last checkpoint with ``resume``.
+    """
+    out = cfg.output
+    _prepare_output(out, overwrite, resume)
+    if os.path.exists(os.path.join(out, "_SUCCESS")):
+        os.remove(os.path.join(out, "_SUCCESS"))
+    started = time.time()
+    meta, train, valid, kind, device, model = _setup(cfg)
+    model_args = {"name": cfg.model, "n_factors": cfg.n_factors, "y_range": list(cfg.y_range),
+                  "hidden": list(cfg.hidden), "dropouts": list(cfg.dropouts), "emb_dropout": cfg.emb_dropout}
     user_ids = read_id_map(f"{cfg.data.rstrip('/')}/users", "user_id", "user_idx")
     item_ids = read_id_map(f"{cfg.data.rstrip('/')}/items", "item_id", "item_idx")
     data_fingerprint = {"prepared": cfg.data, "input_sha256": meta["input"]["sha256"]}
@@ -80,7 +81,7 @@ def _run(argv: List[str]) -> int:
                       extra={"user_ids": torch.from_numpy(user_ids), "item_ids": torch.from_numpy(item_ids),
                              "data": data_fingerprint})
     fit_started = time.time()
-    history = trainer.fit(resume=args.resume)
+    history = trainer.fit(resume=resume)
     fit_seconds = time.time() - fit_started
 
     best = torch.load(os.path.join(out, "checkpoints", "best.pt"), map_location="cpu", weights_only=True)
@@ -107,7 +108,27 @@ def _run(argv: List[str]) -> int:
         json.dump(meta_out, fh, indent=2, sort_keys=True, default=str)
     open(os.path.join(out, "_SUCCESS"), "w").close()
     LOG.info("train result: %s", json.dumps(result, sort_keys=True))
-    print(json.dumps(result, indent=2, sort_keys=True))
+    return result
+
+
+def _run(argv: List[str]) -> int:
+    parser = job_parser("Train a collaborative-filtering model on prepared Parquet.")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--lr-find", action="store_true", help="run the learning-rate finder instead of training")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_json)
+    cfg = load_job_config(args).train
+    if not args.lr_find:
+        print(json.dumps(run(cfg, args.overwrite, args.resume), indent=2, sort_keys=True))
+        return 0
+    out = cfg.output
+    _prepare_output(out, args.overwrite, keep=True)
+    _, train, _, _, device, model = _setup(cfg)
+    finding = lr_find(model, train, cfg, device, cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps)
+    plot_lr_find(finding, os.path.join(out, "lr_find.png"))
+    with open(os.path.join(out, "lr_find.json"), "w", encoding="utf-8") as fh:
+        json.dump({"lrs": finding.lrs, "losses": finding.losses, "suggestion": finding.suggestion}, fh)
+    print(f"suggested learning rate: {finding.suggestion:.3g} (plot: {os.path.join(out, 'lr_find.png')})")
     return 0
 
 

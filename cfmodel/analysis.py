@@ -1,0 +1,160 @@
+"""Build the evaluation report: metrics table, interpretation tables, plots, HTML page.
+
+Spark computes everything that touches ratings; the driver handles the small
+item tables (factors of a few thousand movies) and the plots. Output layout
+under ``evaluate.output``: ``metrics.json``, ``report.html``, ``plots/*.png``
+and ``tables/*.csv``.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from typing import Dict, List
+
+import numpy as np
+import pandas as pd
+import torch
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from cfmodel import interpret, plots
+from cfmodel.config import Config
+from cfmodel.evaluate import evaluate_all, load_split
+from cfmodel.export import load_model
+from cfmodel.recommend import load_inputs
+from cfmodel.report import Section, render
+from cfmodel.storage import Storage
+
+LOG = logging.getLogger("cfmodel.analysis")
+
+
+def _titles(storage: Storage, path) -> pd.DataFrame | None:
+    if not path:
+        return None
+    if not storage.exists(path):
+        LOG.warning("titles file %s not found; movies are shown by id", path)
+        return None
+    return interpret.read_titles(storage.read_bytes(path), path)
+
+
+def _crosstab(spark: SparkSession, split, model_bytes: bytes, n: int, titles: Dict[int, str]):
+    top_users = split.users.orderBy(F.desc("n_ratings"), "user_id").limit(n).select("user_id", "user_idx").toPandas()
+    top_items = split.items.orderBy(F.desc("n_ratings"), "item_id").limit(n).select("item_id", "item_idx").toPandas()
+    rated = (split.train.unionByName(split.valid)
+             .where(F.col("user_id").isin(top_users["user_id"].tolist())
+                    & F.col("item_id").isin(top_items["item_id"].tolist()))
+             .select("user_id", "item_id", "rating").toPandas())
+    model, _ = load_model(model_bytes)
+    pairs = top_users.merge(top_items, how="cross")
+    with torch.no_grad():
+        pred = model(torch.from_numpy(pairs["user_idx"].to_numpy(np.int64)),
+                     torch.from_numpy(pairs["item_idx"].to_numpy(np.int64))).numpy()
+    return interpret.crosstab(rated, pairs.assign(prediction=pred), titles)
+
+
+def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -> Dict[str, object]:
+    """Evaluate, interpret, plot and write everything under ``out``; returns ``metrics.json``'s content."""
+    ev = cfg.evaluate
+    split = load_split(spark, ev.data)
+    inputs = load_inputs(spark, storage, ev)
+    rating_range = (cfg.prepare.rating_min, cfg.prepare.rating_max)
+    result = evaluate_all(spark, split, inputs, ev, rating_range)
+    table = pd.DataFrame(result["table"])
+    model_row = result["table"][0]
+    trained = storage.read_json(f"{ev.model}/meta.json")
+
+    titles = _titles(storage, ev.titles)
+    movies = interpret.movie_table(inputs.item_factors.select("id", "idx", "bias", "features").toPandas(),
+                                   split.items.select("item_id", "n_ratings", "mean_rating").toPandas(), titles)
+    title_of = dict(zip(movies["item_id"], movies["title"]))
+    top = interpret.popular(movies, ev.top_movies).reset_index(drop=True)
+    extremes = interpret.bias_extremes(top) if top["bias"].notna().any() else None
+    coords, explained = interpret.pca(np.stack(top["features"].to_numpy()).astype(np.float64), 3)
+    ends = interpret.component_ends(top, coords)
+    similar_ids = ev.similar_to or [int(top["item_id"].iloc[0])]
+    similar = {i: interpret.similar(movies, i) for i in similar_ids}
+    cross = _crosstab(spark, split, storage.read_bytes(f"{ev.model}/model.pt"), ev.table_size, title_of)
+
+    n_valid = split.valid.count()
+    sample = (result["valid_predictions"].sample(fraction=min(1.0, 1.5 * ev.sample_rows / max(n_valid, 1)),
+                                                 seed=ev.seed)
+              .limit(ev.sample_rows).select("rating", "prediction").toPandas())
+    counts = split.train.groupBy("rating").count().orderBy("rating").toPandas()
+    history = pd.read_csv(io.StringIO(storage.read_text(f"{ev.model}/metrics.csv")))
+    result["valid_predictions"].unpersist()
+
+    with tempfile.TemporaryDirectory() as local:
+        made = {
+            "training_curves": plots.training_curves(history, os.path.join(local, "training_curves.png")),
+            "rating_distribution": plots.rating_distribution(counts, os.path.join(local, "rating_distribution.png")),
+            "predicted_vs_actual": plots.predicted_vs_actual(sample, os.path.join(local, "predicted_vs_actual.png")),
+            "pca_scatter": plots.pca_scatter(top["title"].to_numpy(), coords, os.path.join(local, "pca_scatter.png")),
+            "crosstab": plots.crosstab_heatmaps(cross["actual"], cross["predicted"],
+                                                os.path.join(local, "crosstab.png")),
+        }
+        if extremes is not None:
+            made["biases"] = plots.bias_bars(extremes, os.path.join(local, "biases.png"))
+        for name, path in made.items():
+            with open(path, "rb") as fh:
+                storage.write_bytes(f"{out}/plots/{name}.png", fh.read())
+
+    csv_tables = {"metrics": table, "crosstab_actual": cross["actual"].reset_index(),
+                  "crosstab_predicted": cross["predicted"].reset_index()}
+    if extremes is not None:
+        csv_tables.update({f"bias_{k}": v for k, v in extremes.items()})
+    for name, frame in csv_tables.items():
+        storage.write_text(f"{out}/tables/{name}.csv", frame.to_csv(index=False))
+
+    metrics = {"stage": "evaluate", "model": ev.model, "data": ev.data, "k": ev.k,
+               "relevance_threshold": ev.relevance_threshold, "users_evaluated": result["users"],
+               "valid_rows": n_valid, "valid_rmse": model_row["rmse"], "valid_mae": model_row["mae"],
+               "methods": result["table"], "pca_explained_variance": [float(v) for v in explained],
+               "trained": {k: trained.get(k) for k in ("model", "valid_mse", "best_epoch", "epochs")}}
+    sections = _sections(table, ev, history, extremes, ends, explained, similar, title_of, cross, made)
+    summary = [f"Model {ev.model} ({inputs.model_args['name']}, {inputs.model_args['n_factors']} factors) on "
+               f"{ev.data}: {n_valid:,} held-out ratings; ranking metrics at k={ev.k} over {result['users']:,} "
+               f"users with a held-out rating of at least {ev.relevance_threshold}."]
+    storage.write_text(f"{out}/report.html", render("Collaborative filtering: evaluation report", summary, sections,
+                                                    "Generated by cf-report (cfmodel)."))
+    storage.write_json(f"{out}/metrics.json", metrics)
+    return metrics
+
+
+def _sections(table, ev, history, extremes, ends, explained, similar, title_of, cross, made) -> List[Section]:
+    shown = table.rename(columns={"precision": f"precision@{ev.k}", "recall": f"recall@{ev.k}",
+                                  "ndcg": f"NDCG@{ev.k}", "map": f"MAP@{ev.k}"})
+    sections = [
+        Section("metrics", "Metrics on the validation split",
+                ["RMSE and MAE over every held-out rating. Top-k lists exclude each user's training ratings; "
+                 "a held-out rating at or above the threshold is relevant. Coverage: share of movies that appear "
+                 "in at least one list. — where a method has no such output."],
+                tables=[("model and baselines", shown)]),
+        Section("training", "Training", [f"{len(history)} epochs; validation MSE per epoch."],
+                tables=[("per epoch", history)], images=[("plots/training_curves.png", "training curves")]),
+        Section("ratings", "Ratings", ["Rating distribution of the training split, and the model's predictions "
+                                       "for held-out ratings grouped by the actual rating."],
+                images=[("plots/rating_distribution.png", "rating distribution"),
+                        ("plots/predicted_vs_actual.png", "predicted vs actual")]),
+    ]
+    if extremes is not None:
+        sections.append(Section("biases", "Movie biases",
+                                [f"Among the {ev.top_movies} most-rated movies: the learned bias is the part of a "
+                                 "movie's ratings that the user's generosity and taste do not explain."],
+                                tables=[("highest bias", extremes["highest"]), ("lowest bias", extremes["lowest"])],
+                                images=[("plots/biases.png", "movie biases")]))
+    sections.append(Section(
+        "pca", "Principal components of the movie factors",
+        [f"Explained variance of the first components: {', '.join(f'{v:.1%}' for v in explained)}."],
+        tables=[(f"component {i + 1}", e) for i, e in enumerate(ends)],
+        images=[("plots/pca_scatter.png", "PCA scatter of popular movies")]))
+    sections.append(Section("similar", "Similar movies (cosine similarity of factors)",
+                            tables=[(f"nearest to {title_of.get(i, i)}", f) for i, f in similar.items()]))
+    sections.append(Section(
+        "crosstab", f"Top {ev.table_size} raters × top {ev.table_size} movies",
+        ["The lesson's spreadsheet view: what the most active users gave the most-rated movies (blank: not rated), "
+         "and what the model predicts for every cell."],
+        tables=[("actual", cross["actual"].reset_index()), ("predicted", cross["predicted"].reset_index())],
+        images=[("plots/crosstab.png", "actual and predicted ratings")]))
+    return sections

@@ -1,0 +1,82 @@
+"""Baselines evaluated beside the model, on the same split.
+
+- ``global_mean``: every rating predicted as the training mean.
+- ``biases``: ``mean + b_user + b_item``, the damped bias estimates
+  ``b_item = sum(r - mean) / (n_item + reg)`` then
+  ``b_user = sum(r - mean - b_item) / (n_user + reg)``; its top-N is the highest
+  ``b_item`` the user has not rated.
+- ``popular``: top-N by number of training ratings (no rating prediction).
+- ``als``: Spark MLlib ALS fitted on the training split.
+
+Each returns rating predictions for the held-out pairs and/or factor tables in
+the layout :mod:`cfmodel.predict` and :mod:`cfmodel.topn` use, so every
+method is scored and ranked by the same code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+
+@dataclass
+class BiasModel:
+    """The damped bias baseline."""
+
+    mean: float
+    user_bias: DataFrame   # user_idx, b_user
+    item_bias: DataFrame   # item_idx, b_item
+
+    def predict(self, pairs: DataFrame, low: Optional[float] = None, high: Optional[float] = None) -> DataFrame:
+        """``pairs`` plus ``prediction``, clipped to [low, high] when given; unknown ids count as bias 0."""
+        pred = (F.lit(self.mean) + F.coalesce(F.col("b_user"), F.lit(0.0))
+                + F.coalesce(F.col("b_item"), F.lit(0.0)))
+        if low is not None:
+            pred = F.greatest(F.lit(low), pred)
+        if high is not None:
+            pred = F.least(F.lit(high), pred)
+        return (pairs.join(self.user_bias, "user_idx", "left").join(self.item_bias, "item_idx", "left")
+                .withColumn("prediction", pred.cast("float")).drop("b_user", "b_item"))
+
+    def item_factors(self) -> DataFrame:
+        """An item factor table (one zero feature, ``bias`` = b_item) ranking items by bias."""
+        return self.item_bias.select(F.col("item_idx").alias("idx"), F.col("b_item").cast("float").alias("bias"),
+                                     F.array(F.lit(0.0).cast("float")).alias("features"))
+
+    def user_factors(self) -> DataFrame:
+        return self.user_bias.select(F.col("user_idx").alias("idx"), F.col("b_user").cast("float").alias("bias"),
+                                     F.array(F.lit(0.0).cast("float")).alias("features"))
+
+
+def global_mean(train: DataFrame) -> float:
+    """Mean training rating."""
+    return float(train.agg(F.avg("rating")).first()[0])
+
+
+def fit_biases(train: DataFrame, reg: float) -> BiasModel:
+    """Damped user and item biases (``reg`` pseudo-ratings at the mean)."""
+    mean = global_mean(train)
+    item_bias = (train.groupBy("item_idx")
+                 .agg((F.sum(F.col("rating") - mean) / (F.count(F.lit(1)) + reg)).alias("b_item")).cache())
+    user_bias = (train.join(item_bias, "item_idx")
+                 .groupBy("user_idx")
+                 .agg((F.sum(F.col("rating") - mean - F.col("b_item")) / (F.count(F.lit(1)) + reg)).alias("b_user"))
+                 .cache())
+    return BiasModel(mean, user_bias, item_bias)
+
+
+def fit_als(train: DataFrame, rank: int, reg: float, max_iter: int, seed: int):
+    """Spark MLlib ALS on ``user_idx, item_idx, rating``; NaN for pairs it has no factors for."""
+    als = ALS(rank=rank, regParam=reg, maxIter=max_iter, seed=seed, userCol="user_idx", itemCol="item_idx",
+              ratingCol="rating", coldStartStrategy="nan", nonnegative=False)
+    return als.fit(train)
+
+
+def als_factors(model) -> tuple:
+    """(user factors, item factors) of an ALSModel in the exported layout (``idx, bias, features``)."""
+    def side(frame: DataFrame) -> DataFrame:
+        return frame.select(F.col("id").alias("idx"), F.lit(0.0).cast("float").alias("bias"), "features")
+    return side(model.userFactors), side(model.itemFactors)

@@ -1,0 +1,90 @@
+"""Predicted ratings for given (user, item) pairs, on Spark, from exported factors.
+
+The pairs are joined to the user and item factor tables (a join on indices,
+never a cross join) and each Arrow batch is put through the model's
+prediction: the dot product (``dot``), plus biases through the sigmoid range
+(``dot_bias``), or the network's layers (``embedding_net``, whose weights are
+broadcast).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cfmodel.models import build_model, sigmoid_range
+
+
+def _matrix(column: pa.Array) -> torch.Tensor:
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return torch.from_numpy(flat.reshape(len(column), -1))
+
+
+@dataclass
+class PairScorer:
+    """Predicts a batch of pairs; picklable for broadcasting.
+
+    Batches carry ``u_features``, ``u_bias``, ``i_features``, ``i_bias`` and any
+    other columns, which are passed through.
+    """
+
+    name: str
+    y_range: Optional[tuple]
+    net: Optional[dict] = None
+
+    def _net(self):
+        args = self.net["args"]
+        model = build_model("embedding_net", 1, 1, args["n_factors"], tuple(args["y_range"]), args["hidden"],
+                            args["dropouts"], args["emb_dropout"])
+        model.layers.load_state_dict({k: torch.from_numpy(v) for k, v in self.net["state"].items()})
+        return model.eval()
+
+    @torch.no_grad()
+    def predict(self, batch: pa.RecordBatch) -> np.ndarray:
+        """float32 predictions, one per row of ``batch``."""
+        users, items = _matrix(batch.column("u_features")), _matrix(batch.column("i_features"))
+        if self.name == "embedding_net":
+            return self._net().score_embeddings(users, items).numpy()
+        raw = (users * items).sum(1)
+        if self.name == "dot":
+            return raw.numpy()
+        bias = [torch.from_numpy(pc.fill_null(batch.column(c), 0.0).to_numpy(zero_copy_only=False)
+                                 .astype(np.float32, copy=False)) for c in ("u_bias", "i_bias")]
+        return sigmoid_range(raw + bias[0] + bias[1], self.y_range).numpy()
+
+
+def predict_pairs(spark: SparkSession, pairs: DataFrame, user_factors: DataFrame, item_factors: DataFrame,
+                  scorer: PairScorer) -> DataFrame:
+    """``pairs`` (with ``user_idx``, ``item_idx``) plus a float ``prediction`` column.
+
+    Pairs whose user or item has no factors get a null prediction (the caller
+    decides whether that is an error).
+    """
+    uf = user_factors.select(F.col("idx").alias("user_idx"), F.col("features").alias("u_features"),
+                             F.col("bias").alias("u_bias"))
+    itf = item_factors.select(F.col("idx").alias("item_idx"), F.col("features").alias("i_features"),
+                              F.col("bias").alias("i_bias"))
+    joined = pairs.join(uf, "user_idx", "left").join(itf, "item_idx", "left")
+    known = joined.where(F.col("u_features").isNotNull() & F.col("i_features").isNotNull())
+    unknown = joined.where(F.col("u_features").isNull() | F.col("i_features").isNull())
+    passthrough = [f for f in pairs.schema.fields]
+    schema = T.StructType(passthrough + [T.StructField("prediction", T.FloatType(), True)])
+    names = [f.name for f in passthrough]
+    shared = spark.sparkContext.broadcast(scorer)
+
+    def run(batches):
+        model = shared.value
+        for batch in batches:
+            pred = model.predict(batch)
+            arrays = [batch.column(n) for n in names] + [pa.array(pred, pa.float32())]
+            yield pa.RecordBatch.from_arrays(arrays, names=names + ["prediction"])
+
+    scored = known.mapInArrow(run, schema)
+    return scored.unionByName(unknown.select(*names, F.lit(None).cast("float").alias("prediction")))

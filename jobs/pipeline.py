@@ -1,0 +1,127 @@
+"""Pipeline job (``cf-pipeline``): every stage on one config, as one versioned run.
+
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[*]' \\
+        jobs/pipeline.py --conf conf/local.yaml --run-id 2026-11-29
+
+or ``cf-pipeline --conf conf/local.yaml``. Runs ``pipeline.stages`` (generate is
+for the demo) into ``<pipeline.output_root>/<run id>/<stage>/``, writes
+``manifest.json`` after every stage and moves ``<output_root>/latest`` to the
+run only when everything succeeded. Rerunning the same ``--run-id`` skips the
+stages that are already complete and unchanged (see :mod:`cfmodel.pipeline`).
+``--stages train,score`` runs only those (their inputs must exist in the run).
+
+Exit codes: 0 success; 2 bad config or input; 3 quality gate failed (data
+quarantine, or ``evaluate.max_valid_rmse``); 4 training diverged. The cause is
+one line on stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.config import Config
+from cfmodel.errors import InputError
+from cfmodel.generate import generate
+from cfmodel.pipeline import Run, fingerprints, is_local, local_staging, new_run_id, prune, run_stages, wire
+from cfmodel.session import get_spark
+from cfmodel.storage import Storage
+from jobs import evaluate, prepare, score, train
+
+LOG = logging.getLogger("cfmodel.jobs.pipeline")
+
+
+def run_pipeline(spark, cfg: Config, run_id: str, stages: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run (or resume) ``run_id`` on a running session; returns the manifest.
+
+    Raises whatever a stage raises (after recording it in the manifest), or
+    :class:`cfmodel.errors.QualityGateError` when the model misses
+    ``evaluate.max_valid_rmse``; ``latest`` moves only on success.
+    """
+    storage = Storage(spark)
+    root = cfg.pipeline.output_root.rstrip("/")
+    stages = stages or list(cfg.pipeline.stages)
+    wired = wire(cfg, f"{root}/{run_id}", local_staging(root, run_id))
+    run = Run(storage, root, run_id, wired)
+    input_path = wired.prepare.input
+    if "generate" in wired.pipeline.stages:
+        listing: List[Dict[str, Any]] = []  # generated input: the generate fingerprint stands for it
+    elif storage.exists(input_path):
+        listing = storage.listing(input_path)
+    elif "prepare" in stages:
+        raise InputError(f"input not found: {input_path}")
+    else:
+        listing = []
+    fps = fingerprints(wired, listing, run.manifest["versions"]["cfmodel"] or "")
+    run.manifest.update(run_dir=storage.qualify(run.dir), fingerprints=fps, stages_requested=stages)
+    run.save()
+
+    def do_generate(_redo: bool) -> Dict[str, Any]:
+        return {"stage": "generate", **generate(wired.generate)}
+
+    def do_train(_redo: bool) -> Dict[str, Any]:
+        previous = run.manifest["stages"].get("train", {})
+        resume = previous.get("status") == "failed" and previous.get("fingerprint") == fps["train"]
+        result = train.run(wired.train, overwrite=True, resume=resume)
+        if not is_local(root):
+            storage.copy_from_local(wired.train.output, f"{run.dir}/train")
+        return result
+
+    def do_score(redo: bool) -> Dict[str, Any]:
+        report, examples = score.run(spark, wired, redo)
+        if examples is not None and len(examples):
+            score.print_examples(spark, examples, wired.score.titles, wired.prepare.item_col)
+        return report
+
+    def do_evaluate(redo: bool) -> Dict[str, Any]:
+        metrics = evaluate.run(spark, wired, redo)
+        evaluate.print_table(metrics)
+        return {k: metrics[k] for k in ("valid_rmse", "valid_mae", "users_evaluated", "valid_rows", "methods")}
+
+    def gate() -> None:
+        entry = run.manifest["stages"].get("evaluate", {})
+        if "evaluate" in stages and entry.get("report"):
+            run.manifest["metrics"] = entry["report"]
+            evaluate.check_quality_gate(entry["report"], wired.evaluate.max_valid_rmse)
+
+    execute = {"generate": do_generate, "prepare": lambda redo: prepare.run(spark, wired, redo),
+               "train": do_train, "score": do_score, "evaluate": do_evaluate}
+    run_stages(run, stages, fps, execute, gate)
+    pruned = prune(storage, root, cfg.pipeline.keep_runs, protect=[run_id])
+    if pruned:
+        LOG.info("pruned old runs: %s", ", ".join(pruned))
+    return run.manifest
+
+
+def _run(argv: List[str]) -> int:
+    parser = job_parser("Run the whole pipeline as one versioned run.")
+    parser.add_argument("--run-id", help="run id (default: a new UTC timestamp); reuse one to resume it")
+    parser.add_argument("--stages", help="comma-separated subset of pipeline.stages to run")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_json)
+    cfg = load_job_config(args)
+    run_id = args.run_id or new_run_id()
+    if "/" in run_id or run_id in ("latest", ".", ".."):
+        raise InputError(f"--run-id {run_id!r} must be a plain name")
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    spark = get_spark(cfg.spark)
+    try:
+        manifest = run_pipeline(spark, cfg, run_id, stages)
+    finally:
+        spark.stop()
+    summary = {"run_id": run_id, "run_dir": manifest["run_dir"], "status": manifest["status"],
+               "stages": {s: {k: e.get(k) for k in ("status", "seconds", "skipped")}
+                          for s, e in manifest["stages"].items()}}
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point for spark-submit and the ``cf-pipeline`` console script."""
+    return run_main(_run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
