@@ -11,7 +11,7 @@ DEMO_CONF ?= conf/local.yaml
 SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties"
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench-prepare bench-train bench-score clean
+.PHONY: demo test install browser bench-prepare bench-train bench-score clean
 
 install: $(STAMP)
 
@@ -28,7 +28,15 @@ demo: $(STAMP)
 	$(BIN)/cf-train --conf $(DEMO_CONF) --overwrite
 	$(SUBMIT) jobs/score.py --conf $(DEMO_CONF) --overwrite
 
-test: $(STAMP)
+# The report test opens the HTML page in real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the report test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "error: the report test needs Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 bench-prepare: $(STAMP)

@@ -23,7 +23,8 @@ from cfmodel.models import build_model, sigmoid_range
 
 
 def _matrix(column: pa.Array) -> torch.Tensor:
-    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    # Arrow's buffers are read-only; torch wants writable memory, so take a (small) copy.
+    flat = np.array(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=np.float32)
     return torch.from_numpy(flat.reshape(len(column), -1))
 
 

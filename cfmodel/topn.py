@@ -145,7 +145,8 @@ class BlockScorer:
         flat = pc.list_flatten(features).to_numpy(zero_copy_only=False)
         if flat.size != warm.sum() * n_factors:
             raise ValueError(f"user features must hold {n_factors} values each (the item factors' size)")
-        factors = torch.from_numpy(flat.astype(np.float32, copy=False).reshape(-1, n_factors))
+        # Arrow's buffers are read-only and torch wants writable memory: copy (users × factors, small).
+        factors = torch.from_numpy(np.array(flat, dtype=np.float32).reshape(-1, n_factors))
         bias = torch.from_numpy(pc.fill_null(batch.column("bias"), 0.0).to_numpy(zero_copy_only=False)
                                 .astype(np.float32, copy=False))
         seen_rows, seen_cols = _lists(batch.column("seen"))

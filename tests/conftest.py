@@ -55,3 +55,14 @@ def prepared_dir(spark, planted_cfg, tmp_path_factory):
     write_prepared(prepared, cfg.output, cfg)
     Storage(spark).write_json(f"{cfg.output}/meta.json", build_meta(prepared, cfg, {"sha256": "planted"}))
     return cfg.output
+
+
+@pytest.fixture(scope="session")
+def trained_model(prepared_dir, tmp_path_factory):
+    """A dot_bias model trained by the train stage on ``prepared_dir`` (a few epochs)."""
+    from cfmodel.config import TrainConfig
+    from jobs.train import run
+
+    out = str(tmp_path_factory.mktemp("trained") / "model")
+    run(TrainConfig(data=prepared_dir, output=out, n_factors=8, epochs=6, wd=0.5, progress=False), overwrite=False)
+    return out

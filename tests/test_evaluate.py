@@ -1,0 +1,121 @@
+"""Evaluation on planted data: predictions, baselines' order, the report and its page in Chromium."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cfmodel.analysis import build_report
+from cfmodel.config import Config, EvaluateConfig
+from cfmodel.evaluate import evaluate_all, load_split
+from cfmodel.export import export_factors
+from cfmodel.models import build_model
+from cfmodel.predict import PairScorer, predict_pairs
+from cfmodel.recommend import load_inputs
+from cfmodel.storage import Storage
+from jobs.evaluate import check_quality_gate
+from cfmodel.errors import QualityGateError
+
+from browser import render
+
+
+@pytest.fixture(scope="module")
+def evaluation(spark, prepared_dir, trained_model):
+    cfg = EvaluateConfig(model=trained_model, data=prepared_dir, baselines=["global_mean", "biases", "popular"])
+    split = load_split(spark, prepared_dir)
+    result = evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg), cfg, (0.5, 5.0))
+    result["valid_predictions"].unpersist()
+    return {row["method"]: row for row in result["table"]}, result["users"]
+
+
+def test_baselines_rank_as_expected_on_planted_data(evaluation):
+    rows, users = evaluation
+    model, mean, biases, popular = (rows["model (dot_bias)"], rows["global mean"], rows["user + movie biases"],
+                                    rows["most popular"])
+    assert users > 300
+    # Rating prediction: biases beat the global mean, the planted factors beat biases.
+    assert biases["rmse"] < mean["rmse"] - 0.05
+    assert model["rmse"] < biases["rmse"] - 0.05
+    assert model["mae"] < biases["mae"] < mean["mae"]
+    # Lists: the model finds held-out favourites better than ranking by movie bias alone.
+    assert model["ndcg"] > 2 * biases["ndcg"] and model["precision"] > biases["precision"]
+    assert mean["ndcg"] is None and popular["rmse"] is None
+    assert 0 < popular["coverage"] < model["coverage"] <= 1
+
+
+@pytest.mark.parametrize("name", ["dot", "dot_bias", "embedding_net"])
+def test_predict_pairs_matches_the_module(spark, tmp_path, name):
+    torch.manual_seed(0)
+    model = build_model(name, 30, 20, 4, (0.5, 5.5), [6], [0.0], 0.0).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    export_factors(model, np.arange(30) + 100, np.arange(20) + 500, str(tmp_path))
+    net = ({"args": {"n_factors": 4, "y_range": [0.5, 5.5], "hidden": [6], "dropouts": [0.0], "emb_dropout": 0.0},
+            "state": {k[len("layers."):]: v.numpy() for k, v in model.state_dict().items()
+                      if k.startswith("layers.")}} if name == "embedding_net" else None)
+    rng = np.random.default_rng(1)
+    users, items = rng.integers(0, 30, 200), rng.integers(0, 20, 200)
+    pairs = spark.createDataFrame(pd.DataFrame({"user_idx": users.astype("int32"), "item_idx": items.astype("int32"),
+                                                "row": np.arange(200, dtype="int32")}))
+    scorer = PairScorer(name, None if name == "dot" else (0.5, 5.5), net)
+    got = (predict_pairs(spark, pairs, spark.read.parquet(str(tmp_path / "user_factors")),
+                         spark.read.parquet(str(tmp_path / "item_factors")), scorer)
+           .toPandas().sort_values("row"))
+    with torch.no_grad():
+        want = model(torch.from_numpy(users), torch.from_numpy(items)).numpy()
+    np.testing.assert_allclose(got["prediction"].to_numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_quality_gate():
+    check_quality_gate({"valid_rmse": 0.9}, None)
+    check_quality_gate({"valid_rmse": 0.9}, 0.95)
+    with pytest.raises(QualityGateError, match="0.9000 is worse than evaluate.max_valid_rmse=0.85"):
+        check_quality_gate({"valid_rmse": 0.9}, 0.85)
+
+
+@pytest.fixture(scope="module")
+def report_dir(spark, prepared_dir, trained_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "report"
+    raw = prepared_dir.rsplit("/", 1)[0] + "/raw"
+    cfg = Config()
+    cfg.evaluate = EvaluateConfig(model=trained_model, data=prepared_dir, output=str(out), baselines=["global_mean"],
+                                  titles=f"{raw}/movies.csv", top_movies=100, similar_to=[], table_size=6)
+    metrics = build_report(spark, Storage(spark), cfg, str(out))
+    return out, metrics
+
+
+def test_report_files_sections_and_numbers(report_dir):
+    out, metrics = report_dir
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["valid_rmse"] == pytest.approx(metrics["valid_rmse"]) and 0.3 < saved["valid_rmse"] < 1.0
+    assert [m["method"] for m in saved["methods"]] == ["model (dot_bias)", "global mean"]
+    assert {p.name for p in (out / "plots").glob("*.png")} == {
+        "training_curves.png", "rating_distribution.png", "predicted_vs_actual.png", "pca_scatter.png",
+        "crosstab.png", "biases.png"}
+    page = (out / "report.html").read_text()
+    for heading in ("Metrics on the validation split", "Movie biases", "Principal components",
+                    "Similar movies", "Top 6 raters × top 6 movies"):
+        assert heading in page
+    assert f"{saved['valid_rmse']:.4f}" in page
+    assert "Synthetic Movie" in page  # titles from movies.csv, not bare ids
+    table = pd.read_csv(out / "tables" / "crosstab_predicted.csv")
+    assert table.shape == (6, 7) and table.iloc[:, 1:].stack().between(0.0, 5.5).all()
+    actual = pd.read_csv(out / "tables" / "crosstab_actual.csv")
+    assert actual.iloc[:, 1:].notna().to_numpy().mean() > 0.5  # the most active users rated most top movies
+
+
+def test_report_renders_in_chromium(report_dir, tmp_path):
+    out, _ = report_dir
+    seen = render(str(out), "report.html", str(tmp_path / "profile"))
+    assert seen["title"] == "Collaborative filtering: evaluation report"
+    assert len(seen["images"]) == 6 and all(i["ok"] for i in seen["images"]), seen["images"]
+    assert "Movie biases" in seen["sections"] and seen["tables"] >= 8
+    # The check can fail: a copy with one plot missing shows a broken image.
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "plots" / "biases.png").unlink()
+    seen = render(str(broken), "report.html", str(tmp_path / "profile2"))
+    assert [i["src"] for i in seen["images"] if not i["ok"]] == ["plots/biases.png"]
