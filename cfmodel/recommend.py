@@ -164,6 +164,8 @@ def users_to_score(user_factors: DataFrame, users: DataFrame, seen: DataFrame,
 
 def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
     """``user_id`` from a CSV (header with ``user_col``, or one column) or Parquet file of ids."""
+    if not Storage(spark).exists(path):
+        raise InputError(f"user list not found: {path} (score.users)")
     frame = (spark.read.parquet(path) if path.rstrip("/").endswith(".parquet")
              else spark.read.option("header", True).csv(path))
     column = user_col if user_col in frame.columns else (frame.columns[0] if len(frame.columns) == 1 else None)

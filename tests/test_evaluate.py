@@ -9,6 +9,7 @@ import torch
 
 from cfmodel.analysis import build_report
 from cfmodel.config import Config, EvaluateConfig
+from cfmodel.errors import QualityGateError
 from cfmodel.evaluate import evaluate_all, load_split
 from cfmodel.export import export_factors
 from cfmodel.models import build_model
@@ -16,7 +17,6 @@ from cfmodel.predict import PairScorer, predict_pairs
 from cfmodel.recommend import load_inputs
 from cfmodel.storage import Storage
 from jobs.evaluate import check_quality_gate
-from cfmodel.errors import QualityGateError
 
 from browser import render
 

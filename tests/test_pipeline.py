@@ -1,0 +1,117 @@
+"""cf-pipeline: versioned runs, skipping current stages, resuming failures, the latest pointer."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cfmodel.config import load_config
+from cfmodel.errors import InputError, QualityGateError
+from cfmodel.pipeline import read_latest
+from cfmodel.storage import Storage
+from jobs.pipeline import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _config(tmp, *extra):
+    sets = [f"generate.output={tmp}/gen", "generate.n_users=300", "generate.n_items=200",
+            "generate.n_ratings=15000", "prepare.rows_per_file=5000", "prepare.row_group_mb=1",
+            "train.epochs=3", "train.n_factors=8", "train.progress=false", "score.show_examples=0",
+            "score.titles=null", "score.output_files=1", "evaluate.baselines=[global_mean]",
+            "evaluate.top_movies=50", "evaluate.table_size=5", f"evaluate.titles={tmp}/gen/movies.csv",
+            f"pipeline.output_root={tmp}/runs", "pipeline.stages=[generate, prepare, train, score, evaluate]"]
+    return load_config(str(ROOT / "conf" / "local.yaml"), sets + list(extra))
+
+
+def _stage_status(manifest):
+    return {s: ("skipped" if e.get("skipped") else e["status"]) for s, e in manifest["stages"].items()}
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    manifest = run_pipeline(spark, _config(tmp), "r1")
+    return tmp, manifest
+
+
+def test_first_run_writes_every_stage_manifest_and_latest(spark, first_run):
+    tmp, manifest = first_run
+    runs = tmp / "runs"
+    assert read_latest(Storage(spark), str(runs)) == "r1"
+    assert (runs / "latest").read_text() == "r1\n"
+    for stage in ("prepare", "train", "score", "evaluate"):
+        assert (runs / "r1" / stage / "_SUCCESS").exists(), stage
+    saved = json.loads((runs / "r1" / "manifest.json").read_text())
+    assert saved["status"] == "succeeded" and saved["run_id"] == "r1"
+    assert _stage_status(saved) == dict.fromkeys(["generate", "prepare", "train", "score", "evaluate"], "succeeded")
+    assert saved["versions"]["pyspark"] == "3.5.9" and saved["versions"]["torch"].startswith("2.13.0")
+    assert "git_revision" in saved and saved["config"]["pipeline"]["output_root"] == f"{tmp}/runs"
+    assert saved["config"]["score"]["model"] == f"{tmp}/runs/r1/train"  # the wired paths, as run
+    prepare = saved["stages"]["prepare"]["report"]
+    assert prepare["input_rows"] == 15000 and len(prepare["input_sha256"]) == 64
+    assert saved["stages"]["score"]["report"]["users_scored"] == 300
+    assert 0.3 < saved["metrics"]["valid_rmse"] < 1.2
+    assert all(e["seconds"] >= 0 for e in saved["stages"].values())
+
+
+def test_rerun_skips_current_stages_and_redoes_changed_ones(spark, first_run):
+    tmp, _ = first_run
+    marker = tmp / "runs" / "r1" / "score" / "_SUCCESS"
+    before = marker.stat().st_mtime_ns
+    again = run_pipeline(spark, _config(tmp), "r1")
+    assert set(_stage_status(again).values()) == {"skipped"}
+    assert marker.stat().st_mtime_ns == before
+    assert again["attempts"] == 2
+
+    changed = run_pipeline(spark, _config(tmp, "train.epochs=2"), "r1")
+    assert _stage_status(changed) == {"generate": "skipped", "prepare": "skipped", "train": "succeeded",
+                                      "score": "succeeded", "evaluate": "succeeded"}
+    trained = json.loads((tmp / "runs" / "r1" / "train" / "meta.json").read_text())
+    assert trained["epochs"] == 2
+
+
+def test_failed_quality_gate_leaves_latest_on_the_good_run(spark, first_run):
+    tmp, _ = first_run
+    with pytest.raises(QualityGateError, match="max_valid_rmse=0.01"):
+        run_pipeline(spark, _config(tmp, "evaluate.max_valid_rmse=0.01"), "r2")
+    assert (tmp / "runs" / "latest").read_text() == "r1\n"
+    failed = json.loads((tmp / "runs" / "r2" / "manifest.json").read_text())
+    assert failed["status"] == "failed" and "QualityGateError" in failed["error"]
+    assert (tmp / "runs" / "r2" / "evaluate" / "report.html").exists()  # the report says why
+
+
+def test_failed_stage_resumes_without_redoing_finished_ones(spark, first_run):
+    tmp, _ = first_run
+    with pytest.raises(InputError) as err:
+        run_pipeline(spark, _config(tmp, f"score.users={tmp}/missing.csv"), "r3")
+    assert "user list not found" in str(err.value)
+    failed = json.loads((tmp / "runs" / "r3" / "manifest.json").read_text())
+    assert _stage_status(failed) == {"generate": "succeeded", "prepare": "succeeded", "train": "succeeded",
+                                     "score": "failed"}
+    assert (tmp / "runs" / "latest").read_text() == "r1\n"
+    assert not (tmp / "runs" / "r3" / "score").exists()
+
+    resumed = run_pipeline(spark, _config(tmp), "r3")
+    assert _stage_status(resumed) == {"generate": "skipped", "prepare": "skipped", "train": "skipped",
+                                      "score": "succeeded", "evaluate": "succeeded"}
+    assert (tmp / "runs" / "latest").read_text() == "r3\n"
+
+
+def test_cli_exit_codes_and_one_line_errors(tmp_path):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    cmd = [str(BIN / "cf-pipeline"), "--conf", str(ROOT / "conf" / "local.yaml")]
+    bad_key = subprocess.run(cmd + ["--set", "pipeline.output_rot=x"], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert bad_key.returncode == 2
+    assert bad_key.stderr.strip().splitlines()[-1].startswith("error: ") and "pipeline.output_rot" in bad_key.stderr
+    missing = subprocess.run(cmd + ["--set", f"prepare.input={tmp_path}/none.csv", "--set",
+                                    "pipeline.stages=[prepare, train]", "--set",
+                                    f"pipeline.output_root={tmp_path}/runs", "--set", "spark.master=local[1]"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 2, missing.stderr[-2000:]
+    assert f"error: input not found: {tmp_path}/none.csv" in missing.stderr
+    assert not (tmp_path / "runs" / "latest").exists()
