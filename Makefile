@@ -11,7 +11,7 @@ DEMO_CONF ?= conf/local.yaml
 SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties"
 PYTEST_ARGS ?=
 
-.PHONY: demo test install browser bench-prepare bench-train bench-score clean
+.PHONY: demo test install browser dist bench-prepare bench-train bench-score clean
 
 install: $(STAMP)
 
@@ -39,6 +39,15 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
+# The wheel (pip install on cluster nodes, or into a venv-pack archive) and the same
+# archive as .zip for spark-submit --py-files, which takes .py/.zip/.egg but not .whl.
+DIST ?= dist
+dist: $(STAMP)
+	$(BIN)/python -m pip wheel . --no-deps --no-build-isolation -q -w $(DIST)
+	cp $(DIST)/cfmodel-$$($(BIN)/python setup.py --version 2>/dev/null)-py3-none-any.whl \
+	   $(DIST)/cfmodel-$$($(BIN)/python setup.py --version 2>/dev/null)-py-files.zip
+	@ls -1 $(DIST)/cfmodel-*
+
 bench-prepare: $(STAMP)
 	$(BIN)/python bench/bench_prepare.py
 
@@ -49,4 +58,4 @@ bench-score: $(STAMP)
 	$(BIN)/python bench/bench_score.py
 
 clean:
-	rm -rf data bench/out .pytest_cache build *.egg-info
+	rm -rf data runs dist bench/out .pytest_cache build *.egg-info
