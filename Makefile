@@ -22,11 +22,9 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# One versioned run: generate -> prepare -> train -> score -> evaluate, under runs/<run id>/.
 demo: $(STAMP)
-	$(BIN)/cf-generate --conf $(DEMO_CONF)
-	$(SUBMIT) jobs/prepare.py --conf $(DEMO_CONF) --overwrite
-	$(BIN)/cf-train --conf $(DEMO_CONF) --overwrite
-	$(SUBMIT) jobs/score.py --conf $(DEMO_CONF) --overwrite
+	$(SUBMIT) jobs/pipeline.py --conf $(DEMO_CONF) --set train.progress=false
 
 # The report test opens the HTML page in real headless Chromium (Debian's package).
 browser:

@@ -251,6 +251,7 @@ class PipelineConfig:
     """``cf-pipeline``: where versioned runs go and which stages run; see README "pipeline"."""
 
     output_root: str = "runs"
+    local_dir: str = "/tmp/cfmodel"
     stages: List[str] = field(default_factory=lambda: ["prepare", "train", "score", "evaluate"])
     keep_runs: int = 0
 

@@ -183,8 +183,8 @@ def prune(storage: Storage, root: str, keep: int, protect: Sequence[str]) -> Lis
     return doomed
 
 
-def local_staging(root: str, run_id: str) -> str:
-    """Where the train stage writes: inside the run when the root is local, else a local scratch directory."""
+def local_staging(root: str, local_dir: str, run_id: str) -> str:
+    """Where the train stage writes: inside the run when the root is local, else under ``local_dir``."""
     if is_local(root):
         return f"{root.rstrip('/')}/{run_id}"
-    return os.path.join(os.environ.get("CF_LOCAL_DIR", "/tmp/cfmodel"), run_id)
+    return os.path.join(local_dir, run_id)

@@ -13,7 +13,6 @@ so the failure can be read).
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -42,7 +41,8 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
     storage = Storage(spark)
     with atomic_output(storage, cfg.evaluate.output, overwrite) as tmp:
         metrics = build_report(spark, storage, cfg, tmp)
-    LOG.info("evaluate result: %s", json.dumps(metrics, sort_keys=True))
+    LOG.info("evaluate: validation RMSE %.4f, MAE %.4f over %d rows; report %s/report.html",
+             metrics["valid_rmse"], metrics["valid_mae"], metrics["valid_rows"], cfg.evaluate.output.rstrip("/"))
     return metrics
 
 

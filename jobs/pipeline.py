@@ -43,7 +43,7 @@ def run_pipeline(spark, cfg: Config, run_id: str, stages: Optional[List[str]] = 
     storage = Storage(spark)
     root = cfg.pipeline.output_root.rstrip("/")
     stages = stages or list(cfg.pipeline.stages)
-    wired = wire(cfg, f"{root}/{run_id}", local_staging(root, run_id))
+    wired = wire(cfg, f"{root}/{run_id}", local_staging(root, cfg.pipeline.local_dir, run_id))
     run = Run(storage, root, run_id, wired)
     input_path = wired.prepare.input
     if "generate" in wired.pipeline.stages:

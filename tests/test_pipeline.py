@@ -115,3 +115,15 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path):
     assert missing.returncode == 2, missing.stderr[-2000:]
     assert f"error: input not found: {tmp_path}/none.csv" in missing.stderr
     assert not (tmp_path / "runs" / "latest").exists()
+
+
+def test_url_root_trains_locally_and_copies_the_model_up(spark, tmp_path):
+    cfg = _config(tmp_path, f"pipeline.output_root=file://{tmp_path}/url-runs", f"pipeline.local_dir={tmp_path}/scratch",
+                  "pipeline.stages=[generate, prepare, train, score]")
+    manifest = run_pipeline(spark, cfg, "u1")
+    assert manifest["status"] == "succeeded"
+    assert (tmp_path / "scratch" / "u1" / "train" / "model.pt").exists()  # written locally by torch.save
+    for name in ("model.pt", "meta.json", "_SUCCESS", "user_factors", "item_factors"):
+        assert (tmp_path / "url-runs" / "u1" / "train" / name).exists(), name  # and copied up
+    assert manifest["config"]["score"]["model"] == f"file://{tmp_path}/url-runs/u1/train"
+    assert (tmp_path / "url-runs" / "latest").read_text() == "u1\n"
