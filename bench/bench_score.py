@@ -6,7 +6,7 @@
 For each shape (users × items) and rank, on the same random factors, top-10:
 
 - ours: the score job's path on Spark local[*]: read the item factors, broadcast
-  them, score users by mapInPandas in blocks (matmul + torch.topk), write Parquet;
+  them, score users by mapInArrow in blocks (matmul + grouped top-k), write Parquet;
 - ALS: an ALSModel loaded with the same factors, ``recommendForAllUsers(10)``,
   written to Parquet;
 - floor: one process, no Spark: per block of users one matrix product and a top-k,

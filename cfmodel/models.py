@@ -93,3 +93,12 @@ def build_model(name: str, n_users: int, n_items: int, n_factors: int, y_range: 
     if name == "embedding_net":
         return EmbeddingNet(n_users, n_items, n_factors, hidden, dropouts, emb_dropout, y_range)
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+
+
+def embedding_net_layers(args: dict, state: dict) -> EmbeddingNet:
+    """An :class:`EmbeddingNet` with only its layers loaded (``state``: name -> array), for scoring
+    embedding rows that come from elsewhere (the exported factor tables)."""
+    model = build_model("embedding_net", 1, 1, args["n_factors"], tuple(args["y_range"]), args["hidden"],
+                        args["dropouts"], args["emb_dropout"])
+    model.layers.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    return model.eval()

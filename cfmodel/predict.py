@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cfmodel.models import build_model, sigmoid_range
+from cfmodel.models import embedding_net_layers, sigmoid_range
 
 
 def _matrix(column: pa.Array) -> torch.Tensor:
@@ -41,11 +41,7 @@ class PairScorer:
     net: Optional[dict] = None
 
     def _net(self):
-        args = self.net["args"]
-        model = build_model("embedding_net", 1, 1, args["n_factors"], tuple(args["y_range"]), args["hidden"],
-                            args["dropouts"], args["emb_dropout"])
-        model.layers.load_state_dict({k: torch.from_numpy(v) for k, v in self.net["state"].items()})
-        return model.eval()
+        return embedding_net_layers(self.net["args"], self.net["state"])
 
     @torch.no_grad()
     def predict(self, batch: pa.RecordBatch) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from cfmodel.models import build_model, sigmoid_range
+from cfmodel.models import embedding_net_layers, sigmoid_range
 
 
 @dataclass
@@ -155,11 +155,7 @@ class BlockScorer:
     _buffer: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)  # reused scores block
 
     def _net_model(self):
-        args = self.net["args"]
-        model = build_model("embedding_net", 1, 1, args["n_factors"], tuple(args["y_range"]), args["hidden"],
-                            args["dropouts"], args["emb_dropout"])
-        model.layers.load_state_dict({k: torch.from_numpy(v) for k, v in self.net["state"].items()})
-        return model.eval()
+        return embedding_net_layers(self.net["args"], self.net["state"])
 
     def _scores(self, users: torch.Tensor, bias: torch.Tensor, item_factors: torch.Tensor,
                 item_bias: torch.Tensor, model) -> torch.Tensor:

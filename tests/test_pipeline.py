@@ -118,8 +118,8 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path):
 
 
 def test_url_root_trains_locally_and_copies_the_model_up(spark, tmp_path):
-    cfg = _config(tmp_path, f"pipeline.output_root=file://{tmp_path}/url-runs", f"pipeline.local_dir={tmp_path}/scratch",
-                  "pipeline.stages=[generate, prepare, train, score]")
+    cfg = _config(tmp_path, f"pipeline.output_root=file://{tmp_path}/url-runs",
+                  f"pipeline.local_dir={tmp_path}/scratch", "pipeline.stages=[generate, prepare, train, score]")
     manifest = run_pipeline(spark, cfg, "u1")
     assert manifest["status"] == "succeeded"
     assert (tmp_path / "scratch" / "u1" / "train" / "model.pt").exists()  # written locally by torch.save
