@@ -29,10 +29,10 @@ demo: $(STAMP)
 # The report test opens the HTML page in real headless Chromium (Debian's package).
 browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium for the report test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "error: the report test needs Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "error: the report test needs Chromium: sudo apt-get install -y chromium"; exit 1; fi; \
+	  echo "installing Debian's chromium for the report test"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
