@@ -11,8 +11,10 @@ the pipeline sets excluded), its upstream fingerprints, the package version and,
 for prepare, the input files' names, sizes and modification times. Rerunning a
 run id skips every stage whose output is complete and whose fingerprint is
 unchanged, and redoes the others (so a failed run resumes where it failed and a
-changed config redoes the stages it affects). ``latest`` moves only after every
-stage, the quality gate included, has succeeded.
+changed config redoes the stages it affects). A new run copies each stage that
+the ``latest`` run finished with the same fingerprint instead of recomputing
+it. ``latest`` moves only after every stage, the quality gate included, has
+succeeded.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ from cfmodel.storage import Storage
 
 LOG = logging.getLogger("cfmodel.pipeline")
 # Config keys the pipeline sets per run: they never enter a fingerprint.
+# What each stage reads: a stage redone in this invocation forces these to be redone too.
+DEPENDS = {"generate": (), "prepare": ("generate",), "train": ("prepare",), "score": ("prepare", "train"),
+           "evaluate": ("prepare", "train")}
 WIRED = {"prepare": ("output",), "train": ("data", "output"), "score": ("model", "data", "output"),
          "evaluate": ("model", "data", "output"), "generate": ()}
 
@@ -89,11 +94,14 @@ def fingerprints(cfg: Config, input_listing: List[Dict[str, Any]], version: str)
 class Run:
     """One run directory and its manifest, rewritten after every stage."""
 
-    def __init__(self, storage: Storage, root: str, run_id: str, cfg: Config) -> None:
+    def __init__(self, storage: Storage, root: str, run_id: str, cfg: Optional[Config]) -> None:
         self.storage, self.root, self.run_id = storage, root.rstrip("/"), run_id
         self.dir = f"{self.root}/{run_id}"
         path = f"{self.dir}/manifest.json"
         previous = storage.read_json(path) if storage.exists(path) else {}
+        if cfg is None:  # an earlier run, read only
+            self.manifest = previous
+            return
         self.manifest: Dict[str, Any] = {
             "run_id": run_id, "status": "running", "started": datetime.now(timezone.utc).isoformat(),
             "config": cfg.to_dict(), "versions": environment(), "git_revision": git_revision(),
@@ -128,21 +136,33 @@ def read_latest(storage: Storage, root: str) -> Optional[str]:
 
 
 def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
-               execute: Dict[str, Callable[[bool], Dict[str, Any]]], check: Callable[[], None]) -> None:
-    """Run (or skip) each stage in order, record it, then apply ``check`` and publish.
+               execute: Dict[str, Callable[[bool], Dict[str, Any]]], check: Callable[[], None],
+               previous: Optional["Run"] = None) -> None:
+    """Run, skip or reuse each stage in order, record it, then apply ``check`` and publish.
 
     ``execute[stage](redo)`` runs one stage (``redo``: replace an existing
-    output) and returns its report. An exception marks the stage and the run
-    failed in the manifest and propagates; ``latest`` is left where it was.
+    output) and returns its report. A stage not done in this run is copied from
+    ``previous`` (the ``latest`` run) when that run finished it with the same
+    fingerprint and nothing upstream was redone here. An exception marks the
+    stage and the run failed in the manifest and propagates; ``latest`` is left
+    where it was.
     """
     unknown = [s for s in stages if s not in PIPELINE_STAGES]
     if unknown:
         raise InputError(f"unknown stages {unknown}; choose from {PIPELINE_STAGES}")
-    upstream_redone = False
+    redone: set = set()
     for stage in stages:
+        upstream_redone = bool(redone & set(DEPENDS[stage]))
         if not upstream_redone and run.done(stage, fps[stage]):
             LOG.info("stage %s: skipped, output current (fingerprint %s)", stage, fps[stage][:12])
             run.manifest["stages"][stage]["skipped"] = True
+            continue
+        if not upstream_redone and previous is not None and stage != "generate" and previous.done(stage, fps[stage]):
+            started = time.time()
+            run.storage.copy(f"{previous.dir}/{stage}", f"{run.dir}/{stage}")
+            run.record(stage, **{**previous.manifest["stages"][stage], "skipped": True,
+                                 "reused_from": previous.run_id, "seconds": round(time.time() - started, 2)})
+            LOG.info("stage %s: copied from run %s, same fingerprint %s", stage, previous.run_id, fps[stage][:12])
             continue
         started = time.time()
         LOG.info("stage %s: starting (fingerprint %s)", stage, fps[stage][:12])
@@ -158,7 +178,8 @@ def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
         run.record(stage, status="succeeded", fingerprint=fps[stage], seconds=seconds, skipped=False,
                    report=report)
         LOG.info("stage %s: succeeded in %.1f s", stage, seconds)
-        upstream_redone = True
+        if stage != "generate":  # deterministic for its config, which prepare's fingerprint covers
+            redone.add(stage)
     try:
         check()
     except BaseException as exc:

@@ -78,6 +78,12 @@ class Storage:
             out.append({"name": name, "size": int(status.getLen()), "modified": int(status.getModificationTime())})
         return out
 
+    def copy(self, src: str, dst: str) -> None:
+        """Copy a file or directory tree (between any two Hadoop file systems)."""
+        util = self._jvm.org.apache.hadoop.fs.FileUtil
+        if not util.copy(self._fs(src), self._path(src), self._fs(dst), self._path(dst), False, True, self._hconf):
+            raise OSError(f"could not copy {src} to {dst}")
+
     def copy_from_local(self, local: str, dst: str) -> None:
         """Upload a local file or directory tree to ``dst`` (any Hadoop file system)."""
         self._fs(dst).copyFromLocalFile(False, True, self._path("file://" + os.path.abspath(local)), self._path(dst))

@@ -25,7 +25,8 @@ from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
 from cfmodel.config import Config
 from cfmodel.errors import InputError
 from cfmodel.generate import generate
-from cfmodel.pipeline import Run, fingerprints, is_local, local_staging, new_run_id, prune, run_stages, wire
+from cfmodel.pipeline import (Run, fingerprints, is_local, local_staging, new_run_id, prune, read_latest, run_stages,
+                              wire)
 from cfmodel.session import get_spark
 from cfmodel.storage import Storage
 from jobs import evaluate, prepare, score, train
@@ -88,7 +89,9 @@ def run_pipeline(spark, cfg: Config, run_id: str, stages: Optional[List[str]] = 
 
     execute = {"generate": do_generate, "prepare": lambda redo: prepare.run(spark, wired, redo),
                "train": do_train, "score": do_score, "evaluate": do_evaluate}
-    run_stages(run, stages, fps, execute, gate)
+    latest = read_latest(storage, root)
+    previous = Run(storage, root, latest, None) if latest and latest != run_id else None
+    run_stages(run, stages, fps, execute, gate, previous)
     pruned = prune(storage, root, cfg.pipeline.keep_runs, protect=[run_id])
     if pruned:
         LOG.info("pruned old runs: %s", ", ".join(pruned))

@@ -1,6 +1,7 @@
 """cf-pipeline: versioned runs, skipping current stages, resuming failures, the latest pointer."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,8 +91,10 @@ def test_failed_stage_resumes_without_redoing_finished_ones(spark, first_run):
         run_pipeline(spark, _config(tmp, f"score.users={tmp}/missing.csv"), "r3")
     assert "user list not found" in str(err.value)
     failed = json.loads((tmp / "runs" / "r3" / "manifest.json").read_text())
-    assert _stage_status(failed) == {"generate": "succeeded", "prepare": "succeeded", "train": "succeeded",
+    # prepare is copied from the latest good run (same input and config); train's config differs from it.
+    assert _stage_status(failed) == {"generate": "succeeded", "prepare": "skipped", "train": "succeeded",
                                      "score": "failed"}
+    assert failed["stages"]["prepare"]["reused_from"] == "r1"
     assert (tmp / "runs" / "latest").read_text() == "r1\n"
     assert not (tmp / "runs" / "r3" / "score").exists()
 
@@ -99,6 +102,21 @@ def test_failed_stage_resumes_without_redoing_finished_ones(spark, first_run):
     assert _stage_status(resumed) == {"generate": "skipped", "prepare": "skipped", "train": "skipped",
                                       "score": "succeeded", "evaluate": "succeeded"}
     assert (tmp / "runs" / "latest").read_text() == "r3\n"
+
+
+def test_new_run_copies_unchanged_stages_from_latest(spark, first_run):
+    tmp, _ = first_run
+    assert (tmp / "runs" / "latest").read_text() == "r3\n"
+    fresh = run_pipeline(spark, _config(tmp), "r4")
+    assert _stage_status(fresh) == {"generate": "succeeded", "prepare": "skipped", "train": "skipped",
+                                    "score": "skipped", "evaluate": "skipped"}
+    assert {e.get("reused_from") for s, e in fresh["stages"].items() if s != "generate"} == {"r3"}
+    for stage in ("prepare", "train", "score", "evaluate"):
+        assert (tmp / "runs" / "r4" / stage / "_SUCCESS").exists(), stage
+    assert (tmp / "runs" / "latest").read_text() == "r4\n"
+    changed = run_pipeline(spark, _config(tmp, "score.top_n=3"), "r5")
+    assert _stage_status(changed) == {"generate": "succeeded", "prepare": "skipped", "train": "skipped",
+                                      "score": "succeeded", "evaluate": "skipped"}
 
 
 def test_cli_exit_codes_and_one_line_errors(tmp_path):
@@ -127,3 +145,20 @@ def test_url_root_trains_locally_and_copies_the_model_up(spark, tmp_path):
         assert (tmp_path / "url-runs" / "u1" / "train" / name).exists(), name  # and copied up
     assert manifest["config"]["score"]["model"] == f"file://{tmp_path}/url-runs/u1/train"
     assert (tmp_path / "url-runs" / "latest").read_text() == "u1\n"
+
+
+def test_cli_quality_gate_exits_3_and_keeps_latest(first_run):
+    """Through the cf-pipeline command: a gate failure is exit code 3, one line on stderr, latest unmoved."""
+    tmp, _ = first_run
+    shutil.copytree(tmp / "runs" / "r1", tmp / "runs" / "gate")
+    sets = ["--set", f"pipeline.output_root={tmp}/runs", "--set", "evaluate.max_valid_rmse=0.01",
+            "--set", f"generate.output={tmp}/gen", "--set", "evaluate.baselines=[global_mean]",
+            "--set", "evaluate.top_movies=50", "--set", "evaluate.table_size=5", "--set", "spark.master=local[2]"]
+    before = (tmp / "runs" / "latest").read_text()
+    done = subprocess.run([str(BIN / "cf-pipeline"), "--conf", str(ROOT / "conf" / "local.yaml"), "--run-id", "gate",
+                           "--stages", "evaluate", *sets], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: validation RMSE")
+    assert (tmp / "runs" / "latest").read_text() == before
+    assert json.loads((tmp / "runs" / "gate" / "manifest.json").read_text())["status"] == "failed"
