@@ -83,6 +83,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
               .limit(ev.sample_rows).select("rating", "prediction").toPandas())
     counts = split.train.groupBy("rating").count().orderBy("rating").toPandas()
     history = pd.read_csv(io.StringIO(storage.read_text(f"{ev.model}/metrics.csv")))
+    history["ratings_per_s"] = history["ratings_per_s"].round().astype("int64")
     result["valid_predictions"].unpersist()
 
     with tempfile.TemporaryDirectory() as local:
