@@ -33,17 +33,13 @@ CF_TRAIN = str(Path(sys.executable).parent / "cf-train")
 
 
 def _prepare(spark, ratings: str, out: Path) -> str:
-    from cfmodel.prepare import build_meta, column_spec, prepare_ratings, write_prepared
-    from cfmodel.source import read_ratings
-    from cfmodel.storage import Storage
+    from cfmodel.config import Config
+    from jobs.prepare import run
 
     if not (out / "_SUCCESS").exists():
-        cfg = PrepareConfig(input=ratings, output=str(out))
-        prepared = prepare_ratings(read_ratings(spark, ratings, column_spec(cfg)).frame, cfg)
-        write_prepared(prepared, str(out), cfg)
-        storage = Storage(spark)
-        storage.write_json(f"{out}/meta.json", build_meta(prepared, cfg, {"path": ratings, "sha256": "bench"}))
-        storage.write_text(f"{out}/_SUCCESS", "")
+        cfg = Config()
+        cfg.prepare = PrepareConfig(input=ratings, output=str(out))
+        run(spark, cfg, overwrite=True)
     return str(out)
 
 

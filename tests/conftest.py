@@ -41,20 +41,16 @@ def planted_cfg():
 @pytest.fixture(scope="session")
 def prepared_dir(spark, planted_cfg, tmp_path_factory):
     """Planted-factor ratings run through the real prepare stage, written once per session."""
-    from cfmodel.config import PrepareConfig
+    from cfmodel.config import Config, PrepareConfig
     from cfmodel.generate import generate
-    from cfmodel.prepare import build_meta, prepare_ratings, write_prepared
-    from cfmodel.source import ColumnSpec, read_ratings
-    from cfmodel.storage import Storage
+    from jobs.prepare import run
 
     root = tmp_path_factory.mktemp("planted")
-    ratings = generate(planted_cfg, str(root / "raw"))["ratings"]
-    cfg = PrepareConfig(input=ratings, output=str(root / "prepared"), rows_per_file=8000, row_group_mb=1)
-    raw = read_ratings(spark, ratings, ColumnSpec("userId", "movieId", "rating", "timestamp"))
-    prepared = prepare_ratings(raw.frame, cfg)
-    write_prepared(prepared, cfg.output, cfg)
-    Storage(spark).write_json(f"{cfg.output}/meta.json", build_meta(prepared, cfg, {"sha256": "planted"}))
-    return cfg.output
+    cfg = Config()
+    cfg.prepare = PrepareConfig(input=generate(planted_cfg, str(root / "raw"))["ratings"],
+                                output=str(root / "prepared"), rows_per_file=8000, row_group_mb=1)
+    run(spark, cfg, overwrite=False)
+    return cfg.prepare.output
 
 
 @pytest.fixture(scope="session")

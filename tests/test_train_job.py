@@ -1,5 +1,6 @@
 """cf-train end to end, in process (it is a driver-side step, not a Spark job)."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -22,7 +23,8 @@ def test_cf_train_writes_factors_model_and_metrics(prepared_dir, tmp_path, capsy
     for name in ("model.pt", "meta.json", "metrics.json", "metrics.csv", "_SUCCESS", "checkpoints/best.pt"):
         assert (out / name).exists(), name
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["data"]["input_sha256"] == "planted"
+    prepared = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    assert meta["data"]["input_sha256"] == prepared["input"]["sha256"] and len(prepared["input"]["sha256"]) == 64
     assert abs(meta["valid_mse"] - min(m["valid_mse"] for m in meta["history"])) < 1e-4
 
     items = pd.read_parquet(out / "item_factors")
