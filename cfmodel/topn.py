@@ -154,6 +154,10 @@ class BlockScorer:
     _padded: Optional[tuple] = field(default=None, repr=False, compare=False)  # built per process, lazily
     _buffer: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)  # reused scores block
 
+    def __getstate__(self) -> dict:
+        # The per-process caches are rebuilt where the scorer runs; never ship them in a broadcast.
+        return {**self.__dict__, "_padded": None, "_buffer": None}
+
     def _net_model(self):
         return embedding_net_layers(self.net["args"], self.net["state"])
 

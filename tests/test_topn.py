@@ -139,3 +139,14 @@ def test_block_scorer_grouped_path_matches_reference():
     for u, rows in got.groupby("user_id"):
         want = np.lexsort((np.arange(n_items), -raw[u]))[:10] + 1000
         assert rows.sort_values("rank")["item_id"].tolist() == want.tolist()
+
+
+def test_block_scorer_caches_stay_out_of_the_broadcast():
+    import pickle
+    scorer = BlockScorer(_table(n_items=40), np.arange(40), np.zeros(40, np.float32), top_n=3)
+    before = len(pickle.dumps(scorer))
+    first = scorer.score_frame(_users())
+    assert scorer._buffer is not None and scorer._padded is not None  # built by scoring
+    assert len(pickle.dumps(scorer)) == before
+    again = pickle.loads(pickle.dumps(scorer)).score_frame(_users())
+    pd.testing.assert_frame_equal(first, again)
