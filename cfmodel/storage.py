@@ -48,19 +48,23 @@ class Storage:
         """The fully qualified URL of a path (``file:/abs/...`` for local paths)."""
         return str(self._fs(path).makeQualified(self._path(path)).toString())
 
-    def list_files(self, path: str) -> List[str]:
-        """Data files under ``path`` (itself if a file), skipping ``_``/``.`` entries, sorted."""
+    def _file_statuses(self, path: str) -> List[Any]:
+        """Hadoop ``FileStatus`` of each data file under ``path`` (itself if a file), sorted by name."""
         fs = self._fs(path)
         status = fs.getFileStatus(self._path(path))
         if not status.isDirectory():
-            return [str(status.getPath().toString())]
+            return [status]
         found = []
         it = fs.listFiles(self._path(path), True)
         while it.hasNext():
-            p = it.next().getPath()
-            if not p.getName().startswith(("_", ".")):
-                found.append(str(p.toString()))
-        return sorted(found)
+            st = it.next()
+            if not st.getPath().getName().startswith(("_", ".")):
+                found.append(st)
+        return sorted(found, key=lambda st: str(st.getPath().toString()))
+
+    def list_files(self, path: str) -> List[str]:
+        """Data files under ``path`` (itself if a file), skipping ``_``/``.`` entries, sorted."""
+        return [str(st.getPath().toString()) for st in self._file_statuses(path)]
 
     def list_dirs(self, path: str) -> List[str]:
         """Immediate subdirectories of ``path`` (empty when it does not exist)."""
@@ -71,12 +75,8 @@ class Storage:
 
     def listing(self, path: str) -> List[dict]:
         """``name, size, modified`` of each data file under ``path``: a cheap change detector."""
-        fs = self._fs(path)
-        out = []
-        for name in self.list_files(path):
-            status = fs.getFileStatus(self._path(name))
-            out.append({"name": name, "size": int(status.getLen()), "modified": int(status.getModificationTime())})
-        return out
+        return [{"name": str(st.getPath().toString()), "size": int(st.getLen()),
+                 "modified": int(st.getModificationTime())} for st in self._file_statuses(path)]
 
     def copy(self, src: str, dst: str) -> None:
         """Copy a file or directory tree (between any two Hadoop file systems)."""
