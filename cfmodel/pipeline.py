@@ -34,10 +34,10 @@ from cfmodel.manifest import environment, git_revision
 from cfmodel.storage import Storage
 
 LOG = logging.getLogger("cfmodel.pipeline")
-# Config keys the pipeline sets per run: they never enter a fingerprint.
 # What each stage reads: a stage redone in this invocation forces these to be redone too.
 DEPENDS = {"generate": (), "prepare": ("generate",), "train": ("prepare",), "score": ("prepare", "train"),
            "evaluate": ("prepare", "train")}
+# Config keys the pipeline sets per run: they never enter a fingerprint.
 WIRED = {"prepare": ("output",), "train": ("data", "output"), "score": ("model", "data", "output"),
          "evaluate": ("model", "data", "output"), "generate": ()}
 
@@ -136,12 +136,12 @@ def read_latest(storage: Storage, root: str) -> Optional[str]:
 
 
 def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
-               execute: Dict[str, Callable[[bool], Dict[str, Any]]], check: Callable[[], None],
+               execute: Dict[str, Callable[[], Dict[str, Any]]], check: Callable[[], None],
                previous: Optional["Run"] = None) -> None:
     """Run, skip or reuse each stage in order, record it, then apply ``check`` and publish.
 
-    ``execute[stage](redo)`` runs one stage (``redo``: replace an existing
-    output) and returns its report. A stage not done in this run is copied from
+    ``execute[stage]()`` runs one stage, replacing any output it left before,
+    and returns its report. A stage not done in this run is copied from
     ``previous`` (the ``latest`` run) when that run finished it with the same
     fingerprint and nothing upstream was redone here. An exception marks the
     stage and the run failed in the manifest and propagates; ``latest`` is left
@@ -167,7 +167,7 @@ def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
         started = time.time()
         LOG.info("stage %s: starting (fingerprint %s)", stage, fps[stage][:12])
         try:
-            report = execute[stage](True)
+            report = execute[stage]()
         except BaseException as exc:
             run.record(stage, status="failed", fingerprint=fps[stage], error=f"{type(exc).__name__}: {exc}",
                        seconds=round(time.time() - started, 2))

@@ -59,10 +59,10 @@ def run_pipeline(spark, cfg: Config, run_id: str, stages: Optional[List[str]] = 
     run.manifest.update(run_dir=storage.qualify(run.dir), fingerprints=fps, stages_requested=stages)
     run.save()
 
-    def do_generate(_redo: bool) -> Dict[str, Any]:
+    def do_generate() -> Dict[str, Any]:
         return {"stage": "generate", **generate(wired.generate)}
 
-    def do_train(_redo: bool) -> Dict[str, Any]:
+    def do_train() -> Dict[str, Any]:
         previous = run.manifest["stages"].get("train", {})
         resume = previous.get("status") == "failed" and previous.get("fingerprint") == fps["train"]
         result = train.run(wired.train, overwrite=True, resume=resume)
@@ -70,14 +70,14 @@ def run_pipeline(spark, cfg: Config, run_id: str, stages: Optional[List[str]] = 
             storage.copy_from_local(wired.train.output, f"{run.dir}/train")
         return result
 
-    def do_score(redo: bool) -> Dict[str, Any]:
-        report, examples = score.run(spark, wired, redo)
+    def do_score() -> Dict[str, Any]:
+        report, examples = score.run(spark, wired, overwrite=True)
         if examples is not None and len(examples):
             score.print_examples(spark, examples, wired.score.titles, wired.prepare.item_col)
         return report
 
-    def do_evaluate(redo: bool) -> Dict[str, Any]:
-        metrics = evaluate.run(spark, wired, redo)
+    def do_evaluate() -> Dict[str, Any]:
+        metrics = evaluate.run(spark, wired, overwrite=True)
         evaluate.print_table(metrics)
         return {k: metrics[k] for k in ("valid_rmse", "valid_mae", "users_evaluated", "valid_rows", "methods")}
 
@@ -87,7 +87,7 @@ def run_pipeline(spark, cfg: Config, run_id: str, stages: Optional[List[str]] = 
             run.manifest["metrics"] = entry["report"]
             evaluate.check_quality_gate(entry["report"], wired.evaluate.max_valid_rmse)
 
-    execute = {"generate": do_generate, "prepare": lambda redo: prepare.run(spark, wired, redo),
+    execute = {"generate": do_generate, "prepare": lambda: prepare.run(spark, wired, overwrite=True),
                "train": do_train, "score": do_score, "evaluate": do_evaluate}
     latest = read_latest(storage, root)
     previous = Run(storage, root, latest, None) if latest and latest != run_id else None
