@@ -56,9 +56,9 @@ def global_mean(train: DataFrame) -> float:
     return float(train.agg(F.avg("rating")).first()[0])
 
 
-def fit_biases(train: DataFrame, reg: float) -> BiasModel:
-    """Damped user and item biases (``reg`` pseudo-ratings at the mean)."""
-    mean = global_mean(train)
+def fit_biases(train: DataFrame, reg: float, mean: Optional[float] = None) -> BiasModel:
+    """Damped user and item biases (``reg`` pseudo-ratings at the mean; pass ``mean`` if already known)."""
+    mean = global_mean(train) if mean is None else mean
     item_bias = (train.groupBy("item_idx")
                  .agg((F.sum(F.col("rating") - mean) / (F.count(F.lit(1)) + reg)).alias("b_item")).cache())
     user_bias = (train.join(item_bias, "item_idx")

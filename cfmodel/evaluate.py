@@ -21,7 +21,7 @@ from cfmodel.config import EvaluateConfig, ScoreConfig
 from cfmodel.errors import InputError
 from cfmodel.metrics import catalogue_coverage, ranking_metrics, rating_metrics, relevant_items
 from cfmodel.predict import PairScorer, predict_pairs
-from cfmodel.recommend import ScoreInputs, fallback_ranking, item_table, recommend, users_to_score
+from cfmodel.recommend import ScoreInputs, collect_seen, fallback_ranking, item_table, recommend, users_to_score
 from cfmodel.topn import BlockScorer
 
 LOG = logging.getLogger("cfmodel.evaluate")
@@ -44,6 +44,8 @@ def load_split(spark: SparkSession, prepared: str) -> Split:
     users, items = spark.read.parquet(f"{prepared}/users"), spark.read.parquet(f"{prepared}/items")
 
     def with_ids(frame: DataFrame) -> DataFrame:
+        if {"user_id", "item_id"} <= set(frame.columns):  # written with prepare.keep_ids
+            return frame.select("user_idx", "item_idx", "rating", "user_id", "item_id")
         frame = frame.select("user_idx", "item_idx", "rating")
         return (frame.join(users.select("user_idx", "user_id"), "user_idx")
                 .join(items.select("item_idx", "item_id"), "item_idx"))
@@ -73,14 +75,8 @@ def top_k(spark: SparkSession, split: Split, user_factors: DataFrame, item_facto
     table = item_table(inputs.item_factors, split.train_items, model_args, cfg)
     fallback_idx, fallback_score = fallback_ranking(table, split.train_items, fallback, 0.0)
     scorer = BlockScorer(table, fallback_idx, fallback_score, k, cfg.block_size, 1, net)
-    seen = seen_items_from(split.train)
-    frame = users_to_score(inputs.user_factors, split.users, seen, eval_users)
+    frame = users_to_score(inputs.user_factors, split.users, collect_seen(split.train), eval_users)
     return recommend(frame, scorer, spark)
-
-
-def seen_items_from(train: DataFrame) -> DataFrame:
-    """``user_idx, seen``: training items per user (as :func:`cfmodel.recommend.seen_items` reads them)."""
-    return train.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
 
 
 def _ranking_row(recs: DataFrame, relevant: DataFrame, k: int, n_items: int) -> Dict[str, float]:
@@ -136,12 +132,13 @@ def evaluate_all(spark: SparkSession, split: Split, inputs: ScoreInputs, cfg: Ev
     result["valid_predictions"] = model_preds
 
     low, high = rating_range
+    mean = global_mean(split.train)
     if "global_mean" in cfg.baselines:
         started = time.time()
-        add("global mean", pairs.withColumn("prediction", F.lit(global_mean(split.train))), None, started)
+        add("global mean", pairs.withColumn("prediction", F.lit(mean)), None, started)
     if "biases" in cfg.baselines:
         started = time.time()
-        biases = fit_biases(split.train, cfg.bias_reg)
+        biases = fit_biases(split.train, cfg.bias_reg, mean)
         add("user + movie biases", biases.predict(pairs, low, high),
             top_k(spark, split, biases.user_factors(), biases.item_factors(), {"name": "dot"}, eval_users, cfg.k),
             started)
@@ -155,7 +152,6 @@ def evaluate_all(spark: SparkSession, split: Split, inputs: ScoreInputs, cfg: Ev
         started = time.time()
         als = fit_als(split.train.select("user_idx", "item_idx", "rating"), cfg.als_rank, cfg.als_reg,
                       cfg.als_max_iter, cfg.seed)
-        mean = global_mean(split.train)
         preds = als.transform(pairs).withColumn(
             "prediction", F.when(F.isnan("prediction"), F.lit(mean)).otherwise(F.col("prediction")))
         users_f, items_f = als_factors(als)

@@ -52,8 +52,8 @@ class PairScorer:
         raw = (users * items).sum(1)
         if self.name == "dot":
             return raw.numpy()
-        bias = [torch.from_numpy(pc.fill_null(batch.column(c), 0.0).to_numpy(zero_copy_only=False)
-                                 .astype(np.float32, copy=False)) for c in ("u_bias", "i_bias")]
+        bias = [torch.from_numpy(np.array(pc.fill_null(batch.column(c), 0.0).to_numpy(zero_copy_only=False),
+                                          dtype=np.float32)) for c in ("u_bias", "i_bias")]
         return sigmoid_range(raw + bias[0] + bias[1], self.y_range).numpy()
 
 
@@ -69,19 +69,19 @@ def predict_pairs(spark: SparkSession, pairs: DataFrame, user_factors: DataFrame
     itf = item_factors.select(F.col("idx").alias("item_idx"), F.col("features").alias("i_features"),
                               F.col("bias").alias("i_bias"))
     joined = pairs.join(uf, "user_idx", "left").join(itf, "item_idx", "left")
-    known = joined.where(F.col("u_features").isNotNull() & F.col("i_features").isNotNull())
-    unknown = joined.where(F.col("u_features").isNull() | F.col("i_features").isNull())
-    passthrough = [f for f in pairs.schema.fields]
-    schema = T.StructType(passthrough + [T.StructField("prediction", T.FloatType(), True)])
-    names = [f.name for f in passthrough]
+    names = [f.name for f in pairs.schema.fields]
+    schema = T.StructType(pairs.schema.fields + [T.StructField("prediction", T.FloatType(), True)])
     shared = spark.sparkContext.broadcast(scorer)
 
     def run(batches):
         model = shared.value
         for batch in batches:
-            pred = model.predict(batch)
-            arrays = [batch.column(n) for n in names] + [pa.array(pred, pa.float32())]
+            known = pc.and_(batch.column("u_features").is_valid(), batch.column("i_features").is_valid())
+            has = known.to_numpy(zero_copy_only=False)
+            pred = np.zeros(batch.num_rows, np.float32)
+            if has.any():
+                pred[has] = model.predict(batch.filter(known))
+            arrays = [batch.column(n) for n in names] + [pa.array(pred, pa.float32(), mask=~has)]
             yield pa.RecordBatch.from_arrays(arrays, names=names + ["prediction"])
 
-    scored = known.mapInArrow(run, schema)
-    return scored.unionByName(unknown.select(*names, F.lit(None).cast("float").alias("prediction")))
+    return joined.mapInArrow(run, schema)

@@ -144,6 +144,11 @@ def seen_items(prepared: str, spark: SparkSession, include_valid: bool) -> DataF
     rated = spark.read.parquet(f"{prepared}/train").select("user_idx", "item_idx")
     if include_valid:
         rated = rated.unionByName(spark.read.parquet(f"{prepared}/valid").select("user_idx", "item_idx"))
+    return collect_seen(rated)
+
+
+def collect_seen(rated: DataFrame) -> DataFrame:
+    """``user_idx, seen array<int>`` from rating rows (``user_idx, item_idx``)."""
     return rated.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
 
 

@@ -119,3 +119,36 @@ def test_report_renders_in_chromium(report_dir, tmp_path):
     (broken / "plots" / "biases.png").unlink()
     seen = render(str(broken), "report.html", str(tmp_path / "profile2"))
     assert [i["src"] for i in seen["images"] if not i["ok"]] == ["plots/biases.png"]
+
+
+def test_predict_pairs_gives_null_for_pairs_without_factors(spark, tmp_path):
+    model = build_model("dot_bias", 3, 2, 2, (0.5, 5.5)).eval()
+    export_factors(model, np.array([10, 11, 12]), np.array([20, 21]), str(tmp_path))
+    pairs = spark.createDataFrame([(0, 1, 1), (7, 1, 2), (2, 5, 3)], "user_idx int, item_idx int, row int")
+    got = (predict_pairs(spark, pairs, spark.read.parquet(str(tmp_path / "user_factors")),
+                         spark.read.parquet(str(tmp_path / "item_factors")), PairScorer("dot_bias", (0.5, 5.5)))
+           .toPandas().sort_values("row"))
+    with torch.no_grad():
+        want = float(model(torch.tensor([0]), torch.tensor([1]))[0])
+    assert got["prediction"].iloc[0] == pytest.approx(want, abs=1e-6)
+    assert len(got) == 3 and got["prediction"].iloc[1:].isna().all()  # unknown user 7, unknown item 5
+
+
+def test_load_split_adds_ids_only_when_the_prepare_output_lacks_them(spark, tmp_path):
+    users = pd.DataFrame({"user_id": np.array([5, 9], "int32"), "user_idx": np.array([0, 1], "int32")})
+    items = pd.DataFrame({"item_id": np.array([40, 70], "int32"), "item_idx": np.array([0, 1], "int32"),
+                          "n_ratings": np.array([2, 1], "int32"), "mean_rating": np.array([3.5, 4.0], "float32")})
+    rows = pd.DataFrame({"user_idx": np.array([0, 1, 1], "int32"), "item_idx": np.array([0, 0, 1], "int32"),
+                         "rating": np.array([3.0, 4.0, 4.0], "float32")})
+    for name, with_ids in (("bare", False), ("ids", True)):
+        root = tmp_path / name
+        for part, frame in (("users", users), ("items", items), ("train", rows), ("valid", rows.iloc[:1])):
+            if with_ids and part in ("train", "valid"):
+                frame = frame.assign(user_id=frame["user_idx"].map({0: 5, 1: 9}).astype("int32"),
+                                     item_id=frame["item_idx"].map({0: 40, 1: 70}).astype("int32"))
+            (root / part).mkdir(parents=True)
+            frame.to_parquet(root / part / "part-0.parquet", index=False)
+        split = load_split(spark, str(root))
+        train = split.train.toPandas().sort_values(["user_idx", "item_idx"], ignore_index=True)
+        assert train[["user_id", "item_id"]].values.tolist() == [[5, 40], [9, 40], [9, 70]], name
+        assert split.train_items.toPandas().sort_values("item_idx")["n_ratings"].tolist() == [2, 1]
