@@ -11,7 +11,7 @@ DEMO_CONF ?= conf/local.yaml
 SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties"
 PYTEST_ARGS ?=
 
-.PHONY: demo test install browser dist bench-prepare bench-train bench-score clean
+.PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate clean
 
 install: $(STAMP)
 
@@ -54,6 +54,9 @@ bench-train: $(STAMP)
 
 bench-score: $(STAMP)
 	$(BIN)/python bench/bench_score.py
+
+bench-evaluate: $(STAMP)
+	$(BIN)/python bench/bench_evaluate.py
 
 clean:
 	rm -rf data runs dist bench/out .pytest_cache build *.egg-info
