@@ -2,18 +2,23 @@
 
     .venv/bin/python bench/bench_score.py                          # every shape, rank 32 and 64
     .venv/bin/python bench/bench_score.py --shapes 6000x4000 --ranks 32
+    .venv/bin/python bench/bench_score.py --shapes 138000x27000 --repeat 3   # medians of 3
 
 For each shape (users × items) and rank, on the same random factors, top-10:
 
-- ours: the score job's path on Spark local[*]: read the item factors, broadcast
-  them, score users by mapInArrow in blocks (matmul + grouped top-k), write Parquet;
+- ours: the score job's path on Spark local[*]: collect the item factors, broadcast
+  them, repartition the users, score them by mapInArrow in blocks (matmul +
+  grouped top-k), write Parquet;
 - ALS: an ALSModel loaded with the same factors, ``recommendForAllUsers(10)``,
   written to Parquet;
 - floor: one process, no Spark: per block of users one matrix product and a top-k,
   with torch (``matmul`` + ``topk``) and with numpy (``@`` + ``argpartition``);
   ``matmul only`` is the products alone, the physical limit.
 
-Each variant runs in its own process; peak memory is that process tree's largest
+The Spark variants time the same span: from factor tables already opened
+(``ALSModel.load``; ``spark.read.parquet`` for ours) on a JVM that has written
+and read Parquet once (ALS's model construction; a small warm-up for ours) to
+the written output. Each variant runs in its own process; peak memory is that process tree's largest
 summed RSS (for Spark: the driver JVM that runs the local executors, and its
 Python workers). Ratios are against ours. Uses the ``dot`` form (no biases, no
 sigmoid) so every variant does the same arithmetic.
@@ -24,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -68,7 +74,15 @@ def _spark():
         "spark.driver.memory": "10g", "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"}))
 
 
-def run_ours(factors: Path, out: Path) -> float:
+def _warm_up(spark, out: Path) -> None:
+    """Write and read a little Parquet: ALS's model construction below does as much before its clock starts."""
+    warm = out.parent / f"{out.name}-warmup"
+    spark.range(1000).selectExpr("cast(id as int) id", "array(cast(id as float)) features").write.mode(
+        "overwrite").parquet(str(warm))
+    spark.read.parquet(str(warm)).count()
+
+
+def run_ours(factors: Path, out: Path, n_items: int, rank: int) -> float:
     import numpy as np
     from pyspark.sql import functions as F
 
@@ -76,15 +90,18 @@ def run_ours(factors: Path, out: Path) -> float:
     from cfmodel.topn import BlockScorer
 
     spark = _spark()
-    spark.range(1).count()  # a warm JVM, as ALS's timing below starts with one too
+    _warm_up(spark, out)
+    # The factor tables opened, as ALSModel.load opens them before ALS's clock starts.
+    item_factors = spark.read.parquet(str(factors / "item_factors"))
+    user_factors = spark.read.parquet(str(factors / "user_factors"))
     started = time.perf_counter()
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(SCORE_BLOCK, 8192)))
-    item_factors = spark.read.parquet(str(factors / "item_factors"))
     items = item_factors.select(F.col("id").alias("item_id"), F.lit(1).alias("n_ratings"))
-    table = item_table(item_factors, items, {"name": "dot"}, ScoreConfig(top_n=TOP_N))
+    # The shape is what the score job reads from the model's meta.json.
+    table = item_table(item_factors, items, {"name": "dot"}, ScoreConfig(top_n=TOP_N), shape=(n_items, rank))
     scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, block_size=SCORE_BLOCK)
-    users = (spark.read.parquet(str(factors / "user_factors"))
-             .select(F.col("id").alias("user_id"), "features", "bias", F.lit(None).cast("array<int>").alias("seen")))
+    users = user_factors.select(F.col("id").alias("user_id"), "features", "bias",
+                                F.lit(None).cast("array<int>").alias("seen"))
     recommend(users, scorer, spark).write.mode("overwrite").parquet(str(out))
     seconds = time.perf_counter() - started
     spark.stop()
@@ -139,7 +156,7 @@ def run_floor(factors: Path, kind: str) -> float:
 def _child(args) -> None:
     factors, out = Path(args.factors), Path(args.dest)
     if args.one == "ours":
-        seconds = run_ours(factors, out)
+        seconds = run_ours(factors, out, args.items, args.rank)
     elif args.one == "als":
         seconds = run_als(factors, out, args.rank)
     else:
@@ -153,10 +170,13 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="*", default=[32, 64])
     parser.add_argument("--variants", nargs="*", default=["ours", "als", "torch", "matmul", "numpy"])
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "score"))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per variant, interleaved (ours, ALS, ..., ours, ALS, ...); the table shows medians")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--factors", help=argparse.SUPPRESS)
     parser.add_argument("--dest", help=argparse.SUPPRESS)
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--items", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         _child(args)
@@ -169,20 +189,26 @@ def main() -> None:
         n_users, n_items = (int(x) for x in shape.split("x"))
         for rank in args.ranks:
             factors = _factors(out, n_users, n_items, rank)
+            runs = {variant: [] for variant in args.variants}
+            for attempt in range(args.repeat):
+                for variant in args.variants:
+                    dest = out / f"result-{shape}-r{rank}-{variant}"
+                    cmd = [sys.executable, __file__, "--one", variant, "--factors", str(factors), "--dest", str(dest),
+                           "--rank", str(rank), "--items", str(n_items)]
+                    res = run_watched(cmd, env=env)
+                    if res.returncode != 0:
+                        raise SystemExit(f"{variant} failed on {shape} r{rank}:\n{res.stderr[-4000:]}")
+                    seconds = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+                    runs[variant].append((seconds, res.peak_mib))
+                    print(f"{shape} r{rank} {variant} run {attempt + 1}: {seconds:.1f}s, peak {res.peak_mib:.0f} MiB",
+                          file=sys.stderr)
             row = {"shape": shape, "rank": rank}
-            for variant in args.variants:
-                dest = out / f"result-{shape}-r{rank}-{variant}"
-                cmd = [sys.executable, __file__, "--one", variant, "--factors", str(factors), "--dest", str(dest),
-                       "--rank", str(rank)]
-                res = run_watched(cmd, env=env)
-                if res.returncode != 0:
-                    raise SystemExit(f"{variant} failed on {shape} r{rank}:\n{res.stderr[-4000:]}")
-                seconds = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
-                row[variant] = (seconds, res.peak_mib)
-                print(f"{shape} r{rank} {variant}: {seconds:.1f}s, peak {res.peak_mib:.0f} MiB", file=sys.stderr)
+            for variant, got in runs.items():
+                row[variant] = (statistics.median(s for s, _ in got), max(m for _, m in got))
             results.append(row)
 
-    print(f"\nscoring benchmark: top-{TOP_N} for every user, {os.cpu_count()} cores, seconds (peak MiB)")
+    print(f"\nscoring benchmark: top-{TOP_N} for every user, {os.cpu_count()} cores, seconds (peak MiB)"
+          + (f", median of {args.repeat} runs (largest peak)" if args.repeat > 1 else ""))
     header = f"{'shape':<14} {'rank':>4} " + " ".join(f"{v:>17}" for v in args.variants)
     ratios = [v for v in ("als", "torch", "numpy", "matmul") if v in args.variants and "ours" in args.variants]
     print(header + "".join(f" {v + '/ours':>11}" for v in ratios))

@@ -204,7 +204,7 @@ class ScoreConfig:
         bad = [f for f in self.formats if f not in SCORE_FORMATS]
         _require(not bad and self.formats, f"score.formats must be a non-empty list from {SCORE_FORMATS}, got {bad}")
         _require(self.broadcast_max_mb >= 1, "score.broadcast_max_mb must be >= 1")
-        _require(self.partitions >= 0, "score.partitions must be >= 0 (0: twice Spark's default parallelism)")
+        _require(self.partitions >= 0, "score.partitions must be >= 0 (0: Spark's default parallelism)")
 
 
 BASELINES = ("global_mean", "biases", "popular", "als")

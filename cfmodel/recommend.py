@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ class ScoreInputs:
     users: DataFrame
     items: DataFrame
     net: Optional[dict]
+    shape: Optional[Tuple[int, int]] = None  # (items, factors) of item_factors, from the model's meta.json
 
 
 def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> ScoreInputs:
@@ -73,12 +74,13 @@ def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> Scor
                                                    if k.startswith("layers.")}}
     return ScoreInputs(args, spark.read.parquet(f"{cfg.model}/user_factors"),
                        spark.read.parquet(f"{cfg.model}/item_factors"), spark.read.parquet(f"{cfg.data}/users"),
-                       spark.read.parquet(f"{cfg.data}/items"), net)
+                       spark.read.parquet(f"{cfg.data}/items"), net,
+                       (int(trained["n_items"]), int(args["n_factors"])) if "n_items" in trained else None)
 
 
 def build_scorer(inputs: ScoreInputs, cfg: ScoreConfig) -> BlockScorer:
     """The broadcastable scorer: item table (size-checked), fallback ranking, network weights."""
-    table = item_table(inputs.item_factors, inputs.items, inputs.model_args, cfg)
+    table = item_table(inputs.item_factors, inputs.items, inputs.model_args, cfg, inputs.shape)
     mean_user_bias = inputs.user_factors.agg(F.avg("bias")).first()[0] or 0.0
     fallback_idx, fallback_score = fallback_ranking(table, inputs.items, cfg.fallback, mean_user_bias)
     return BlockScorer(table, fallback_idx, fallback_score, cfg.top_n, cfg.block_size, cfg.torch_threads, inputs.net)
@@ -93,16 +95,26 @@ def check_broadcast_size(n_items: int, n_factors: int, limit_mb: int) -> int:
     return size
 
 
-def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg: ScoreConfig) -> ItemTable:
+def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg: ScoreConfig,
+               shape: Optional[Tuple[int, int]] = None) -> ItemTable:
     """Collect the item factors (after the size check) with their candidate mask.
 
     ``items`` is the prepare job's ``items/`` map (for ``min_item_ratings``).
+    ``shape`` (items, factors), when the model's ``meta.json`` gives it, saves
+    the Spark job that otherwise counts them for the size check; the collected
+    table must then match it.
     """
-    shape = item_factors.agg(F.count(F.lit(1)).alias("n"), F.max(F.size("features")).alias("k")).first()
-    if not shape["n"]:
+    if shape is None:
+        row = item_factors.agg(F.count(F.lit(1)).alias("n"), F.max(F.size("features")).alias("k")).first()
+        shape = (row["n"], row["k"] or 0)
+    if not shape[0]:
         raise InputError("item_factors is empty")
-    check_broadcast_size(shape["n"], shape["k"], cfg.broadcast_max_mb)
+    check_broadcast_size(shape[0], shape[1], cfg.broadcast_max_mb)
     pdf = item_factors.select("id", "idx", "bias", "features").toPandas().sort_values("idx", ignore_index=True)
+    lengths = pdf["features"].map(lambda f: -1 if f is None else len(f))
+    if len(pdf) != shape[0] or (lengths != shape[1]).any():
+        raise InputError(f"item_factors holds {len(pdf)} rows of {sorted(set(lengths))} factors; the model "
+                         f"says {shape[0]} items x {shape[1]} factors (a null features list shows as -1)")
     counts = items.select(F.col("item_id").alias("id"), "n_ratings").toPandas()
     pdf = pdf.merge(counts, on="id", how="left")
     if not np.array_equal(pdf["idx"].to_numpy(), np.arange(len(pdf))):
@@ -187,12 +199,14 @@ def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
 def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession, partitions: int = 0) -> DataFrame:
     """Long-form recommendations (``OUTPUT_SCHEMA``) for the users in ``frame``.
 
-    Users are spread over ``partitions`` tasks (0: twice Spark's default
-    parallelism); an explicit count, because adaptive execution would otherwise
-    coalesce the small user table into one task and leave cores idle.
+    Users are dealt round-robin into ``partitions`` equal tasks (0: Spark's
+    default parallelism, one task per core: a second wave of equal tasks only
+    adds each task's fixed cost); an explicit count, because adaptive execution
+    would otherwise coalesce the small user table into one task and leave
+    cores idle.
     """
     shared = spark.sparkContext.broadcast(scorer)
-    frame = frame.repartition(partitions or 2 * spark.sparkContext.defaultParallelism)
+    frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
 
     def score_partition(batches):
         block_scorer = shared.value

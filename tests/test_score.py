@@ -89,6 +89,13 @@ def test_broadcast_limit_refused_before_collecting(spark, checkerboard):
     assert check_broadcast_size(10, 2, 1) == 10 * (8 + 13)
     _, item_factors, _, item_map, _ = checkerboard
     assert item_table(item_factors, item_map, ARGS, ScoreConfig(broadcast_max_mb=1)).factors.shape == (8, 2)
+    # With the shape from the model's meta.json the check needs no Spark job, and the table must match it.
+    with pytest.raises(InputError, match="over score.broadcast_max_mb=1"):
+        item_table(item_factors, item_map, ARGS, ScoreConfig(broadcast_max_mb=1), shape=(100_000, 64))
+    assert item_table(item_factors, item_map, ARGS, ScoreConfig(), shape=(8, 2)).factors.shape == (8, 2)
+    for wrong in ((9, 2), (8, 3)):
+        with pytest.raises(InputError, match=r"item_factors holds 8 rows of \[2\] factors; the model says"):
+            item_table(item_factors, item_map, ARGS, ScoreConfig(), shape=wrong)
 
 
 def test_model_from_another_prepare_run_is_refused(spark, tmp_path):
