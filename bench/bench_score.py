@@ -13,7 +13,9 @@ For each shape (users × items) and rank, on the same random factors, top-10:
   written to Parquet;
 - floor: one process, no Spark: per block of users one matrix product and a top-k,
   with torch (``matmul`` + ``topk``) and with numpy (``@`` + ``argpartition``);
-  ``matmul only`` is the products alone, the physical limit.
+  ``matmul only`` is the products alone, the physical limit;
+- kernel (only when asked, ``--variants ... kernel``): our ``BlockScorer`` over the
+  same users in one process, no Spark, torch on every core.
 
 The Spark variants time the same span: from factor tables already opened
 (``ALSModel.load``; ``spark.read.parquet`` for ours) on a JVM that has written
@@ -153,12 +155,38 @@ def run_floor(factors: Path, kind: str) -> float:
     return time.perf_counter() - started
 
 
+def run_kernel(factors: Path, n_items: int, rank: int) -> float:
+    """Our block scorer alone, one process, no Spark: what ours costs beyond the Spark plumbing."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from cfmodel.topn import INPUT_SCHEMA, BlockScorer, ItemTable
+
+    items = pq.read_table(factors / "item_factors").sort_by("idx")
+    table = ItemTable(ids=items["id"].to_numpy().astype(np.int64),
+                      factors=pc.list_flatten(items["features"]).to_numpy().reshape(n_items, rank),
+                      bias=items["bias"].to_numpy(), candidate=np.ones(n_items, bool), y_range=None)
+    users = pq.read_table(factors / "user_factors", columns=["id", "features", "bias"])
+    users = pa.table([users["id"], users["features"], users["bias"], pa.nulls(users.num_rows, pa.list_(pa.int32()))],
+                     schema=INPUT_SCHEMA)
+    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, block_size=SCORE_BLOCK,
+                         threads=os.cpu_count())
+    started = time.perf_counter()
+    for batch in users.to_batches(max_chunksize=8192):
+        scorer.score_batch(batch)
+    return time.perf_counter() - started
+
+
 def _child(args) -> None:
     factors, out = Path(args.factors), Path(args.dest)
     if args.one == "ours":
         seconds = run_ours(factors, out, args.items, args.rank)
     elif args.one == "als":
         seconds = run_als(factors, out, args.rank)
+    elif args.one == "kernel":
+        seconds = run_kernel(factors, args.items, args.rank)
     else:
         seconds = run_floor(factors, args.one)
     print(json.dumps({"seconds": seconds}))
@@ -210,7 +238,8 @@ def main() -> None:
     print(f"\nscoring benchmark: top-{TOP_N} for every user, {os.cpu_count()} cores, seconds (peak MiB)"
           + (f", median of {args.repeat} runs (largest peak)" if args.repeat > 1 else ""))
     header = f"{'shape':<14} {'rank':>4} " + " ".join(f"{v:>17}" for v in args.variants)
-    ratios = [v for v in ("als", "torch", "numpy", "matmul") if v in args.variants and "ours" in args.variants]
+    ratios = [v for v in ("als", "kernel", "torch", "numpy", "matmul")
+              if v in args.variants and "ours" in args.variants]
     print(header + "".join(f" {v + '/ours':>11}" for v in ratios))
     for row in results:
         cells = " ".join(f"{row[v][0]:>8.1f} ({row[v][1]:>6.0f})" for v in args.variants)
