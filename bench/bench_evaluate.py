@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from cfmodel.config import load_config  # noqa: E402
 from cfmodel.pipeline import new_run_id  # noqa: E402
-from cfmodel.session import get_spark  # noqa: E402
+from cfmodel.session import spark_session  # noqa: E402
 from jobs.evaluate import print_table  # noqa: E402
 from jobs.pipeline import run_pipeline  # noqa: E402
 
@@ -35,11 +35,8 @@ def main() -> None:
         f"prepare.input={MOVIELENS / 'ratings.csv'}", f"evaluate.titles={MOVIELENS / 'movies.csv'}",
         "evaluate.top_movies=1000", f"pipeline.output_root={ROOT / 'bench' / 'out' / 'bench-evaluate' / new_run_id()}",
         "pipeline.stages=[prepare, train, evaluate]", "train.progress=false", "spark.log_level=ERROR"])
-    spark = get_spark(cfg.spark)
-    try:
+    with spark_session(cfg.spark) as spark:
         manifest = run_pipeline(spark, cfg, "run")
-    finally:
-        spark.stop()
     evaluate = manifest["stages"]["evaluate"]["report"]
     seconds = {s: e["seconds"] for s, e in manifest["stages"].items()}
     print(f"\nMovieLens small, lesson split; {evaluate['valid_rows']} held-out ratings, ranking metrics at k=10 "

@@ -40,8 +40,9 @@ def setup_logging(json_lines: bool = False) -> None:
     root.propagate = False
 
 
-def load_job_config(args: argparse.Namespace) -> Config:
-    """Load the config named on the command line and log it, resolved."""
+def start_job(args: argparse.Namespace) -> Config:
+    """Set up logging as the arguments ask, then load the config they name and log it, resolved."""
+    setup_logging(args.log_json)
     cfg = load_config(args.conf, args.overrides)
     LOG.info("resolved config: %s", cfg.to_json())
     return cfg

@@ -175,12 +175,11 @@ def generate(cfg: GenerateConfig, output_dir: Optional[str] = None) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``cf-generate``: write demo data as configured in the ``generate`` section."""
-    from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+    from cfmodel.cli import job_parser, run_main, start_job
 
     def body(args_list: List[str]) -> int:
         args = job_parser("Generate synthetic MovieLens-format ratings.").parse_args(args_list)
-        setup_logging(args.log_json)
-        cfg = load_job_config(args).generate
+        cfg = start_job(args).generate
         result = generate(cfg)
         print(f"generated {result['rows']} ratings: {result['ratings']}")
         return 0

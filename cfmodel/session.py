@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from pyspark.sql import SparkSession
 
@@ -38,6 +40,16 @@ def get_spark(conf: SparkConfig) -> SparkSession:
     spark.sparkContext.setLogLevel(conf.log_level)
     _quiet_shutdown_logs(spark)
     return spark
+
+
+@contextmanager
+def spark_session(conf: SparkConfig) -> Iterator[SparkSession]:
+    """:func:`get_spark` for the length of a ``with`` block, stopped however the block ends."""
+    spark = get_spark(conf)
+    try:
+        yield spark
+    finally:
+        spark.stop()
 
 
 def _quiet_shutdown_logs(spark: SparkSession) -> None:

@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence
 from pyspark.sql import SparkSession
 
 from cfmodel.analysis import build_report
-from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.errors import QualityGateError
-from cfmodel.session import get_spark
+from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
 
 LOG = logging.getLogger("cfmodel.jobs.evaluate")
@@ -48,13 +48,9 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
 
 def _run(argv: List[str]) -> int:
     args = job_parser("Evaluate a trained model against baselines and write the report.").parse_args(argv)
-    setup_logging(args.log_json)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark)
-    try:
+    cfg = start_job(args)
+    with spark_session(cfg.spark) as spark:
         metrics = run(spark, cfg, args.overwrite)
-    finally:
-        spark.stop()
     print_table(metrics)
     print(f"report: {cfg.evaluate.output.rstrip('/')}/report.html")
     check_quality_gate(metrics, cfg.evaluate.max_valid_rmse)

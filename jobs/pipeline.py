@@ -21,13 +21,13 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.errors import InputError
 from cfmodel.generate import generate
 from cfmodel.pipeline import (Run, fingerprints, is_local, local_staging, new_run_id, prune, read_latest, run_stages,
                               wire)
-from cfmodel.session import get_spark
+from cfmodel.session import spark_session
 from cfmodel.storage import Storage
 from jobs import evaluate, prepare, score, train
 
@@ -103,17 +103,13 @@ def _run(argv: List[str]) -> int:
     parser.add_argument("--run-id", help="run id (default: a new UTC timestamp); reuse one to resume it")
     parser.add_argument("--stages", help="comma-separated subset of pipeline.stages to run")
     args = parser.parse_args(argv)
-    setup_logging(args.log_json)
-    cfg = load_job_config(args)
+    cfg = start_job(args)
     run_id = args.run_id or new_run_id()
     if "/" in run_id or run_id in ("latest", ".", ".."):
         raise InputError(f"--run-id {run_id!r} must be a plain name")
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
-    spark = get_spark(cfg.spark)
-    try:
+    with spark_session(cfg.spark) as spark:
         manifest = run_pipeline(spark, cfg, run_id, stages)
-    finally:
-        spark.stop()
     summary = {"run_id": run_id, "run_dir": manifest["run_dir"], "status": manifest["status"],
                "stages": {s: {k: e.get(k) for k in ("status", "seconds", "skipped")}
                           for s, e in manifest["stages"].items()}}

@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from pyspark.sql import SparkSession
 
-from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.prepare import build_meta, column_spec, prepare_ratings, write_prepared
-from cfmodel.session import get_spark
+from cfmodel.session import spark_session
 from cfmodel.source import read_ratings
 from cfmodel.storage import Storage, atomic_output, content_sha256
 
@@ -58,13 +58,9 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
 
 def _run(argv: List[str]) -> int:
     args = job_parser("Clean, index and split ratings into Parquet.").parse_args(argv)
-    setup_logging(args.log_json)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark)
-    try:
+    cfg = start_job(args)
+    with spark_session(cfg.spark) as spark:
         report = run(spark, cfg, args.overwrite)
-    finally:
-        spark.stop()
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 

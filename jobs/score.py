@@ -25,11 +25,11 @@ from pyspark.sql import SparkSession
 
 from pyspark.sql import functions as F
 
-from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.recommend import (build_scorer, load_inputs, output_frames, read_user_list, recommend, seen_items,
                                users_to_score)
-from cfmodel.session import get_spark
+from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output, content_sha256
 
 LOG = logging.getLogger("cfmodel.jobs.score")
@@ -71,17 +71,13 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
 
 def _run(argv: List[str]) -> int:
     args = job_parser("Top-N recommendations for every user.").parse_args(argv)
-    setup_logging(args.log_json)
-    cfg = load_job_config(args)
-    spark = get_spark(cfg.spark)
-    try:
+    cfg = start_job(args)
+    with spark_session(cfg.spark) as spark:
         report, examples = run(spark, cfg, args.overwrite)
         print(json.dumps(report, indent=2, sort_keys=True))
         if examples is not None and len(examples):
             print_examples(spark, examples, cfg.score.titles, cfg.prepare.item_col)
-        return 0
-    finally:
-        spark.stop()
+    return 0
 
 
 def print_examples(spark, examples, titles: Optional[str], item_col: str) -> None:

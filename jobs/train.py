@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import cfmodel
-from cfmodel.cli import job_parser, load_job_config, run_main, setup_logging
+from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import TrainConfig
 from cfmodel.data import make_loaders, read_prepared_meta
 from cfmodel.errors import OutputExistsError
@@ -116,8 +116,7 @@ def _run(argv: List[str]) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--lr-find", action="store_true", help="run the learning-rate finder instead of training")
     args = parser.parse_args(argv)
-    setup_logging(args.log_json)
-    cfg = load_job_config(args).train
+    cfg = start_job(args).train
     if not args.lr_find:
         print(json.dumps(run(cfg, args.overwrite, args.resume), indent=2, sort_keys=True))
         return 0
