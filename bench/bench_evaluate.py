@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cfmodel.config import load_config  # noqa: E402
-from cfmodel.pipeline import new_run_id  # noqa: E402
+from cfmodel.pipeline.runs import new_run_id  # noqa: E402
 from cfmodel.session import spark_session  # noqa: E402
-from jobs.evaluate import print_table  # noqa: E402
-from jobs.pipeline import run_pipeline  # noqa: E402
+from cfmodel.evaluate.stage import print_table  # noqa: E402
+from cfmodel.pipeline import run_pipeline  # noqa: E402
 
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016"
 

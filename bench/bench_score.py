@@ -88,8 +88,9 @@ def run_ours(factors: Path, out: Path, n_items: int, rank: int) -> float:
     import numpy as np
     from pyspark.sql import functions as F
 
-    from cfmodel.recommend import item_table, recommend
-    from cfmodel.topn import BlockScorer
+    from cfmodel.score.recommend import item_table, recommend
+    from cfmodel.model import dot_head
+    from cfmodel.model.topn import BlockScorer
 
     spark = _spark()
     _warm_up(spark, out)
@@ -100,8 +101,8 @@ def run_ours(factors: Path, out: Path, n_items: int, rank: int) -> float:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(SCORE_BLOCK, 8192)))
     items = item_factors.select(F.col("id").alias("item_id"), F.lit(1).alias("n_ratings"))
     # The shape is what the score job reads from the model's meta.json.
-    table = item_table(item_factors, items, {"name": "dot"}, ScoreConfig(top_n=TOP_N), shape=(n_items, rank))
-    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, block_size=SCORE_BLOCK)
+    table = item_table(item_factors, items, ScoreConfig(top_n=TOP_N), shape=(n_items, rank))
+    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, dot_head(), block_size=SCORE_BLOCK)
     users = user_factors.select(F.col("id").alias("user_id"), "features", "bias",
                                 F.lit(None).cast("array<int>").alias("seen"))
     recommend(users, scorer, spark).write.mode("overwrite").parquet(str(out))
@@ -162,16 +163,17 @@ def run_kernel(factors: Path, n_items: int, rank: int) -> float:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from cfmodel.topn import INPUT_SCHEMA, BlockScorer, ItemTable
+    from cfmodel.model import dot_head
+    from cfmodel.model.topn import INPUT_SCHEMA, BlockScorer, ItemTable
 
     items = pq.read_table(factors / "item_factors").sort_by("idx")
     table = ItemTable(ids=items["id"].to_numpy().astype(np.int64),
                       factors=pc.list_flatten(items["features"]).to_numpy().reshape(n_items, rank),
-                      bias=items["bias"].to_numpy(), candidate=np.ones(n_items, bool), y_range=None)
+                      bias=items["bias"].to_numpy(), candidate=np.ones(n_items, bool))
     users = pq.read_table(factors / "user_factors", columns=["id", "features", "bias"])
     users = pa.table([users["id"], users["features"], users["bias"], pa.nulls(users.num_rows, pa.list_(pa.int32()))],
                      schema=INPUT_SCHEMA)
-    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, block_size=SCORE_BLOCK,
+    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), TOP_N, dot_head(), block_size=SCORE_BLOCK,
                          threads=os.cpu_count())
     started = time.perf_counter()
     for batch in users.to_batches(max_chunksize=8192):

@@ -34,7 +34,7 @@ CF_TRAIN = str(Path(sys.executable).parent / "cf-train")
 
 def _prepare(spark, ratings: str, out: Path) -> str:
     from cfmodel.config import Config
-    from jobs.prepare import run
+    from cfmodel.prepare import run
 
     if not (out / "_SUCCESS").exists():
         cfg = Config()

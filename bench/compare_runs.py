@@ -13,8 +13,11 @@ train, score and evaluate. Run it on the old checkout and on the new one.
 (sorted, so file layout does not matter), then ``metrics.json`` and each
 stage's ``report.json``/``meta.json`` numbers, ignoring what may legitimately
 differ: timings, paths, library versions and ``model_version`` (whose
-definition changed from a file hash to a digest of the weights). It prints
-one line per compared item and exits 1 on any difference.
+definition changed from a file hash to a digest of the weights). Numbers in
+the JSON documents compare equal within a relative 1e-9: Spark sums the
+per-user ranking metrics in an order that varies between runs, which moves
+the last bits (seen: 1e-17). Table rows compare exactly. It prints one line
+per compared item and exits 1 on any difference.
 """
 from __future__ import annotations
 
@@ -83,6 +86,12 @@ def _numbers(obj, prefix=""):
     return {prefix.rstrip("."): obj}
 
 
+def _same(x, y) -> bool:
+    if isinstance(x, float) and isinstance(y, float):
+        return abs(x - y) <= 1e-9 * max(abs(x), abs(y), 1e-300)
+    return x == y
+
+
 def compare(a: Path, b: Path) -> int:
     """Compare every run under ``a`` with its namesake under ``b``; returns the number of differences."""
     bad = 0
@@ -102,7 +111,7 @@ def compare(a: Path, b: Path) -> int:
             if doc.name == "manifest.json" or ".tmp-" in str(rel) or not (other / rel).exists():
                 continue
             na, nb = _numbers(json.loads(doc.read_text())), _numbers(json.loads((other / rel).read_text()))
-            diffs = {k: (na.get(k), nb.get(k)) for k in set(na) | set(nb) if na.get(k) != nb.get(k)}
+            diffs = {k: (na.get(k), nb.get(k)) for k in set(na) | set(nb) if not _same(na.get(k), nb.get(k))}
             print(f"{'same' if not diffs else 'DIFF'} {run_dir.name}/{rel}: {len(na)} values"
                   + (f" {dict(list(diffs.items())[:5])}" if diffs else ""))
             bad += bool(diffs)

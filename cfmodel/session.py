@@ -9,6 +9,7 @@ from typing import Iterator
 from pyspark.sql import SparkSession
 
 from cfmodel.config import SparkConfig
+from cfmodel.java import ensure_java_home
 
 
 def launched_by_spark_submit() -> bool:
@@ -20,12 +21,14 @@ def get_spark(conf: SparkConfig) -> SparkSession:
     """Start (or reuse) a SparkSession from the ``spark`` config section.
 
     The master comes from the config only when the job was not launched by
-    ``spark-submit``, so ``--master`` on the command line always wins. In local
+    ``spark-submit``, so ``--master`` on the command line always wins; then
+    ``JAVA_HOME`` is pointed at a Java 17 (:mod:`cfmodel.java`). In local
     mode the Python workers run this interpreter, so they import the same
     ``cfmodel`` as the driver; on a cluster, ship the environment (README).
     """
     builder = SparkSession.builder.appName(conf.app_name)
-    if not launched_by_spark_submit():
+    if not launched_by_spark_submit():  # spark-submit has started the JVM already
+        ensure_java_home()
         builder = builder.master(conf.master)
         if conf.master.startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator, List
@@ -16,6 +18,9 @@ from typing import Any, Iterator, List
 from pyspark.sql import SparkSession
 
 from cfmodel.errors import OutputExistsError
+
+LOG = logging.getLogger(__name__)
+TMP_MARK = ".tmp-"
 
 
 class Storage:
@@ -136,13 +141,57 @@ def content_sha256(spark: SparkSession, paths: List[str]) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
+class LocalStorage:
+    """The subset of :class:`Storage` that :func:`atomic_output` uses, on the local disk without Spark
+    (for the train stage, which runs no Spark session)."""
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def delete(self, path: str) -> None:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def write_text(self, path: str, text: str) -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    def list_dirs(self, path: str) -> List[str]:
+        if not os.path.isdir(path):
+            return []
+        return sorted(os.path.join(path, n) for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
+
+
+def remove_stale_temporaries(storage: Any, path: str) -> List[str]:
+    """Delete the ``<path>.tmp-*`` siblings that a crashed attempt (``kill -9``, a lost node) left behind.
+
+    :func:`atomic_output` removes its temporary directory on any error it sees,
+    but a killed process sees none; on HDFS those directories would pile up.
+    Returns the names deleted.
+    """
+    parent, _, name = path.rstrip("/").rpartition("/")
+    stale = [d for d in storage.list_dirs(parent or ".") if d.rstrip("/").rsplit("/", 1)[-1].startswith(name + TMP_MARK)]
+    for d in stale:
+        LOG.info("removing %s, left by a crashed attempt", d)
+        storage.delete(d)
+    return stale
+
+
 @contextmanager
-def atomic_output(storage: Storage, path: str, overwrite: bool) -> Iterator[str]:
+def atomic_output(storage: Any, path: str, overwrite: bool) -> Iterator[str]:
     """Yield a temporary sibling of ``path`` to write into; publish it by rename on success.
 
     A crash or error leaves no half-written ``path``: the temporary directory is
-    removed and ``path`` keeps its previous content. A ``_SUCCESS`` marker is
-    written last, so readers can tell a finished output from anything else.
+    removed and ``path`` keeps its previous content (temporaries of a killed
+    attempt are removed by the next one). A ``_SUCCESS`` marker is written
+    last, so readers can tell a finished output from anything else.
+    ``storage`` is a :class:`Storage` or a :class:`LocalStorage`.
 
     Raises
     ------
@@ -152,7 +201,8 @@ def atomic_output(storage: Storage, path: str, overwrite: bool) -> Iterator[str]
     path = path.rstrip("/")
     if storage.exists(path) and not overwrite:
         raise OutputExistsError(f"output already exists: {path} (pass --overwrite to replace it)")
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    remove_stale_temporaries(storage, path)
+    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
     try:
         yield tmp
         storage.write_text(f"{tmp}/_SUCCESS", "")

@@ -43,7 +43,7 @@ def prepared_dir(spark, planted_cfg, tmp_path_factory):
     """Planted-factor ratings run through the real prepare stage, written once per session."""
     from cfmodel.config import Config, PrepareConfig
     from cfmodel.generate import generate
-    from jobs.prepare import run
+    from cfmodel.prepare import run
 
     root = tmp_path_factory.mktemp("planted")
     cfg = Config()
@@ -57,7 +57,7 @@ def prepared_dir(spark, planted_cfg, tmp_path_factory):
 def trained_model(prepared_dir, tmp_path_factory):
     """A dot_bias model trained by the train stage on ``prepared_dir`` (a few epochs)."""
     from cfmodel.config import TrainConfig
-    from jobs.train import run
+    from cfmodel.train import run
 
     out = str(tmp_path_factory.mktemp("trained") / "model")
     run(TrainConfig(data=prepared_dir, output=out, n_factors=8, epochs=6, wd=0.5, progress=False), overwrite=False)

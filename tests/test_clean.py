@@ -1,6 +1,6 @@
 from pyspark.sql import Row
 
-from cfmodel.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
+from cfmodel.prepare.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
 
 RULE = RatingRule(0.5, 5.0, 0.5)
 

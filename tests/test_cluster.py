@@ -20,7 +20,7 @@ import pytest
 from cfmodel.config import load_config
 from cfmodel.generate import generate
 from cluster import standalone_cluster
-from jobs import prepare, score, train
+from cfmodel import prepare, score, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

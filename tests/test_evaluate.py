@@ -7,16 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cfmodel.analysis import build_report
+from cfmodel.evaluate.analysis import build_report
 from cfmodel.config import Config, EvaluateConfig
 from cfmodel.errors import QualityGateError
-from cfmodel.evaluate import evaluate_all, load_split
-from cfmodel.export import export_factors
-from cfmodel.models import build_model
-from cfmodel.predict import PairScorer, predict_pairs
-from cfmodel.recommend import load_inputs
+from cfmodel.evaluate.compare import evaluate_all, load_split
+from cfmodel.evaluate.predict import predict_pairs
+from cfmodel.model import ModelArgs, TrainedModel
+from cfmodel.score.recommend import load_inputs
 from cfmodel.storage import Storage
-from jobs.evaluate import check_quality_gate
+from cfmodel.evaluate.stage import check_quality_gate
 
 from browser import render
 
@@ -48,21 +47,18 @@ def test_baselines_rank_as_expected_on_planted_data(evaluation):
 @pytest.mark.parametrize("name", ["dot", "dot_bias", "embedding_net"])
 def test_predict_pairs_matches_the_module(spark, tmp_path, name):
     torch.manual_seed(0)
-    model = build_model(name, 30, 20, 4, (0.5, 5.5), [6], [0.0], 0.0).eval()
+    model = ModelArgs(name, 30, 20, 4, [0.5, 5.5], [6], [0.0], 0.0).build().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
-    export_factors(model, np.arange(30) + 100, np.arange(20) + 500, str(tmp_path))
-    net = ({"args": {"n_factors": 4, "y_range": [0.5, 5.5], "hidden": [6], "dropouts": [0.0], "emb_dropout": 0.0},
-            "state": {k[len("layers."):]: v.numpy() for k, v in model.state_dict().items()
-                      if k.startswith("layers.")}} if name == "embedding_net" else None)
+    trained = TrainedModel(model.args, model, np.arange(30) + 100, np.arange(20) + 500)
+    trained.save(str(tmp_path))
     rng = np.random.default_rng(1)
     users, items = rng.integers(0, 30, 200), rng.integers(0, 20, 200)
     pairs = spark.createDataFrame(pd.DataFrame({"user_idx": users.astype("int32"), "item_idx": items.astype("int32"),
                                                 "row": np.arange(200, dtype="int32")}))
-    scorer = PairScorer(name, None if name == "dot" else (0.5, 5.5), net)
     got = (predict_pairs(spark, pairs, spark.read.parquet(str(tmp_path / "user_factors")),
-                         spark.read.parquet(str(tmp_path / "item_factors")), scorer)
+                         spark.read.parquet(str(tmp_path / "item_factors")), trained.head())
            .toPandas().sort_values("row"))
     with torch.no_grad():
         want = model(torch.from_numpy(users), torch.from_numpy(items)).numpy()
@@ -122,11 +118,12 @@ def test_report_renders_in_chromium(report_dir, tmp_path):
 
 
 def test_predict_pairs_gives_null_for_pairs_without_factors(spark, tmp_path):
-    model = build_model("dot_bias", 3, 2, 2, (0.5, 5.5)).eval()
-    export_factors(model, np.array([10, 11, 12]), np.array([20, 21]), str(tmp_path))
+    model = ModelArgs("dot_bias", 3, 2, 2, [0.5, 5.5]).build().eval()
+    trained = TrainedModel(model.args, model, np.array([10, 11, 12]), np.array([20, 21]))
+    trained.save(str(tmp_path))
     pairs = spark.createDataFrame([(0, 1, 1), (7, 1, 2), (2, 5, 3)], "user_idx int, item_idx int, row int")
     got = (predict_pairs(spark, pairs, spark.read.parquet(str(tmp_path / "user_factors")),
-                         spark.read.parquet(str(tmp_path / "item_factors")), PairScorer("dot_bias", (0.5, 5.5)))
+                         spark.read.parquet(str(tmp_path / "item_factors")), trained.head())
            .toPandas().sort_values("row"))
     with torch.no_grad():
         want = float(model(torch.tensor([0]), torch.tensor([1]))[0])

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.errors import InputError
-from cfmodel.interpret import bias_extremes, crosstab, movie_table, pca, popular, read_titles, similar
+from cfmodel.evaluate.interpret import bias_extremes, crosstab, movie_table, pca, popular, similar
 
 
 def _movies():
@@ -15,15 +15,6 @@ def _movies():
                           "mean_rating": [4.0, 3.0, 4.5, 2.0]})
     titles = pd.DataFrame({"item_id": [10, 20, 40], "title": ["Alpha", "Beta", "Delta"]})
     return movie_table(item_factors, items, titles)
-
-
-def test_titles_from_movies_csv_and_latin1_u_item():
-    csv = read_titles("movieId,title,genres\n1,Amélie (2001),Comedy\n".encode("utf-8"), "movies.csv")
-    assert csv.iloc[0].tolist() == [1, "Amélie (2001)"]
-    item = read_titles("1|Café Society (1995)|01-Jan-1995||http://x|0|1\n".encode("latin-1"), "ml-100k/u.item")
-    assert item.iloc[0].tolist() == [1, "Café Society (1995)"]
-    with pytest.raises(InputError, match="needs columns movieId and title"):
-        read_titles(b"id,name\n1,x\n", "titles.csv")
 
 
 def test_movie_table_fills_missing_titles_and_popular_orders_by_count():

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from cfmodel.errors import InputError
-from cfmodel.metrics import catalogue_coverage, ranking_metrics, rating_metrics, relevant_items
+from cfmodel.evaluate.metrics import catalogue_coverage, ranking_metrics, rating_metrics, relevant_items
 
 
 def test_rating_metrics_by_hand(spark):

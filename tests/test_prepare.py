@@ -6,7 +6,7 @@ import pytest
 
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, OutputExistsError, QualityGateError
-from cfmodel.prepare import prepare_ratings, write_prepared
+from cfmodel.prepare.transforms import prepare_ratings, write_prepared
 from cfmodel.storage import Storage, atomic_output
 
 

@@ -5,12 +5,13 @@ from pyspark.sql import types as T
 
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
-from cfmodel.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, load_inputs,
+from cfmodel.score.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, load_inputs,
                                nested, read_user_list, recommend, seen_items, users_to_score)
 from cfmodel.storage import Storage
-from cfmodel.topn import BlockScorer
+from cfmodel.model import ModelArgs, head_module
+from cfmodel.model.topn import BlockScorer
 
-ARGS = {"name": "dot_bias", "y_range": [0.0, 5.5]}
+HEAD = head_module(ModelArgs("dot_bias", 0, 0, 2, [0.0, 5.5]), {})
 
 
 @pytest.fixture
@@ -33,9 +34,9 @@ def checkerboard(spark, tmp_path):
 
 def _run(spark, checkerboard, cfg=ScoreConfig(top_n=2), subset=None):
     user_factors, item_factors, user_map, item_map, prepared = checkerboard
-    table = item_table(item_factors, item_map, ARGS, cfg)
-    order, score = fallback_ranking(table, item_map, cfg.fallback, 0.0)
-    scorer = BlockScorer(table, order, score, cfg.top_n, block_size=2)
+    table = item_table(item_factors, item_map, cfg)
+    order, score = fallback_ranking(table, item_map, cfg.fallback, 0.0, HEAD)
+    scorer = BlockScorer(table, order, score, cfg.top_n, HEAD, block_size=2)
     frame = users_to_score(user_factors, user_map, seen_items(prepared, spark, cfg.exclude_valid), subset)
     rows = recommend(frame.repartition(3), scorer, spark).collect()
     return {u: [r.item_id for r in sorted(rows, key=lambda r: r.rank) if r.user_id == u]
@@ -88,14 +89,14 @@ def test_broadcast_limit_refused_before_collecting(spark, checkerboard):
         check_broadcast_size(100_000, 64, 1)
     assert check_broadcast_size(10, 2, 1) == 10 * (8 + 13)
     _, item_factors, _, item_map, _ = checkerboard
-    assert item_table(item_factors, item_map, ARGS, ScoreConfig(broadcast_max_mb=1)).factors.shape == (8, 2)
+    assert item_table(item_factors, item_map, ScoreConfig(broadcast_max_mb=1)).factors.shape == (8, 2)
     # With the shape from the model's meta.json the check needs no Spark job, and the table must match it.
     with pytest.raises(InputError, match="over score.broadcast_max_mb=1"):
-        item_table(item_factors, item_map, ARGS, ScoreConfig(broadcast_max_mb=1), shape=(100_000, 64))
-    assert item_table(item_factors, item_map, ARGS, ScoreConfig(), shape=(8, 2)).factors.shape == (8, 2)
+        item_table(item_factors, item_map, ScoreConfig(broadcast_max_mb=1), shape=(100_000, 64))
+    assert item_table(item_factors, item_map, ScoreConfig(), shape=(8, 2)).factors.shape == (8, 2)
     for wrong in ((9, 2), (8, 3)):
         with pytest.raises(InputError, match=r"item_factors holds 8 rows of \[2\] factors; the model says"):
-            item_table(item_factors, item_map, ARGS, ScoreConfig(), shape=wrong)
+            item_table(item_factors, item_map, ScoreConfig(), shape=wrong)
 
 
 def test_model_from_another_prepare_run_is_refused(spark, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.train import main as train_main
+from cfmodel.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

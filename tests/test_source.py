@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.errors import InputError
-from cfmodel.source import ColumnSpec, read_ratings, resolve_format
+from cfmodel.prepare.source import ColumnSpec, read_ratings, resolve_format
 
 SPEC = ColumnSpec("userId", "movieId", "rating", "timestamp")
 

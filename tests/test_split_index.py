@@ -1,8 +1,8 @@
 """Hash split and id indexing: deterministic whatever the partitioning."""
 from pyspark.sql import functions as F
 
-from cfmodel.index import apply_index, build_index
-from cfmodel.split import apply_cold_start, assign_split, cold_start_rows, split_frames
+from cfmodel.prepare.index import apply_index, build_index
+from cfmodel.prepare.split import apply_cold_start, assign_split, cold_start_rows, split_frames
 
 
 def _ratings(spark, n_users=200, n_items=50):

@@ -4,16 +4,24 @@ import pandas as pd
 import pytest
 import torch
 
-from cfmodel.models import EmbeddingNet, sigmoid_range
-from cfmodel.topn import BlockScorer, ItemTable, group_width, mask_excluded, top_n, top_n_grouped
+from cfmodel.model import ModelArgs, head_module, sigmoid_range
+from cfmodel.model.topn import BlockScorer, ItemTable, group_width, mask_excluded, top_n, top_n_grouped
 
 
-def _table(n_items=40, k=5, seed=0, y_range=(0.0, 5.5)):
+Y_RANGE = (0.0, 5.5)
+
+
+def _head(y_range=Y_RANGE):
+    """The head of a dot_bias model with this range: what the scorer applies to the chosen scores."""
+    return head_module(ModelArgs("dot_bias", 0, 0, 1, list(y_range)), {})
+
+
+def _table(n_items=40, k=5, seed=0):
     rng = np.random.default_rng(seed)
     return ItemTable(ids=np.arange(100, 100 + n_items, dtype=np.int64),
                      factors=rng.normal(size=(n_items, k)).astype(np.float32),
                      bias=rng.normal(size=n_items).astype(np.float32),
-                     candidate=np.ones(n_items, dtype=bool), y_range=y_range)
+                     candidate=np.ones(n_items, dtype=bool))
 
 
 def _users(n=25, k=5, seed=1, seen=None):
@@ -25,7 +33,7 @@ def _users(n=25, k=5, seed=1, seen=None):
 def _reference(users, table, n, seen_lists):
     raw = (np.stack(users["features"]).astype(np.float64) @ table.factors.T.astype(np.float64)
            + users["bias"].to_numpy()[:, None] + table.bias[None, :])
-    scores = sigmoid_range(torch.from_numpy(raw), table.y_range).numpy()
+    scores = sigmoid_range(torch.from_numpy(raw), Y_RANGE).numpy()
     out = {}
     for row, (uid, seen) in enumerate(zip(users["user_id"], seen_lists)):
         allowed = [i for i in range(len(table.ids)) if table.candidate[i] and not (seen and i in seen)]
@@ -39,7 +47,7 @@ def test_matches_brute_force_with_exclusions():
     table.candidate[[3, 7]] = False
     seen = [[0, 1, 2]] + [None] * 23 + [list(range(38))]  # the last user has seen nearly everything
     users = _users(seen=seen)
-    got = BlockScorer(table, np.arange(40), np.zeros(40, np.float32), top_n=6, block_size=7).score_frame(users)
+    got = BlockScorer(table, np.arange(40), np.zeros(40, np.float32), top_n=6, head=_head(), block_size=7).score_frame(users)
     want = _reference(users, table, 6, seen)
     assert {u: g["item_id"].tolist() for u, g in got.groupby("user_id")} == want
     assert got.groupby("user_id")["rank"].apply(list).iloc[0] == [1, 2, 3, 4, 5, 6]
@@ -70,7 +78,7 @@ def test_cold_users_get_fallback_minus_seen():
     score = np.linspace(1, 2, 6).astype(np.float32)
     users = pd.DataFrame({"user_id": [7, 8], "features": [None, None], "bias": [None, None],
                           "seen": [np.array([4]), None]})
-    got = BlockScorer(table, order, score, top_n=3).score_frame(users)
+    got = BlockScorer(table, order, score, top_n=3, head=_head()).score_frame(users)
     assert got[got.user_id == 7]["item_id"].tolist() == [105, 103, 102]
     assert got[got.user_id == 8]["item_id"].tolist() == [105, 104, 103]
     assert got["fallback"].all()
@@ -79,15 +87,14 @@ def test_cold_users_get_fallback_minus_seen():
 
 def test_embedding_net_scores_every_pair_like_the_model():
     torch.manual_seed(0)
-    net = EmbeddingNet(5, 9, n_factors=4, hidden=(6,), dropouts=(0.3,), y_range=(0.5, 5.0)).eval()
+    net = ModelArgs("embedding_net", 5, 9, 4, [0.5, 5.0], [6], [0.3]).build().eval()
     table = ItemTable(ids=np.arange(9), factors=net.i_weight.weight.detach().numpy().copy(),
-                      bias=np.zeros(9, np.float32), candidate=np.ones(9, bool), y_range=(0.5, 5.0))
-    state = {k: v.detach().numpy() for k, v in net.layers.state_dict().items()}
-    args = {"n_factors": 4, "y_range": [0.5, 5.0], "hidden": [6], "dropouts": [0.3], "emb_dropout": 0.05}
+                      bias=np.zeros(9, np.float32), candidate=np.ones(9, bool))
+    head = head_module(net.args, net.head_state())
+    head.pairs_per_pass = 20  # several passes over the pairs
     users = pd.DataFrame({"user_id": range(5), "features": list(net.u_weight.weight.detach().numpy()),
                           "bias": [0.0] * 5, "seen": [None] * 5})
-    got = BlockScorer(table, np.arange(9), np.zeros(9, np.float32), top_n=9, net={"args": args, "state": state},
-                      net_pairs=20).score_frame(users)
+    got = BlockScorer(table, np.arange(9), np.zeros(9, np.float32), top_n=9, head=head).score_frame(users)
     with torch.no_grad():
         full = net(torch.arange(5).repeat_interleave(9), torch.arange(9).repeat(5)).view(5, 9).numpy()
     for uid, recs in got.groupby("user_id"):
@@ -127,13 +134,12 @@ def test_block_scorer_grouped_path_matches_reference():
     n_items = 3003
     assert n_items % group_width(n_items, 10)
     table = ItemTable(ids=np.arange(n_items) + 1000, factors=rng.normal(size=(n_items, 6)).astype(np.float32),
-                      bias=rng.normal(size=n_items).astype(np.float32), candidate=rng.random(n_items) > 0.1,
-                      y_range=(0.0, 5.5))
+                      bias=rng.normal(size=n_items).astype(np.float32), candidate=rng.random(n_items) > 0.1)
     seen = [rng.choice(n_items, size=rng.integers(0, 50), replace=False).astype(np.int32) for _ in range(40)]
     users = pd.DataFrame({"user_id": np.arange(40, dtype=np.int32),
                           "features": list(rng.normal(size=(40, 6)).astype(np.float32)),
                           "bias": rng.normal(size=40).astype(np.float32), "seen": seen})
-    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), top_n=10, block_size=16)
+    scorer = BlockScorer(table, np.arange(0), np.zeros(0, np.float32), top_n=10, head=_head(), block_size=16)
     got = scorer.score_frame(users)
     raw = (users["bias"].to_numpy()[:, None] + np.stack(users["features"]).astype(np.float64) @ table.factors.T
            + table.bias)
@@ -151,7 +157,7 @@ def test_block_scorer_grouped_path_matches_reference():
 
 def test_block_scorer_caches_stay_out_of_the_broadcast():
     import pickle
-    scorer = BlockScorer(_table(n_items=40), np.arange(40), np.zeros(40, np.float32), top_n=3)
+    scorer = BlockScorer(_table(n_items=40), np.arange(40), np.zeros(40, np.float32), top_n=3, head=_head())
     before = len(pickle.dumps(scorer))
     first = scorer.score_frame(_users())
     assert scorer._buffer is not None and scorer._padded is not None  # built by scoring

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from cfmodel.config import TrainConfig
-from cfmodel.data import InMemoryLoader, PetastormLoader, make_loaders, read_prepared_meta
-from cfmodel.export import export_factors, load_model, model_payload, read_id_map
-from cfmodel.lr_find import lr_find, plot_lr_find
-from cfmodel.models import build_model
-from cfmodel.train import Trainer, TrainingDivergedError, evaluate
+from cfmodel.train.loaders import InMemoryLoader, PetastormLoader, make_loaders, read_prepared_meta
+from cfmodel.train.lr_find import lr_find, plot_lr_find
+from cfmodel.model import TrainedModel
+from cfmodel.model.factors import read_id_map
+from cfmodel.train.stage import model_args
+from cfmodel.train.trainer import Trainer, TrainingDivergedError, validation_mse
 
 CFG = TrainConfig(n_factors=8, batch_size=256, lr=0.01, wd=0.05, schedule="one_cycle", epochs=6,
                   progress=False, y_range=[0.0, 5.5])
@@ -22,8 +23,7 @@ def _setup(prepared_dir, cfg=CFG, loader="memory"):
     meta = read_prepared_meta(prepared_dir)
     train, valid, _ = make_loaders(prepared_dir, meta, cfg.batch_size, loader, 10**9, cfg.seed, 5000)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, meta["n_users"], meta["n_items"], cfg.n_factors, tuple(cfg.y_range),
-                        cfg.hidden, cfg.dropouts, cfg.emb_dropout)
+    model = model_args(cfg, meta["n_users"], meta["n_items"]).build()
     return model, train, valid, meta
 
 
@@ -100,7 +100,7 @@ def test_checkpoint_round_trip(prepared_dir, tmp_path):
     b = Trainer(model2, train, valid, cfg, str(tmp_path))
     b.load(str(tmp_path / "last.pt"))
     assert b.epoch == 1 and b.step == a.step and b.best_valid == a.best_valid
-    assert evaluate(b.model, valid, b.device) == evaluate(a.model, valid, a.device)
+    assert validation_mse(b.model, valid, b.device) == validation_mse(a.model, valid, a.device)
     assert b.opt.state_dict()["state"][0]["exp_avg"].equal(a.opt.state_dict()["state"][0]["exp_avg"])
 
 
@@ -116,7 +116,7 @@ def test_export_schema_ids_and_model_file(prepared_dir, tmp_path):
     model, train, valid, meta = _setup(prepared_dir)
     user_ids = read_id_map(os.path.join(prepared_dir, "users"), "user_id", "user_idx")
     item_ids = read_id_map(os.path.join(prepared_dir, "items"), "item_id", "item_idx")
-    export_factors(model, user_ids, item_ids, str(tmp_path))
+    TrainedModel(model.args, model.eval(), user_ids, item_ids, {"valid_mse": 0.5}).save(str(tmp_path))
     users = pd.read_parquet(tmp_path / "user_factors")
     assert list(users.columns) == ["id", "idx", "bias", "features"]
     assert str(users["id"].dtype) == "int32" and str(users["bias"].dtype) == "float32"
@@ -125,13 +125,11 @@ def test_export_schema_ids_and_model_file(prepared_dir, tmp_path):
     np.testing.assert_allclose(np.stack(users["features"].to_numpy()), model.u_weight.weight.detach().numpy())
     np.testing.assert_allclose(users["bias"].to_numpy(), model.u_bias.weight.detach().numpy()[:, 0])
 
-    args = {"name": "dot_bias", "n_factors": 8, "y_range": [0.0, 5.5], "hidden": [10], "dropouts": [0.5],
-            "emb_dropout": 0.05}
-    torch.save(model_payload(model, args, user_ids, item_ids, {"valid_mse": 0.5}), tmp_path / "model.pt")
-    loaded, payload = load_model(str(tmp_path / "model.pt"))
+    loaded = TrainedModel.load(str(tmp_path))
     u, i = torch.tensor([0, 1, 2]), torch.tensor([2, 1, 0])
-    assert torch.equal(loaded(u, i), model.eval()(u, i))
-    assert payload["item_ids"].tolist() == item_ids.tolist() and payload["valid_mse"] == 0.5
+    assert torch.equal(loaded.module(u, i), model(u, i))
+    assert loaded.item_ids.tolist() == item_ids.tolist() and loaded.extra["valid_mse"] == 0.5
+    assert loaded.args.n_factors == CFG.n_factors and loaded.args.name == "dot_bias"
 
 
 def test_lr_finder(prepared_dir, tmp_path):

@@ -1,12 +1,15 @@
 """cf-train end to end, in process (it is a driver-side step, not a Spark job)."""
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from cfmodel.export import load_model
-from jobs.train import main
+from cfmodel.model import TrainedModel
+from cfmodel.train import main
 
 
 def _args(prepared_dir, out, *extra):
@@ -32,10 +35,10 @@ def test_cf_train_writes_factors_model_and_metrics(prepared_dir, tmp_path, capsy
     assert items["id"].tolist() == known["item_id"].tolist()
     assert len(items["features"].iloc[0]) == 6
 
-    model, payload = load_model(str(out / "model.pt"))
-    assert payload["model"]["name"] == "dot_bias"
+    model = TrainedModel.load(str(out))
+    assert model.args.name == "dot_bias" and model.version == meta["model_version"]
     # The exported factors are the best epoch's weights, the same as model.pt's.
-    assert torch.allclose(torch.tensor(items["features"].iloc[3]), model.i_weight.weight[3])
+    assert torch.allclose(torch.tensor(items["features"].iloc[3]), model.module.i_weight.weight[3])
 
     assert main(_args(prepared_dir, out)) == 2
     assert "output already exists" in capsys.readouterr().err
@@ -57,3 +60,69 @@ def test_cf_train_bad_config_and_data(tmp_path, capsys):
     assert "unknown config key 'train.modle'" in capsys.readouterr().err
     assert main(["--set", f"train.data={tmp_path}", "--set", f"train.output={tmp_path}/m"]) == 2
     assert "no meta.json" in capsys.readouterr().err
+
+
+def _one_error_line(err: str, expected: str) -> None:
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], err[-2000:]
+    assert "Traceback" not in err and sum(line.startswith("error: ") for line in lines) == 1
+
+
+def _broken_copy(prepared_dir, tmp_path, name):
+    broken = tmp_path / name
+    shutil.copytree(prepared_dir, broken)
+    return broken
+
+
+def test_former_value_errors_are_one_line_and_exit_2(prepared_dir, tmp_path, capsys):
+    # Sharding needs the streaming loader: refused before any data is read.
+    assert main(_args(prepared_dir, tmp_path / "a", "--set", "train.loader=memory", "--set", "train.cur_shard=0",
+                      "--set", "train.shard_count=2")) == 2
+    _one_error_line(capsys.readouterr().err, "train.cur_shard needs the petastorm loader")
+    # An id map that is not contiguous (not a prepare output, or a damaged one).
+    broken = _broken_copy(prepared_dir, tmp_path, "gap")
+    users = pd.read_parquet(broken / "users")
+    shutil.rmtree(broken / "users")
+    (broken / "users").mkdir()
+    users.assign(user_idx=users["user_idx"] + 1).to_parquet(broken / "users" / "part-0.parquet")
+    assert main(_args(broken, tmp_path / "b", "--set", "train.epochs=1")) == 2
+    _one_error_line(capsys.readouterr().err, "user_idx is not contiguous from 0")
+    # The learning-rate finder on an empty training split.
+    empty = _broken_copy(prepared_dir, tmp_path, "empty")
+    train = pd.read_parquet(empty / "train")
+    shutil.rmtree(empty / "train")
+    (empty / "train").mkdir()
+    train.iloc[:0].to_parquet(empty / "train" / "part-0.parquet")
+    assert main(_args(empty, tmp_path / "c", "--lr-find", "--set", "train.loader=memory")) == 2
+    _one_error_line(capsys.readouterr().err, "learning-rate finder recorded no loss")
+
+
+def test_divergence_exits_4_with_json_logs(prepared_dir, tmp_path):
+    """Through the cf-train command: a diverging run is exit code 4, and --log-json makes every log line JSON."""
+    done = subprocess.run([str(Path(sys.executable).parent / "cf-train"), "--log-json",
+                           *_args(prepared_dir, tmp_path / "nan", "--set", "train.model=dot", "--set", "train.lr=1e12",
+                                  "--set", "train.loader=memory", "--set", "train.wd=0")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    _one_error_line(done.stderr, "lower train.lr")
+    logs = [json.loads(line) for line in lines[:-1] if line.startswith("{")]
+    assert logs and {"time", "level", "logger", "message"} <= set(logs[0])
+    assert any("resolved config" in entry["message"] for entry in logs)
+    assert all(line.startswith("{") for line in lines[:-1] if "cfmodel" in line)
+    assert not (tmp_path / "nan").exists()  # nothing published
+
+
+def test_auto_loader_and_l2_weight_decay(prepared_dir, tmp_path, capsys):
+    rows = sum(len(pd.read_parquet(f"{prepared_dir}/{s}")) for s in ("train", "valid"))
+    for limit, kind in ((rows, "memory"), (rows - 1, "petastorm")):
+        assert main(_args(prepared_dir, tmp_path / kind, "--set", "train.loader=auto", "--set",
+                          f"train.memory_max_rows={limit}", "--set", "train.epochs=1")) == 0
+        assert json.loads(capsys.readouterr().out)["loader"] == kind
+    # L2 on the batch's rows (the lesson's weight decay) learns the planted signal too.
+    assert main(_args(prepared_dir, tmp_path / "l2", "--set", "train.wd_mode=l2", "--set", "train.wd=0.0001",
+                      "--set", "train.epochs=4", "--set", "train.loader=memory", "--set", "train.lr=0.01")) == 0
+    result = json.loads(capsys.readouterr().out)
+    valid = pd.read_parquet(f"{prepared_dir}/valid")
+    mean = pd.read_parquet(f"{prepared_dir}/train")["rating"].mean()
+    assert result["valid_mse"] < 0.6 * float(((valid["rating"] - mean) ** 2).mean()), result

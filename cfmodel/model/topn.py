@@ -1,8 +1,10 @@
 """Top-N selection for one block of users against all items (no Spark here).
 
-Scores are one matrix product per block (``users × items``), the item bias
-folded in as one more factor; the N chosen get the user bias and the model's
-output transform, so they are predicted ratings. Excluded items (already
+For a bilinear model (:class:`cfmodel.model.nets.CFModule`) scores are one
+matrix product per block (``users × items``), the item bias folded in as one
+more factor; the N chosen get the user bias and the model's ``output``
+transform, so they are the model's scores. Other models score the block
+through their ``score_block``. Excluded items (already
 rated, filtered out) are masked to ``-inf`` and never returned. Users arrive
 as Arrow record batches (what Spark's ``mapInArrow`` hands over). Selection
 reads each score once (group maxima) and ranks only the best groups with
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from cfmodel.models import embedding_net_layers, sigmoid_range
+from cfmodel.model.nets import CFModule
 
 
 @dataclass
@@ -31,7 +33,6 @@ class ItemTable:
     factors: np.ndarray             # float32 (n_items, n_factors)
     bias: np.ndarray                # float32 (n_items,), zeros for models without biases
     candidate: np.ndarray           # bool (n_items,): False for globally excluded items
-    y_range: Optional[Tuple[float, float]]  # None: raw dot product (the ``dot`` model)
 
 
 def mask_excluded(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray,
@@ -134,7 +135,8 @@ class BlockScorer:
     """Scores batches of users; picklable, so Spark can broadcast it.
 
     Users arrive as ``user_id, features (list or null), bias, seen (item indices
-    or null)``. Users with factors get their top ``top_n`` by predicted rating;
+    or null)``. Users with factors get their top ``top_n`` by the model's score
+    (``head``: the model without its tables, see ``ModelArgs.head_only``);
     users without (cold start) get the precomputed fallback ranking minus what
     they have seen, flagged ``fallback``.
     """
@@ -143,31 +145,15 @@ class BlockScorer:
     fallback_idx: np.ndarray      # candidate item indices, best first
     fallback_score: np.ndarray    # float32 (n_items,): the score reported for a fallback item
     top_n: int
+    head: CFModule
     block_size: int = 2048
     threads: int = 1
-    net: Optional[dict] = None    # embedding_net: {"args": ..., "state": {name: ndarray}}
-    net_pairs: int = 1 << 20      # user × item pairs per forward pass of the net
     _padded: Optional[tuple] = field(default=None, repr=False, compare=False)  # built per process, lazily
     _buffer: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)  # reused scores block
 
     def __getstate__(self) -> dict:
         # The per-process caches are rebuilt where the scorer runs; never ship them in a broadcast.
         return {**self.__dict__, "_padded": None, "_buffer": None}
-
-    def _net_model(self):
-        return embedding_net_layers(self.net["args"], self.net["state"])
-
-    def _net_scores(self, users: torch.Tensor, item_factors: torch.Tensor, model) -> torch.Tensor:
-        # The net has no dot product: run it over every (user, item) pair, a few users at a time.
-        n_items = item_factors.shape[0]
-        per = max(1, self.net_pairs // n_items)
-        out = torch.empty(len(users), n_items)
-        for s in range(0, len(users), per):
-            block = users[s:s + per]
-            pairs_u = block.repeat_interleave(n_items, dim=0)
-            pairs_i = item_factors.repeat(len(block), 1)
-            out[s:s + per] = model.score_embeddings(pairs_u, pairs_i).view(len(block), n_items)
-        return out
 
     def _padded_items(self):
         """(items, candidate, group): the items padded to whole groups for :func:`top_n_grouped`.
@@ -218,7 +204,7 @@ class BlockScorer:
         bias = np.asarray(pc.fill_null(batch.column("bias"), 0.0).to_numpy(zero_copy_only=False), np.float32)
         seen_rows, seen_cols = _lists(batch.column("seen"))
         items, candidate, group = self._padded_items()
-        model = self._net_model() if self.net is not None else None
+        head = self.head.eval()
 
         parts: List[tuple] = []
         warm_rows = np.nonzero(warm)[0]
@@ -226,20 +212,18 @@ class BlockScorer:
         for start in range(0, len(warm_rows), self.block_size):
             rows = warm_rows[start:start + self.block_size]
             block = factors[start:start + len(rows)]
-            if model is None:
+            if head.bilinear:
                 scores = self._dot_scores(block, items)
             else:
-                scores = self._net_scores(block[:, :n_factors], items[:, :n_factors], model)
+                scores = head.score_block(block[:, :n_factors], items[:, :n_factors])
             block_of_row[:] = -1
             block_of_row[rows] = np.arange(len(rows))
             hit = block_of_row[seen_rows] >= 0
-            mask_excluded(scores, block_of_row[seen_rows[hit]], seen_cols[hit], None if model is None else candidate)
+            mask_excluded(scores, block_of_row[seen_rows[hit]], seen_cols[hit], None if head.bilinear else candidate)
             idx, vals = top_n_grouped(scores, self.top_n, group)
-            if model is None:
+            if head.bilinear:
                 # The user bias shifts a whole row, so it cannot change the row's order: added to the N chosen only.
-                vals = vals + bias[rows, None]
-                if self.items.y_range is not None:
-                    vals = sigmoid_range(torch.from_numpy(vals), self.items.y_range).numpy()
+                vals = head.output(torch.from_numpy(vals + bias[rows, None])).numpy()
             parts.append(self._long(user_ids[rows], idx, vals, False))
         for row in np.nonzero(~warm)[0]:
             keep = self.fallback_idx

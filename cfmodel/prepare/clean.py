@@ -13,7 +13,7 @@ from typing import Optional
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from cfmodel.source import CORRUPT
+from cfmodel.prepare.source import CORRUPT
 
 INT32_MAX = 2_147_483_647
 # A plain decimal number; rejects NaN, Infinity, hex and empty strings.
@@ -59,7 +59,7 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
     ----------
     raw
         Columns ``user, item, rating, timestamp`` (strings) and ``_corrupt_record``,
-        as :func:`cfmodel.source.read_ratings` makes them.
+        as :func:`cfmodel.prepare.source.read_ratings` makes them.
     rule
         The rating scale.
 

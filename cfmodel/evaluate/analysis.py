@@ -15,42 +15,30 @@ from typing import Dict, List
 
 import numpy as np
 import pandas as pd
-import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from cfmodel import interpret, plots
 from cfmodel.config import Config
-from cfmodel.evaluate import evaluate_all, load_split
-from cfmodel.export import load_model
-from cfmodel.recommend import load_inputs
-from cfmodel.report import Section, render
+from cfmodel.evaluate import interpret, plots
+from cfmodel.evaluate.compare import evaluate_all, load_split
+from cfmodel.evaluate.html import Section, render
+from cfmodel.model import TrainedModel
+from cfmodel.score.recommend import load_inputs
 from cfmodel.storage import Storage
+from cfmodel.titles import read_titles
 
-LOG = logging.getLogger("cfmodel.analysis")
-
-
-def _titles(storage: Storage, path) -> pd.DataFrame | None:
-    if not path:
-        return None
-    if not storage.exists(path):
-        LOG.warning("titles file %s not found; movies are shown by id", path)
-        return None
-    return interpret.read_titles(storage.read_bytes(path), path)
+LOG = logging.getLogger(__name__)
 
 
-def _crosstab(spark: SparkSession, split, model_bytes: bytes, n: int, titles: Dict[int, str]):
+def _crosstab(split, model: TrainedModel, n: int, titles: Dict[int, str]):
     top_users = split.users.orderBy(F.desc("n_ratings"), "user_id").limit(n).select("user_id", "user_idx").toPandas()
     top_items = split.items.orderBy(F.desc("n_ratings"), "item_id").limit(n).select("item_id", "item_idx").toPandas()
     rated = (split.train.unionByName(split.valid)
              .where(F.col("user_id").isin(top_users["user_id"].tolist())
                     & F.col("item_id").isin(top_items["item_id"].tolist()))
              .select("user_id", "item_id", "rating").toPandas())
-    model, _ = load_model(model_bytes)
     pairs = top_users.merge(top_items, how="cross")
-    with torch.no_grad():
-        pred = model(torch.from_numpy(pairs["user_idx"].to_numpy(np.int64)),
-                     torch.from_numpy(pairs["item_idx"].to_numpy(np.int64))).numpy()
+    pred = model.predict(pairs["user_idx"].to_numpy(np.int64), pairs["item_idx"].to_numpy(np.int64))
     return interpret.crosstab(rated, pairs.assign(prediction=pred), titles)
 
 
@@ -65,7 +53,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     model_row = result["table"][0]
     trained = storage.read_json(f"{ev.model}/meta.json")
 
-    titles = _titles(storage, ev.titles)
+    titles = read_titles(storage, ev.titles)
     movies = interpret.movie_table(inputs.item_factors.select("id", "idx", "bias", "features").toPandas(),
                                    split.items.select("item_id", "n_ratings", "mean_rating").toPandas(), titles)
     title_of = dict(zip(movies["item_id"], movies["title"]))
@@ -75,7 +63,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     ends = interpret.component_ends(top, coords)
     similar_ids = ev.similar_to or [int(top["item_id"].iloc[0])]
     similar = {i: interpret.similar(movies, i) for i in similar_ids}
-    cross = _crosstab(spark, split, storage.read_bytes(f"{ev.model}/model.pt"), ev.table_size, title_of)
+    cross = _crosstab(split, inputs.model, ev.table_size, title_of)
 
     n_valid = split.valid.count()
     sample = (result["valid_predictions"].sample(fraction=min(1.0, 1.5 * ev.sample_rows / max(n_valid, 1)),
@@ -86,6 +74,31 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     history["ratings_per_s"] = history["ratings_per_s"].round().astype("int64")
     result["valid_predictions"].unpersist()
 
+    made = _write_plots(storage, out, history, counts, sample, top, coords, cross, extremes)
+    csv_tables = {"metrics": table, "crosstab_actual": cross["actual"].reset_index(),
+                  "crosstab_predicted": cross["predicted"].reset_index()}
+    if extremes is not None:
+        csv_tables.update({f"bias_{k}": v for k, v in extremes.items()})
+    for name, frame in csv_tables.items():
+        storage.write_text(f"{out}/tables/{name}.csv", frame.to_csv(index=False))
+
+    metrics = {"stage": "evaluate", "model": ev.model, "data": ev.data, "k": ev.k,
+               "relevance_threshold": ev.relevance_threshold, "users_evaluated": result["users"],
+               "valid_rows": n_valid, "valid_rmse": model_row["rmse"], "valid_mae": model_row["mae"],
+               "methods": result["table"], "pca_explained_variance": [float(v) for v in explained],
+               "trained": {k: trained.get(k) for k in ("model", "valid_mse", "best_epoch", "epochs")}}
+    sections = _sections(table, ev, history, extremes, ends, explained, similar, title_of, cross, made)
+    summary = [f"Model {ev.model} ({inputs.model.args.name}, {inputs.model.args.n_factors} factors) on "
+               f"{ev.data}: {n_valid:,} held-out ratings; ranking metrics at k={ev.k} over {result['users']:,} "
+               f"users with a held-out rating of at least {ev.relevance_threshold}."]
+    storage.write_text(f"{out}/report.html", render("Collaborative filtering: evaluation report", summary, sections,
+                                                    "Generated by cf-evaluate (cfmodel)."))
+    storage.write_json(f"{out}/metrics.json", metrics)
+    return metrics
+
+
+def _write_plots(storage: Storage, out: str, history, counts, sample, top, coords, cross, extremes) -> Dict[str, str]:
+    """Draw every plot locally, then copy it to ``out/plots/`` (any URL); returns name -> local path."""
     with tempfile.TemporaryDirectory() as local:
         made = {
             "training_curves": plots.training_curves(history, os.path.join(local, "training_curves.png")),
@@ -100,27 +113,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
         for name, path in made.items():
             with open(path, "rb") as fh:
                 storage.write_bytes(f"{out}/plots/{name}.png", fh.read())
-
-    csv_tables = {"metrics": table, "crosstab_actual": cross["actual"].reset_index(),
-                  "crosstab_predicted": cross["predicted"].reset_index()}
-    if extremes is not None:
-        csv_tables.update({f"bias_{k}": v for k, v in extremes.items()})
-    for name, frame in csv_tables.items():
-        storage.write_text(f"{out}/tables/{name}.csv", frame.to_csv(index=False))
-
-    metrics = {"stage": "evaluate", "model": ev.model, "data": ev.data, "k": ev.k,
-               "relevance_threshold": ev.relevance_threshold, "users_evaluated": result["users"],
-               "valid_rows": n_valid, "valid_rmse": model_row["rmse"], "valid_mae": model_row["mae"],
-               "methods": result["table"], "pca_explained_variance": [float(v) for v in explained],
-               "trained": {k: trained.get(k) for k in ("model", "valid_mse", "best_epoch", "epochs")}}
-    sections = _sections(table, ev, history, extremes, ends, explained, similar, title_of, cross, made)
-    summary = [f"Model {ev.model} ({inputs.model_args['name']}, {inputs.model_args['n_factors']} factors) on "
-               f"{ev.data}: {n_valid:,} held-out ratings; ranking metrics at k={ev.k} over {result['users']:,} "
-               f"users with a held-out rating of at least {ev.relevance_threshold}."]
-    storage.write_text(f"{out}/report.html", render("Collaborative filtering: evaluation report", summary, sections,
-                                                    "Generated by cf-report (cfmodel)."))
-    storage.write_json(f"{out}/metrics.json", metrics)
-    return metrics
+    return made
 
 
 def _sections(table, ev, history, extremes, ends, explained, similar, title_of, cross, made) -> List[Section]:

@@ -9,7 +9,7 @@
 - ``als``: Spark MLlib ALS fitted on the training split.
 
 Each returns rating predictions for the held-out pairs and/or factor tables in
-the layout :mod:`cfmodel.predict` and :mod:`cfmodel.topn` use, so every
+the layout :mod:`cfmodel.evaluate.predict` and :mod:`cfmodel.model.topn` use, so every
 method is scored and ranked by the same code.
 """
 from __future__ import annotations

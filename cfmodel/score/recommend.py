@@ -3,13 +3,12 @@
 The driver reads the (small) item factors, checks their size against
 ``score.broadcast_max_mb`` and broadcasts them with the fallback ranking. Users
 stay distributed: each partition is scored in blocks of ``block_size`` users by
-:class:`cfmodel.topn.BlockScorer` inside ``mapInArrow`` (one matrix product and
+:class:`cfmodel.model.topn.BlockScorer` inside ``mapInArrow`` (one matrix product and
 one top-k per block), so there is never a users × items cross join and a
 task's memory is bounded by ``block_size × n_items`` scores.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -19,12 +18,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cfmodel.clean import positive_int32
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
-from cfmodel.models import sigmoid_range
+from cfmodel.model import CFModule, TrainedModel
+from cfmodel.model.topn import BlockScorer, ItemTable
+from cfmodel.prepare.clean import positive_int32
 from cfmodel.storage import Storage
-from cfmodel.topn import BlockScorer, ItemTable
 
 OUTPUT_SCHEMA = T.StructType([
     T.StructField("user_id", T.IntegerType(), False),
@@ -37,25 +36,25 @@ OUTPUT_SCHEMA = T.StructType([
 
 @dataclass
 class ScoreInputs:
-    """A trained model's factors and the prepare output it was trained on."""
+    """A trained model, its factor tables and the prepare output it was trained on."""
 
-    model_args: dict
+    model: TrainedModel
     user_factors: DataFrame
     item_factors: DataFrame
     users: DataFrame
     items: DataFrame
-    net: Optional[dict]
-    shape: Optional[Tuple[int, int]] = None  # (items, factors) of item_factors, from the model's meta.json
 
 
 def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> ScoreInputs:
     """Read the model and prepare outputs, checking that they belong together.
 
+    ``cfg`` is any config section with ``model`` and ``data`` (score, evaluate).
+
     Raises
     ------
     InputError
-        A ``meta.json`` is missing, or the model was trained on another prepare
-        output (another input SHA-256), so its indices would not match.
+        A ``meta.json`` or ``model.pt`` is missing, or the model was trained on
+        another prepare output (another input SHA-256), so its indices would not match.
     """
     for path in (f"{cfg.model}/meta.json", f"{cfg.data}/meta.json"):
         if not storage.exists(path):
@@ -65,25 +64,18 @@ def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> Scor
         raise InputError(f"model {cfg.model} was trained on another prepare output than {cfg.data} "
                          f"(input sha256 {trained['data']['input_sha256'][:12]} vs "
                          f"{prepared['input']['sha256'][:12]}); their indices do not match")
-    args = trained["model_args"]
-    net = None
-    if args["name"] == "embedding_net":
-        payload = torch.load(io.BytesIO(storage.read_bytes(f"{cfg.model}/model.pt")), weights_only=True)
-        net = {"args": payload["model"], "state": {k[len("layers."):]: v.numpy()
-                                                   for k, v in payload["state_dict"].items()
-                                                   if k.startswith("layers.")}}
-    return ScoreInputs(args, spark.read.parquet(f"{cfg.model}/user_factors"),
+    return ScoreInputs(TrainedModel.read(storage, cfg.model), spark.read.parquet(f"{cfg.model}/user_factors"),
                        spark.read.parquet(f"{cfg.model}/item_factors"), spark.read.parquet(f"{cfg.data}/users"),
-                       spark.read.parquet(f"{cfg.data}/items"), net,
-                       (int(trained["n_items"]), int(args["n_factors"])) if "n_items" in trained else None)
+                       spark.read.parquet(f"{cfg.data}/items"))
 
 
 def build_scorer(inputs: ScoreInputs, cfg: ScoreConfig) -> BlockScorer:
-    """The broadcastable scorer: item table (size-checked), fallback ranking, network weights."""
-    table = item_table(inputs.item_factors, inputs.items, inputs.model_args, cfg, inputs.shape)
+    """The broadcastable scorer: item table (size-checked), fallback ranking, the model's head."""
+    args, head = inputs.model.args, inputs.model.head()
+    table = item_table(inputs.item_factors, inputs.items, cfg, (args.n_items, args.n_factors))
     mean_user_bias = inputs.user_factors.agg(F.avg("bias")).first()[0] or 0.0
-    fallback_idx, fallback_score = fallback_ranking(table, inputs.items, cfg.fallback, mean_user_bias)
-    return BlockScorer(table, fallback_idx, fallback_score, cfg.top_n, cfg.block_size, cfg.torch_threads, inputs.net)
+    fallback_idx, fallback_score = fallback_ranking(table, inputs.items, cfg.fallback, mean_user_bias, head)
+    return BlockScorer(table, fallback_idx, fallback_score, cfg.top_n, head, cfg.block_size, cfg.torch_threads)
 
 
 def check_broadcast_size(n_items: int, n_factors: int, limit_mb: int) -> int:
@@ -95,13 +87,13 @@ def check_broadcast_size(n_items: int, n_factors: int, limit_mb: int) -> int:
     return size
 
 
-def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg: ScoreConfig,
+def item_table(item_factors: DataFrame, items: DataFrame, cfg: ScoreConfig,
                shape: Optional[Tuple[int, int]] = None) -> ItemTable:
     """Collect the item factors (after the size check) with their candidate mask.
 
     ``items`` is the prepare job's ``items/`` map (for ``min_item_ratings``).
-    ``shape`` (items, factors), when the model's ``meta.json`` gives it, saves
-    the Spark job that otherwise counts them for the size check; the collected
+    ``shape`` (items, factors), when the trained model gives it, saves the
+    Spark job that otherwise counts them for the size check; the collected
     table must then match it.
     """
     if shape is None:
@@ -122,26 +114,24 @@ def item_table(item_factors: DataFrame, items: DataFrame, model_args: dict, cfg:
     candidate = pdf["n_ratings"].fillna(0).to_numpy() >= cfg.min_item_ratings
     if cfg.exclude_items:
         candidate &= ~np.isin(pdf["id"].to_numpy(), np.asarray(cfg.exclude_items))
-    name = model_args["name"]
     return ItemTable(
         ids=pdf["id"].to_numpy(dtype=np.int64),
         factors=np.stack(pdf["features"].to_numpy()).astype(np.float32),
         bias=pdf["bias"].fillna(0.0).to_numpy(dtype=np.float32),
-        candidate=candidate,
-        y_range=None if name == "dot" else tuple(model_args["y_range"]))
+        candidate=candidate)
 
 
-def fallback_ranking(table: ItemTable, items: DataFrame, how: str, mean_user_bias: float):
+def fallback_ranking(table: ItemTable, items: DataFrame, how: str, mean_user_bias: float, head: CFModule):
     """(item indices best first, score per item) for users without factors.
 
-    ``bias``: highest item bias, scored as an average user would rate it (models
-    without biases fall back to ``popular``). ``popular``: most rated, scored by
-    the item's mean rating.
+    ``bias``: highest item bias, scored by the model (``head``) as for an
+    average user with zero factors (models without biases fall back to
+    ``popular``). ``popular``: most rated, scored by the item's mean rating.
     """
     stats = items.orderBy("item_idx").select("n_ratings", "mean_rating").toPandas()
     if how == "bias" and np.any(table.bias):
-        raw = torch.from_numpy(table.bias + np.float32(mean_user_bias))
-        score = (sigmoid_range(raw, table.y_range) if table.y_range else raw).numpy()
+        with torch.no_grad():
+            score = head.output(torch.from_numpy(table.bias + np.float32(mean_user_bias))).numpy()
         key = score
     else:
         score = stats["mean_rating"].to_numpy(dtype=np.float32)

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import torch
 from pyarrow import fs
 
-from cfmodel.errors import InputError
+from cfmodel.errors import ConfigError, InputError
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 FIELDS = ["user_idx", "item_idx", "rating"]
@@ -159,10 +159,11 @@ def make_loaders(data: str, meta: dict, batch_size: int, loader: str, memory_max
     rows = counts["train_rows"] + counts["valid_rows"]
     kind = loader if loader != "auto" else ("memory" if rows <= memory_max_rows else "petastorm")
     base = data.rstrip("/")
+    if kind == "memory" and cur_shard is not None:
+        raise ConfigError(f"train.cur_shard needs the petastorm loader, but train.loader={loader} chose the "
+                          f"memory loader ({rows} rows); set train.loader=petastorm")
     if kind == "memory":
         train = InMemoryLoader.from_parquet(f"{base}/train", batch_size, shuffle=True, seed=seed)
-        if cur_shard is not None:
-            raise ValueError("sharding (train.cur_shard) needs the petastorm loader")
         valid = InMemoryLoader.from_parquet(f"{base}/valid", 65536, shuffle=False)
     else:
         train = PetastormLoader(f"{base}/train", counts["train_rows"], batch_size, shuffle=True, seed=seed,

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from cfmodel.config import PIPELINE_STAGES, Config
 from cfmodel.errors import InputError
-from cfmodel.manifest import environment, git_revision
+from cfmodel.pipeline.environment import environment, git_revision
 from cfmodel.storage import Storage
 
 LOG = logging.getLogger("cfmodel.pipeline")
@@ -136,16 +136,18 @@ def read_latest(storage: Storage, root: str) -> Optional[str]:
 
 
 def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
-               execute: Dict[str, Callable[[], Dict[str, Any]]], check: Callable[[], None],
+               execute: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]], check: Callable[[], None],
                previous: Optional["Run"] = None) -> None:
     """Run, skip or reuse each stage in order, record it, then apply ``check`` and publish.
 
-    ``execute[stage]()`` runs one stage, replacing any output it left before,
-    and returns its report. A stage not done in this run is copied from
-    ``previous`` (the ``latest`` run) when that run finished it with the same
-    fingerprint and nothing upstream was redone here. An exception marks the
-    stage and the run failed in the manifest and propagates; ``latest`` is left
-    where it was.
+    ``execute[stage](prior)`` runs one stage, replacing any output it left
+    before, and returns its report; ``prior`` is the stage's manifest entry
+    from an earlier attempt of this run (``status`` ``failed``, or ``running``
+    when that attempt was killed), so a stage can resume. A stage not done in
+    this run is copied from ``previous`` (the ``latest`` run) when that run
+    finished it with the same fingerprint and nothing upstream was redone here.
+    An exception marks the stage and the run failed in the manifest and
+    propagates; ``latest`` is left where it was.
     """
     unknown = [s for s in stages if s not in PIPELINE_STAGES]
     if unknown:
@@ -156,30 +158,12 @@ def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
         if not upstream_redone and run.done(stage, fps[stage]):
             LOG.info("stage %s: skipped, output current (fingerprint %s)", stage, fps[stage][:12])
             run.manifest["stages"][stage]["skipped"] = True
-            continue
-        if not upstream_redone and previous is not None and stage != "generate" and previous.done(stage, fps[stage]):
-            started = time.time()
-            run.storage.copy(f"{previous.dir}/{stage}", f"{run.dir}/{stage}")
-            run.record(stage, **{**previous.manifest["stages"][stage], "skipped": True,
-                                 "reused_from": previous.run_id, "seconds": round(time.time() - started, 2)})
-            LOG.info("stage %s: copied from run %s, same fingerprint %s", stage, previous.run_id, fps[stage][:12])
-            continue
-        started = time.time()
-        LOG.info("stage %s: starting (fingerprint %s)", stage, fps[stage][:12])
-        try:
-            report = execute[stage]()
-        except BaseException as exc:
-            run.record(stage, status="failed", fingerprint=fps[stage], error=f"{type(exc).__name__}: {exc}",
-                       seconds=round(time.time() - started, 2))
-            run.manifest["status"] = "failed"
-            run.save()
-            raise
-        seconds = round(time.time() - started, 2)
-        run.record(stage, status="succeeded", fingerprint=fps[stage], seconds=seconds, skipped=False,
-                   report=report)
-        LOG.info("stage %s: succeeded in %.1f s", stage, seconds)
-        if stage != "generate":  # deterministic for its config, which prepare's fingerprint covers
-            redone.add(stage)
+        elif not upstream_redone and previous is not None and stage != "generate" and previous.done(stage, fps[stage]):
+            _reuse(run, previous, stage, fps[stage])
+        else:
+            _execute(run, stage, fps[stage], execute[stage])
+            if stage != "generate":  # deterministic for its config, which prepare's fingerprint covers
+                redone.add(stage)
     try:
         check()
     except BaseException as exc:
@@ -190,6 +174,36 @@ def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
     run.save()
     run.publish()
     LOG.info("run %s succeeded; %s/latest points to it", run.run_id, run.root)
+
+
+def _reuse(run: Run, previous: Run, stage: str, fingerprint: str) -> None:
+    """Copy a stage that ``previous`` finished with the same fingerprint."""
+    started = time.time()
+    run.storage.copy(f"{previous.dir}/{stage}", f"{run.dir}/{stage}")
+    run.record(stage, **{**previous.manifest["stages"][stage], "skipped": True,
+                         "reused_from": previous.run_id, "seconds": round(time.time() - started, 2)})
+    LOG.info("stage %s: copied from run %s, same fingerprint %s", stage, previous.run_id, fingerprint[:12])
+
+
+def _execute(run: Run, stage: str, fingerprint: str, body: Callable[[Dict[str, Any]], Dict[str, Any]]) -> None:
+    """Run one stage, recording it as running, then succeeded or failed."""
+    started = time.time()
+    prior = dict(run.manifest["stages"].get(stage) or {})
+    LOG.info("stage %s: starting (fingerprint %s)", stage, fingerprint[:12])
+    # Recorded before the work, so a run killed mid-stage (kill -9, a lost node) says so in its
+    # manifest and the next attempt can resume the stage (train continues from its last checkpoint).
+    run.record(stage, status="running", fingerprint=fingerprint)
+    try:
+        report = body(prior)
+    except BaseException as exc:
+        run.record(stage, status="failed", fingerprint=fingerprint, error=f"{type(exc).__name__}: {exc}",
+                   seconds=round(time.time() - started, 2))
+        run.manifest["status"] = "failed"
+        run.save()
+        raise
+    seconds = round(time.time() - started, 2)
+    run.record(stage, status="succeeded", fingerprint=fingerprint, seconds=seconds, skipped=False, report=report)
+    LOG.info("stage %s: succeeded in %.1f s", stage, seconds)
 
 
 def prune(storage: Storage, root: str, keep: int, protect: Sequence[str]) -> List[str]:

@@ -1,15 +1,10 @@
 """Predicted ratings for given (user, item) pairs, on Spark, from exported factors.
 
 The pairs are joined to the user and item factor tables (a join on indices,
-never a cross join) and each Arrow batch is put through the model's
-prediction: the dot product (``dot``), plus biases through the sigmoid range
-(``dot_bias``), or the network's layers (``embedding_net``, whose weights are
-broadcast).
+never a cross join) and each Arrow batch goes through the model's own
+``score_pairs`` (its head, broadcast: see :meth:`cfmodel.model.TrainedModel.head`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cfmodel.models import embedding_net_layers, sigmoid_range
+from cfmodel.model import CFModule
 
 
 def _matrix(column: pa.Array) -> torch.Tensor:
@@ -28,37 +23,20 @@ def _matrix(column: pa.Array) -> torch.Tensor:
     return torch.from_numpy(flat.reshape(len(column), -1))
 
 
-@dataclass
-class PairScorer:
-    """Predicts a batch of pairs; picklable for broadcasting.
+def _vector(column: pa.Array) -> torch.Tensor:
+    # A null bias (models without biases) counts as 0.
+    return torch.from_numpy(np.array(pc.fill_null(column, 0.0).to_numpy(zero_copy_only=False), dtype=np.float32))
 
-    Batches carry ``u_features``, ``u_bias``, ``i_features``, ``i_bias`` and any
-    other columns, which are passed through.
-    """
 
-    name: str
-    y_range: Optional[tuple]
-    net: Optional[dict] = None
-
-    def _net(self):
-        return embedding_net_layers(self.net["args"], self.net["state"])
-
-    @torch.no_grad()
-    def predict(self, batch: pa.RecordBatch) -> np.ndarray:
-        """float32 predictions, one per row of ``batch``."""
-        users, items = _matrix(batch.column("u_features")), _matrix(batch.column("i_features"))
-        if self.name == "embedding_net":
-            return self._net().score_embeddings(users, items).numpy()
-        raw = (users * items).sum(1)
-        if self.name == "dot":
-            return raw.numpy()
-        bias = [torch.from_numpy(np.array(pc.fill_null(batch.column(c), 0.0).to_numpy(zero_copy_only=False),
-                                          dtype=np.float32)) for c in ("u_bias", "i_bias")]
-        return sigmoid_range(raw + bias[0] + bias[1], self.y_range).numpy()
+@torch.no_grad()
+def predict_batch(head: CFModule, batch: pa.RecordBatch) -> np.ndarray:
+    """float32 scores, one per row of ``batch`` (``u_features, u_bias, i_features, i_bias``)."""
+    return head.score_pairs(_matrix(batch.column("u_features")), _matrix(batch.column("i_features")),
+                            _vector(batch.column("u_bias")), _vector(batch.column("i_bias"))).numpy()
 
 
 def predict_pairs(spark: SparkSession, pairs: DataFrame, user_factors: DataFrame, item_factors: DataFrame,
-                  scorer: PairScorer) -> DataFrame:
+                  head: CFModule) -> DataFrame:
     """``pairs`` (with ``user_idx``, ``item_idx``) plus a float ``prediction`` column.
 
     Pairs whose user or item has no factors get a null prediction (the caller
@@ -71,7 +49,7 @@ def predict_pairs(spark: SparkSession, pairs: DataFrame, user_factors: DataFrame
     joined = pairs.join(uf, "user_idx", "left").join(itf, "item_idx", "left")
     names = [f.name for f in pairs.schema.fields]
     schema = T.StructType(pairs.schema.fields + [T.StructField("prediction", T.FloatType(), True)])
-    shared = spark.sparkContext.broadcast(scorer)
+    shared = spark.sparkContext.broadcast(head.eval())
 
     def run(batches):
         model = shared.value
@@ -80,7 +58,7 @@ def predict_pairs(spark: SparkSession, pairs: DataFrame, user_factors: DataFrame
             has = known.to_numpy(zero_copy_only=False)
             pred = np.zeros(batch.num_rows, np.float32)
             if has.any():
-                pred[has] = model.predict(batch.filter(known))
+                pred[has] = predict_batch(model, batch.filter(known))
             arrays = [batch.column(n) for n in names] + [pa.array(pred, pa.float32(), mask=~has)]
             yield pa.RecordBatch.from_arrays(arrays, names=names + ["prediction"])
 

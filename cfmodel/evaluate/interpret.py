@@ -8,26 +8,12 @@
 """
 from __future__ import annotations
 
-import io
 from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from cfmodel.errors import InputError
-
-
-def read_titles(data: bytes, name: str) -> pd.DataFrame:
-    """``item_id, title`` from MovieLens ``movies.csv`` (UTF-8) or ML-100k ``u.item`` (latin-1, ``|``)."""
-    if name.rstrip("/").endswith("u.item"):
-        frame = pd.read_csv(io.BytesIO(data), sep="|", header=None, encoding="latin-1", usecols=[0, 1])
-        frame.columns = ["item_id", "title"]
-    else:
-        frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
-        if not {"movieId", "title"} <= set(frame.columns):
-            raise InputError(f"{name}: a titles file needs columns movieId and title; found {list(frame.columns)}")
-        frame = frame.rename(columns={"movieId": "item_id"})[["item_id", "title"]]
-    return frame.astype({"item_id": "int64", "title": "string"})
 
 
 def movie_table(item_factors: pd.DataFrame, items: pd.DataFrame, titles: Optional[pd.DataFrame]) -> pd.DataFrame:

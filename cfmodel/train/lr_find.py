@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from cfmodel.config import TrainConfig
-from cfmodel.train import l2_penalty, make_optimizer
+from cfmodel.errors import InputError
+from cfmodel.train.trainer import l2_penalty, make_optimizer
 
 
 def _endless(loader: Any) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -74,7 +75,8 @@ def lr_find(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devic
         opt.step()
     model.load_state_dict(saved)
     if not losses:
-        raise ValueError("the learning-rate finder recorded no loss (empty training data?)")
+        raise InputError("the learning-rate finder recorded no loss: the training split is empty or the loss was "
+                         "not finite from the first batch")
     suggestion = lrs[min(range(len(losses)), key=losses.__getitem__)] / 10
     return LRFinding(lrs, losses, suggestion)
 

@@ -1,7 +1,7 @@
 """The prepare stage: raw ratings -> clean, indexed, split frames, and how to write them.
 
-``prepare_ratings`` chains the pure transforms of :mod:`cfmodel.clean`,
-:mod:`cfmodel.split` and :mod:`cfmodel.index`, counting what each step removes
+``prepare_ratings`` chains the pure transforms of :mod:`cfmodel.prepare.clean`,
+:mod:`cfmodel.prepare.split` and :mod:`cfmodel.prepare.index`, counting what each step removes
 so that the counts reconcile::
 
     input_rows = train + valid + quarantined + duplicates_dropped
@@ -21,12 +21,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 import cfmodel
-from cfmodel.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
+from cfmodel.prepare.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, QualityGateError
-from cfmodel.index import apply_index, build_index
-from cfmodel.source import ColumnSpec
-from cfmodel.split import apply_cold_start, assign_split, cold_start_rows, split_frames
+from cfmodel.prepare.index import apply_index, build_index
+from cfmodel.prepare.source import ColumnSpec
+from cfmodel.prepare.split import apply_cold_start, assign_split, cold_start_rows, split_frames
 
 LOG = logging.getLogger(__name__)
 
@@ -59,23 +59,8 @@ def _quarantine_message(n_input: int, n_bad: int, by_reason: Dict[str, int], bad
             f"{limit:.1%} (prepare.max_quarantine_fraction): {reasons}{where}")
 
 
-def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
-    """Clean, deduplicate, filter, split and index raw ratings.
-
-    Parameters
-    ----------
-    raw
-        Text ratings as :func:`cfmodel.source.read_ratings` returns them.
-    cfg
-        The ``prepare`` config section.
-
-    Raises
-    ------
-    InputError
-        The input has no data rows, or nothing survives cleaning.
-    QualityGateError
-        The quarantined share exceeds ``max_quarantine_fraction``.
-    """
+def _classified(raw: DataFrame, cfg: PrepareConfig):
+    """(classified rows, quarantine, bad rows by reason, good row count); applies the quarantine gate."""
     rule = RatingRule(cfg.rating_min, cfg.rating_max, cfg.rating_step, cfg.timestamp_col is not None)
     classified = classify(raw, rule).persist()
     by_reason = {r["reason"]: r["count"] for r in classified.groupBy("reason").count().collect()}
@@ -88,6 +73,52 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     if n_bad > cfg.max_quarantine_fraction * n_input:
         raise QualityGateError(_quarantine_message(n_input, n_bad, by_reason, quarantine,
                                                    cfg.max_quarantine_fraction))
+    return classified, quarantine, by_reason, n_good
+
+
+def _reconciled(counts: Dict[str, Any]) -> Dict[str, Any]:
+    """``counts`` with ``reconciled``: every input row is accounted for (else a bug: raise)."""
+    accounted = (counts["train_rows"] + counts["valid_rows"] + counts["quarantined"] + counts["duplicates_dropped"]
+                 + counts["removed_min_user"] + counts["removed_min_item"] + counts["cold_start_dropped"])
+    counts["reconciled"] = accounted == counts["input_rows"]
+    if not counts["reconciled"]:
+        # A bug, not bad input: rows vanished somewhere between steps.
+        raise RuntimeError(f"prepare counts do not reconcile: {counts}")
+    return counts
+
+
+def _indexed_split(kept: DataFrame):
+    """(users, items, train, valid): the id maps, and the rows with indices split by ``is_valid``."""
+    users = build_index(kept, "user_id", "user_idx").persist()
+    items = build_index(kept, "item_id", "item_idx").persist()
+    indexed = apply_index(apply_index(kept, users, "user_id", "user_idx"), items, "item_id", "item_idx")
+    train, valid = split_frames(indexed.select(
+        F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), F.col("rating").cast("float"),
+        F.col("user_id").cast("int"), F.col("item_id").cast("int"), F.col("timestamp").cast("long"),
+        "is_valid", "is_cold"))
+    return users, items, train, valid
+
+
+def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
+    """Clean, deduplicate, filter, split and index raw ratings.
+
+    Parameters
+    ----------
+    raw
+        Text ratings as :func:`cfmodel.prepare.source.read_ratings` returns them.
+    cfg
+        The ``prepare`` config section.
+
+    Raises
+    ------
+    InputError
+        The input has no data rows, or nothing survives cleaning.
+    QualityGateError
+        The quarantined share exceeds ``max_quarantine_fraction``.
+    """
+    classified, quarantine, by_reason, n_good = _classified(raw, cfg)
+    n_bad = sum(by_reason.values())
+    n_input = n_good + n_bad
 
     deduped = drop_duplicates_latest(good_rows(classified)).persist()
     n_deduped = deduped.count()
@@ -105,37 +136,22 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     if n_kept == 0:
         raise InputError(f"{cfg.input}: no ratings left after cleaning and minimum counts")
 
-    users = build_index(kept, "user_id", "user_idx").persist()
-    items = build_index(kept, "item_id", "item_idx").persist()
-    indexed = apply_index(apply_index(kept, users, "user_id", "user_idx"), items, "item_id", "item_idx")
-    indexed = indexed.select(
-        F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), F.col("rating").cast("float"),
-        F.col("user_id").cast("int"), F.col("item_id").cast("int"), F.col("timestamp").cast("long"),
-        "is_valid", "is_cold")
-    train, valid = split_frames(indexed)
-
-    n_cold = n_cold_kept if cfg.cold_start != "drop" else n_by_item - n_kept
-    counts = {
+    users, items, train, valid = _indexed_split(kept)
+    counts = _reconciled({
         "input_rows": n_input,
         "quarantined": n_bad,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "duplicates_dropped": n_good - n_deduped,
         "removed_min_user": n_deduped - n_by_user,
         "removed_min_item": n_by_user - n_by_item,
-        "cold_start_rows": n_cold,
+        "cold_start_rows": n_cold_kept if cfg.cold_start != "drop" else n_by_item - n_kept,
         "cold_start_policy": cfg.cold_start,
         "cold_start_dropped": n_by_item - n_kept,
         "train_rows": n_kept - n_valid,
         "valid_rows": n_valid,
         "n_users": users.count(),
         "n_items": items.count(),
-    }
-    accounted = (counts["train_rows"] + counts["valid_rows"] + n_bad + counts["duplicates_dropped"]
-                 + counts["removed_min_user"] + counts["removed_min_item"] + counts["cold_start_dropped"])
-    counts["reconciled"] = accounted == n_input
-    if not counts["reconciled"]:
-        # A bug, not bad input: rows vanished somewhere between steps.
-        raise RuntimeError(f"prepare counts do not reconcile: {counts}")
+    })
     deduped.unpersist()
     by_user.unpersist()
     return Prepared(train=train, valid=valid, users=users, items=items, quarantine=quarantine, counts=counts)

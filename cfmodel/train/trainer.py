@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError
+from cfmodel.model.nets import CFModule
 
 LOG = logging.getLogger(__name__)
 
@@ -58,43 +59,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _is_bias(name: str) -> bool:
-    return name.split(".")[0].endswith("_bias")
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: CFModule, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled decay on every weight) or Adam with L2 on the batch's rows.
 
     In ``l2`` mode the embeddings' penalty is added to the loss by
     :func:`l2_penalty` for the rows a batch touches; other weights (the
-    embedding net's layers) get Adam's coupled weight decay. Biases decay by
-    ``bias_wd``: the models have no global-mean term, so the biases carry the
-    mean rating and shrinking them towards 0 biases every prediction.
+    embedding net's layers) get Adam's coupled weight decay. The parameters the
+    model names in ``bias_parameters`` decay by ``bias_wd`` instead of ``wd``.
     """
-    named = list(model.named_parameters())
-    embedding = {f"{n}.weight" for n, m in model.named_children() if isinstance(m, nn.Embedding)}
-    biases = [p for n, p in named if _is_bias(n)]
+    params = list(model.parameters())
+    biases = {id(p) for p in model.bias_parameters()}
+    tables = {id(t.weight) for _, _, t in model.embeddings()}
     if cfg.wd_mode == "adamw":
-        groups = [{"params": [p for n, p in named if not _is_bias(n)], "weight_decay": cfg.wd},
-                  {"params": biases, "weight_decay": cfg.bias_wd}]
+        groups = [{"params": [p for p in params if id(p) not in biases], "weight_decay": cfg.wd},
+                  {"params": [p for p in params if id(p) in biases], "weight_decay": cfg.bias_wd}]
         # The fused kernels (CPU and CUDA) update the dense embedding tables 4-6x faster.
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=True)
-    groups = [{"params": [p for n, p in named if n in embedding], "weight_decay": 0.0},
-              {"params": [p for n, p in named if n not in embedding], "weight_decay": cfg.wd}]
+    groups = [{"params": [p for p in params if id(p) in tables], "weight_decay": 0.0},
+              {"params": [p for p in params if id(p) not in tables], "weight_decay": cfg.wd}]
     return torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, fused=True)
 
 
-def l2_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor, wd: float,
+def l2_penalty(model: CFModule, users: torch.Tensor, items: torch.Tensor, wd: float,
                bias_wd: float = 0.0) -> torch.Tensor:
     """Mean squared norm of the embedding rows this batch uses, times ``wd``
     (``bias_wd`` for the bias embeddings)."""
     total = users.new_zeros((), dtype=torch.float32)
-    for name, module in model.named_children():
-        if isinstance(module, nn.Embedding):
-            factor = bias_wd if _is_bias(name) else wd
-            if factor:
-                idx = users if name.startswith("u_") else items
-                total = total + factor * module(idx).pow(2).sum(1).mean()
+    for side, is_bias, table in model.embeddings():
+        factor = bias_wd if is_bias else wd
+        if factor:
+            total = total + factor * table(users if side == "user" else items).pow(2).sum(1).mean()
     return total
 
 
@@ -112,7 +106,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device) -> float:
+def validation_mse(model: nn.Module, loader: Any, device: torch.device) -> float:
     """Mean squared error over a loader's whole epoch 0 (no shuffling needed)."""
     model.eval()
     sq, n = 0.0, 0
@@ -156,6 +150,7 @@ class Trainer:
         self.history: List[EpochMetrics] = []
         self.best_valid = math.inf
         self.stale_epochs = 0
+        self.resumed_after: Optional[int] = None  # the epoch a resumed fit continued after
         os.makedirs(out_dir, exist_ok=True)
 
     # -- checkpoints ---------------------------------------------------------
@@ -197,52 +192,62 @@ class Trainer:
         last = os.path.join(self.out_dir, "last.pt")
         if resume and os.path.exists(last):
             self.load(last)
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                    if self.cfg.amp and self.device.type == "cuda" else nullcontext())
+            self.resumed_after = self.epoch
         for epoch in range(self.epoch + 1, self.cfg.total_epochs() + 1):
             if self.cfg.early_stopping and self.stale_epochs >= self.cfg.early_stopping:
                 LOG.info("early stopping: no validation gain in %d epochs", self.stale_epochs)
                 break
-            torch.manual_seed(self.cfg.seed * 1000 + epoch)
-            self.model.train()
-            started, sq, n = time.perf_counter(), 0.0, 0
-            bar = tqdm(self.train.epoch(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}",
-                       disable=not self.cfg.progress, leave=False)
-            for i, (users, items, ratings) in enumerate(bar, start=1):
-                users, items = users.to(self.device), items.to(self.device)
-                ratings = ratings.to(self.device)
-                with autocast:
-                    pred = self.model(users, items).float()
-                mse = torch.nn.functional.mse_loss(pred, ratings)
-                loss = mse
-                if self.cfg.wd_mode == "l2":
-                    loss = loss + l2_penalty(self.model, users, items, self.cfg.wd, self.cfg.bias_wd)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"loss is {float(loss)} at epoch {epoch}, step {i}: lower train.lr (now {self.cfg.lr})")
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-                if self.step < self.total_steps:
-                    self.sched.step()
-                self.step += 1
-                sq += float(mse.detach()) * len(ratings)
-                n += len(ratings)
-                if i % 50 == 0:
-                    bar.set_postfix(mse=f"{sq / n:.4f}")
+            started = time.perf_counter()
+            train_mse, n = self._train_epoch(epoch)
             seconds = time.perf_counter() - started
-            valid_mse = evaluate(self.model, self.valid, self.device)
-            metrics = EpochMetrics(epoch, sq / max(n, 1), valid_mse, math.sqrt(valid_mse),
-                                   self.opt.param_groups[0]["lr"], seconds, n / seconds)
-            self.history.append(metrics)
-            self.epoch = epoch
-            LOG.info("epoch %d: train mse %.4f, valid mse %.4f (rmse %.4f), %.0f ratings/s", epoch,
-                     metrics.train_mse, valid_mse, metrics.valid_rmse, metrics.ratings_per_s)
-            if valid_mse < self.best_valid:
-                self.best_valid, self.stale_epochs = valid_mse, 0
-                self.save("best.pt")
-            else:
-                self.stale_epochs += 1
-            self.save("last.pt")
-            self._write_metrics()
+            valid_mse = validation_mse(self.model, self.valid, self.device)
+            self._end_epoch(EpochMetrics(epoch, train_mse, valid_mse, math.sqrt(valid_mse),
+                                         self.opt.param_groups[0]["lr"], seconds, n / seconds))
         return self.history
+
+    def _train_epoch(self, epoch: int) -> tuple:
+        """One pass over the training loader; returns (mean training MSE, rows seen)."""
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                    if self.cfg.amp and self.device.type == "cuda" else nullcontext())
+        torch.manual_seed(self.cfg.seed * 1000 + epoch)
+        self.model.train()
+        sq, n = 0.0, 0
+        bar = tqdm(self.train.epoch(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}",
+                   disable=not self.cfg.progress, leave=False)
+        for i, (users, items, ratings) in enumerate(bar, start=1):
+            users, items = users.to(self.device), items.to(self.device)
+            ratings = ratings.to(self.device)
+            with autocast:
+                pred = self.model(users, items).float()
+            mse = torch.nn.functional.mse_loss(pred, ratings)
+            loss = mse
+            if self.cfg.wd_mode == "l2":
+                loss = loss + l2_penalty(self.model, users, items, self.cfg.wd, self.cfg.bias_wd)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"loss is {float(loss)} at epoch {epoch}, step {i}: lower train.lr (now {self.cfg.lr})")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.step < self.total_steps:
+                self.sched.step()
+            self.step += 1
+            sq += float(mse.detach()) * len(ratings)
+            n += len(ratings)
+            if i % 50 == 0:
+                bar.set_postfix(mse=f"{sq / n:.4f}")
+        return sq / max(n, 1), n
+
+    def _end_epoch(self, metrics: EpochMetrics) -> None:
+        """Record an epoch, keep the best weights, checkpoint."""
+        self.history.append(metrics)
+        self.epoch = metrics.epoch
+        LOG.info("epoch %d: train mse %.4f, valid mse %.4f (rmse %.4f), %.0f ratings/s", metrics.epoch,
+                 metrics.train_mse, metrics.valid_mse, metrics.valid_rmse, metrics.ratings_per_s)
+        if metrics.valid_mse < self.best_valid:
+            self.best_valid, self.stale_epochs = metrics.valid_mse, 0
+            self.save("best.pt")
+        else:
+            self.stale_epochs += 1
+        self.save("last.pt")
+        self._write_metrics()

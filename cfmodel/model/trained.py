@@ -1,0 +1,155 @@
+"""A trained model: what the train stage writes, and what every later stage reads.
+
+In the spirit of Spark's ``ALS`` → ``ALSModel``: :class:`TrainedModel` is loaded
+once from a train output (a path or any URL Hadoop reads) and holds the model's
+arguments, its module (weights), the id maps and the factor tables. Scoring,
+evaluation and the report ask it for predictions, blocks of scores and top-N
+lists; none of them rebuilds the model's maths.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cfmodel.errors import InputError
+from cfmodel.model.factors import factor_table, write_factor_table
+from cfmodel.model.nets import CFModule, ModelArgs
+from cfmodel.model.topn import BlockScorer, ItemTable
+
+
+def weights_digest(args: ModelArgs, module: CFModule) -> str:
+    """SHA-256 of what defines a model: its arguments and every weight's bytes (not the file's bytes,
+    which differ between two saves of the same weights)."""
+    digest = hashlib.sha256(json.dumps(args.to_dict(), sort_keys=True).encode("utf-8"))
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class TrainedModel:
+    """A model with its id maps; ``module`` is on the CPU, in eval mode.
+
+    ``extra`` carries what the trainer recorded beside the weights
+    (``valid_mse``, ``data``: the prepare output's fingerprint).
+    """
+
+    args: ModelArgs
+    module: CFModule
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    # -- reading and writing ----------------------------------------------------
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "model.pt") -> "TrainedModel":
+        """Rebuild from ``model.pt``'s bytes (loaded with ``weights_only=True``)."""
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if "model_args" not in payload:
+            raise InputError(f"{source}: no model_args; written by an older cfmodel? Retrain the model")
+        args = ModelArgs.from_dict(payload["model_args"])
+        module = args.build()
+        module.load_state_dict(payload["state_dict"])
+        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "model_args", "user_ids", "item_ids")}
+        return cls(args, module.eval(), payload["user_ids"].numpy(), payload["item_ids"].numpy(), extra)
+
+    @classmethod
+    def load(cls, path: str) -> "TrainedModel":
+        """From a local train output directory (or its ``model.pt``)."""
+        file = path if path.endswith(".pt") else os.path.join(path, "model.pt")
+        if not os.path.exists(file):
+            raise InputError(f"model not found: {file}")
+        with open(file, "rb") as fh:
+            return cls.from_bytes(fh.read(), file)
+
+    @classmethod
+    def read(cls, storage: Any, path: str) -> "TrainedModel":
+        """From a train output at any URL, through :class:`cfmodel.storage.Storage`."""
+        file = f"{path.rstrip('/')}/model.pt"
+        if not storage.exists(file):
+            raise InputError(f"model not found: {file}")
+        return cls.from_bytes(storage.read_bytes(file), file)
+
+    def save(self, out_dir: str) -> None:
+        """Write ``model.pt``, ``user_factors/`` and ``item_factors/`` under a local ``out_dir``."""
+        payload = {"state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+                   "model_args": self.args.to_dict(), "model_version": self.version,
+                   "user_ids": torch.from_numpy(self.user_ids.astype(np.int64)),
+                   "item_ids": torch.from_numpy(self.item_ids.astype(np.int64)), **self.extra}
+        torch.save(payload, os.path.join(out_dir, "model.pt"))
+        for side, ids in (("user", self.user_ids), ("item", self.item_ids)):
+            write_factor_table(factor_table(ids, *self.factors(side)), out_dir, side)
+
+    # -- what the model is ------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """12 hex digits of :func:`weights_digest`: equal for equal models, whoever saved them."""
+        return weights_digest(self.args, self.module)[:12]
+
+    def factors(self, side: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(factors, biases or None) of ``side`` as float32 arrays, by index."""
+        weight, bias = self.module.tables(side)
+        return (weight.weight.detach().float().numpy(),
+                None if bias is None else bias.weight.detach().float().numpy().reshape(-1))
+
+    def head(self) -> CFModule:
+        """The module without its tables: combines factor rows that come from elsewhere (picklable, small)."""
+        return head_module(self.args, self.module.head_state())
+
+    # -- using it ----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, users: Sequence[int], items: Sequence[int]) -> np.ndarray:
+        """Scores of (user index, item index) pairs."""
+        return self.module(torch.as_tensor(np.asarray(users, np.int64)),
+                           torch.as_tensor(np.asarray(items, np.int64))).numpy()
+
+    @torch.no_grad()
+    def score_block(self, users: Sequence[int], items: Sequence[int]) -> np.ndarray:
+        """Scores of every listed user against every listed item: ``(len(users), len(items))``."""
+        u = self.module.rows("user", torch.as_tensor(np.asarray(users, np.int64)))
+        i = self.module.rows("item", torch.as_tensor(np.asarray(items, np.int64)))
+        return self.module.score_block(u[0], i[0], u[1], i[1]).numpy()
+
+    def recommend(self, users: Sequence[int], n: int, exclude: Optional[Dict[int, Sequence[int]]] = None,
+                  candidate: Optional[np.ndarray] = None) -> pd.DataFrame:
+        """Top-``n`` lists for user indices: ``user_id, rank, item_id, score, fallback``.
+
+        ``exclude`` maps a user index to item indices never to return (what they
+        rated); ``candidate`` (bool per item) limits the items. The same block
+        scorer as the score stage, in this process.
+        """
+        weight, bias = self.factors("item")
+        table = ItemTable(self.item_ids, weight, np.zeros(len(weight), np.float32) if bias is None else bias,
+                          np.ones(len(weight), bool) if candidate is None else candidate)
+        order = np.nonzero(table.candidate)[0]
+        scorer = BlockScorer(table, order, np.zeros(len(weight), np.float32), n, self.head(), block_size=256)
+        uw, ub = self.factors("user")
+        users = np.asarray(users, np.int64)
+        exclude = exclude or {}
+        frame = pd.DataFrame({"user_id": self.user_ids[users].astype(np.int32), "features": list(uw[users]),
+                              "bias": np.zeros(len(users), np.float32) if ub is None else ub[users],
+                              "seen": [np.asarray(exclude.get(int(u), []), np.int32) for u in users]})
+        return scorer.score_frame(frame)
+
+
+def head_module(args: ModelArgs, state: Dict[str, Any]) -> CFModule:
+    """A module of ``args``' architecture with empty tables and ``state`` (name -> tensor or array) loaded."""
+    module = args.head_only().build()
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
+    return module.eval()
+
+
+def dot_head() -> CFModule:
+    """The head of a plain dot product (biases added when the factor tables carry them): how the
+    baselines' factor tables (ALS, the bias model, popularity) are scored. A head has no tables,
+    so it serves factors of any size."""
+    return head_module(ModelArgs("dot", 0, 0, 1), {})

@@ -1,0 +1,110 @@
+"""The score stage (``cf-score``): top-N recommendations for every user, by broadcasting the item factors.
+
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[*]' \\
+        jobs/score.py --conf conf/local.yaml
+
+or the console script ``cf-score --conf conf/local.yaml``. Reads the train
+stage's ``model.pt``, ``user_factors/``, ``item_factors/`` and ``meta.json``
+and the prepare stage's output; writes under ``score.output``:
+``recommendations/`` (``user_id, rank, item_id, score, fallback,
+model_version``), ``nested/`` (ALS's ``userId, recommendations:
+array<struct<movieId, rating>>``), ``csv/`` and ``jsonl/`` when configured,
+``report.json`` and ``_SUCCESS``. Exit code 0 on success, 2 for bad input or
+config (the item table over ``score.broadcast_max_mb`` among them). The
+example lists printed after the run are a courtesy: a problem with them (a bad
+``score.titles``) is a warning, never a failed stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cfmodel.cli import job_parser, run_main, start_job
+from cfmodel.config import Config
+from cfmodel.score.recommend import (build_scorer, load_inputs, output_frames, read_user_list, recommend,
+                                     seen_items, users_to_score)
+from cfmodel.session import spark_session
+from cfmodel.storage import Storage, atomic_output
+from cfmodel.titles import read_titles
+
+LOG = logging.getLogger(__name__)
+
+
+def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, Any], Optional[pd.DataFrame]]:
+    """The score stage on a running session; returns (report, the first users' lists for display)."""
+    sc, user_col, item_col = cfg.score, cfg.prepare.user_col, cfg.prepare.item_col
+    started = time.time()
+    storage = Storage(spark)
+    # Arrow batches many blocks long: per-batch overhead stays small, blocks stay cache-sized.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(sc.block_size, 8192)))
+    with atomic_output(storage, sc.output, overwrite) as tmp:
+        inputs = load_inputs(spark, storage, sc)
+        scorer = build_scorer(inputs, sc)
+        version = sc.model_version or inputs.model.version
+
+        subset = read_user_list(spark, sc.users, user_col) if sc.users else None
+        frame = users_to_score(inputs.user_factors, inputs.users, seen_items(sc.data, spark, sc.exclude_valid),
+                               subset)
+        long = recommend(frame, scorer, spark, sc.partitions).withColumn("model_version", F.lit(version)).persist()
+        for name, (fmt, out) in output_frames(long, sc.formats, sc.output_files, user_col, item_col).items():
+            out.write.format(fmt).option("header", True).save(f"{tmp}/{name}")
+        stats = long.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
+                         F.countDistinct(F.when(F.col("fallback"), F.col("user_id"))).alias("fallback")).first()
+        report = {"stage": "score", "output": storage.qualify(sc.output), "model_version": version,
+                  "model": inputs.model.args.name, "users_scored": stats["users"],
+                  "fallback_users": stats["fallback"], "rows_written": stats["rows"], "top_n": sc.top_n,
+                  "items": len(scorer.items.ids), "candidate_items": int(scorer.items.candidate.sum()),
+                  "seconds": round(time.time() - started, 2)}
+        storage.write_json(f"{tmp}/report.json", report)
+        examples = first_lists(long, sc.show_examples)
+        long.unpersist()
+    LOG.info("score report: %s", json.dumps(report, sort_keys=True))
+    return report, examples
+
+
+def first_lists(long: DataFrame, n_users: int) -> Optional[pd.DataFrame]:
+    """The lists of the ``n_users`` lowest user ids, for display (None when ``n_users`` is 0)."""
+    if not n_users:
+        return None
+    first = [r.user_id for r in long.select("user_id").distinct().orderBy("user_id").limit(n_users).collect()]
+    return long.where(F.col("user_id").isin(first)).orderBy("user_id", "rank").toPandas()
+
+
+def print_examples(storage: Storage, examples: Optional[pd.DataFrame], titles: Optional[str]) -> None:
+    """Print the example lists, with titles when ``titles`` can be read.
+
+    Runs after the output is published, so it must not fail the stage: a
+    titles file that is missing or unreadable is a warning (from
+    :func:`cfmodel.titles.read_titles`), and the lists are shown by id.
+    """
+    if examples is None or not len(examples):
+        return
+    names = read_titles(storage, titles)
+    if names is not None:
+        examples = examples.merge(names, on="item_id", how="left")
+    for user_id, recs in examples.groupby("user_id", sort=True):
+        print(f"\nuser {user_id}{' (fallback)' if recs['fallback'].iloc[0] else ''}:")
+        for row in recs.itertuples():
+            title = f"  {row.title}" if "title" in recs.columns and pd.notna(row.title) else ""
+            print(f"  {row.rank:>2}. {row.item_id:<8} {row.score:.2f}{title}")
+
+
+def _run(argv: List[str]) -> int:
+    args = job_parser("Top-N recommendations for every user.").parse_args(argv)
+    cfg = start_job(args)
+    with spark_session(cfg.spark) as spark:
+        report, examples = run(spark, cfg, args.overwrite)
+        print(json.dumps(report, indent=2, sort_keys=True))
+        print_examples(Storage(spark), examples, cfg.score.titles)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point for ``jobs/score.py`` (spark-submit) and the ``cf-score`` console script."""
+    return run_main(_run, argv)

@@ -1,0 +1,162 @@
+"""The train stage (``cf-train``): fit a model on the prepare stage's Parquet.
+
+A driver-side (or GPU-node) step, not a Spark job: it streams ``train/`` and
+``valid/`` through Petastorm (or holds them in memory when they fit), trains on
+CUDA when there is a GPU and on the CPU otherwise, and exports the model::
+
+    cf-train --conf conf/local.yaml
+    cf-train --conf conf/local.yaml --resume          # continue after an interruption
+    cf-train --conf conf/local.yaml --lr-find         # write lr_find.png, suggest a rate
+
+Outputs under ``train.output`` (a local directory, published atomically like
+every stage's): ``model.pt``, ``user_factors/``, ``item_factors/``,
+``metrics.json`` and ``metrics.csv`` (per epoch), ``checkpoints/``,
+``meta.json`` and ``_SUCCESS``. While training, checkpoints go to
+``<output>.checkpoints/``, which outlives a crash so that ``--resume`` (and a
+rerun of the pipeline) continues from the last finished epoch; it is removed
+once the output is published. Exit code 0 on success, 2 for bad input or
+config, 4 when the loss diverges.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+import cfmodel
+from cfmodel.cli import job_parser, run_main, start_job
+from cfmodel.config import TrainConfig
+from cfmodel.errors import OutputExistsError
+from cfmodel.model import ModelArgs, TrainedModel
+from cfmodel.model.factors import read_id_map
+from cfmodel.storage import LocalStorage, atomic_output
+from cfmodel.train.loaders import make_loaders, read_prepared_meta
+from cfmodel.train.lr_find import lr_find, plot_lr_find
+from cfmodel.train.trainer import Trainer, resolve_device
+
+LOG = logging.getLogger(__name__)
+
+
+def checkpoint_dir(out: str) -> str:
+    """Where checkpoints live while training: beside the output, so a crash keeps them."""
+    return out.rstrip("/") + ".checkpoints"
+
+
+def model_args(cfg: TrainConfig, n_users: int, n_items: int) -> ModelArgs:
+    """The ``train`` section's architecture for data of this size."""
+    return ModelArgs(cfg.model, n_users, n_items, cfg.n_factors, list(cfg.y_range), list(cfg.hidden),
+                     list(cfg.dropouts), cfg.emb_dropout)
+
+
+def _setup(cfg: TrainConfig):
+    meta = read_prepared_meta(cfg.data)
+    train, valid, kind = make_loaders(cfg.data, meta, cfg.batch_size, cfg.loader, cfg.memory_max_rows, cfg.seed,
+                                      cfg.shuffle_buffer, cfg.reader_workers, cfg.cur_shard, cfg.shard_count)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = model_args(cfg, meta["n_users"], meta["n_items"]).build().to(device)
+    LOG.info("training %s on %s with the %s loader: %d train rows, %d users, %d items", cfg.model, device, kind,
+             meta["counts"]["train_rows"], meta["n_users"], meta["n_items"])
+    return meta, train, valid, kind, device, model
+
+
+def _resume_point(out: str, ckpt: str, resume: bool) -> None:
+    """Make ``ckpt`` hold the checkpoints to continue from, or nothing for a fresh start."""
+    if not resume:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    elif not os.path.exists(os.path.join(ckpt, "last.pt")) and os.path.exists(os.path.join(out, "checkpoints")):
+        # Continuing a finished output (more epochs): start from the checkpoints it published.
+        shutil.copytree(os.path.join(out, "checkpoints"), ckpt, dirs_exist_ok=True)
+
+
+def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, Any]:
+    """The train stage: fit, then publish ``model.pt``, factors and metrics; returns the result.
+
+    A finished output is replaced only with ``overwrite`` or ``resume``;
+    ``resume`` continues from the last checkpoint when there is one.
+    """
+    out, ckpt = cfg.output.rstrip("/"), checkpoint_dir(cfg.output)
+    if os.path.exists(out) and not (overwrite or resume):
+        raise OutputExistsError(f"output already exists: {out} (pass --overwrite to replace it or --resume)")
+    started = time.time()
+    meta, train, valid, kind, device, model = _setup(cfg)
+    user_ids = read_id_map(f"{cfg.data.rstrip('/')}/users", "user_id", "user_idx")
+    item_ids = read_id_map(f"{cfg.data.rstrip('/')}/items", "item_id", "item_idx")
+    data_fingerprint = {"prepared": cfg.data, "input_sha256": meta["input"]["sha256"]}
+    _resume_point(out, ckpt, resume)
+    trainer = Trainer(model, train, valid, cfg, ckpt, device,
+                      extra={"user_ids": torch.from_numpy(user_ids), "item_ids": torch.from_numpy(item_ids),
+                             "data": data_fingerprint})
+    fit_started = time.time()
+    history = trainer.fit(resume=resume)
+    resumed_after = trainer.resumed_after
+    fit_seconds = time.time() - fit_started
+
+    best = torch.load(os.path.join(ckpt, "best.pt"), map_location="cpu", weights_only=True)
+    model.load_state_dict(best["model"])
+    best_epoch = min(history, key=lambda m: m.valid_mse)
+    trained = TrainedModel(model.args, model.cpu().eval(), user_ids, item_ids,
+                           {"valid_mse": best_epoch.valid_mse, "data": data_fingerprint})
+    result = {"stage": "train", "model": cfg.model, "device": str(device), "loader": kind,
+              "best_epoch": best_epoch.epoch, "valid_mse": round(best_epoch.valid_mse, 5),
+              "valid_rmse": round(best_epoch.valid_rmse, 5), "epochs": len(history),
+              "resumed_after_epoch": resumed_after, "model_version": trained.version,
+              "ratings_per_s": round(sum(m.ratings_per_s for m in history) / len(history)),
+              "fit_seconds": round(fit_seconds, 2), "seconds": round(time.time() - started, 2)}
+    with atomic_output(LocalStorage(), out, overwrite=True) as tmp:
+        os.makedirs(tmp)
+        trained.save(tmp)
+        shutil.copytree(ckpt, os.path.join(tmp, "checkpoints"))
+        for name in ("metrics.json", "metrics.csv"):
+            shutil.copy(os.path.join(ckpt, name), os.path.join(tmp, name))
+        _write_meta(tmp, cfg, meta, result, trained, history)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    LOG.info("train result: %s", json.dumps(result, sort_keys=True))
+    return result
+
+
+def _write_meta(out: str, cfg: TrainConfig, meta: dict, result: dict, trained: TrainedModel, history) -> None:
+    meta_out = {**result, "n_users": meta["n_users"], "n_items": meta["n_items"], "data": trained.extra["data"],
+                "prepared_meta": {k: meta[k] for k in ("counts", "split", "rating", "input")},
+                "model_args": trained.args.to_dict(), "history": [vars(m) for m in history],
+                "config": vars(cfg), "versions": {"cfmodel": cfmodel.__version__, "torch": torch.__version__,
+                                                  "python": platform.python_version()}}
+    with open(os.path.join(out, "meta.json"), "w", encoding="utf-8") as fh:
+        json.dump(meta_out, fh, indent=2, sort_keys=True, default=str)
+
+
+def find_lr(cfg: TrainConfig) -> float:
+    """The learning-rate finder: writes ``lr_find.png`` and ``lr_find.json`` under the output; returns the suggestion."""
+    out = cfg.output
+    os.makedirs(out, exist_ok=True)
+    _, train, _, _, device, model = _setup(cfg)
+    finding = lr_find(model, train, cfg, device, cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps)
+    plot_lr_find(finding, os.path.join(out, "lr_find.png"))
+    with open(os.path.join(out, "lr_find.json"), "w", encoding="utf-8") as fh:
+        json.dump({"lrs": finding.lrs, "losses": finding.losses, "suggestion": finding.suggestion}, fh)
+    return finding.suggestion
+
+
+def _run(argv: List[str]) -> int:
+    parser = job_parser("Train a collaborative-filtering model on prepared Parquet.")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--lr-find", action="store_true", help="run the learning-rate finder instead of training")
+    args = parser.parse_args(argv)
+    cfg = start_job(args).train
+    if args.lr_find:
+        suggestion = find_lr(cfg)
+        print(f"suggested learning rate: {suggestion:.3g} (plot: {os.path.join(cfg.output, 'lr_find.png')})")
+        return 0
+    print(json.dumps(run(cfg, args.overwrite, args.resume), indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point for ``jobs/train.py`` and the ``cf-train`` console script."""
+    return run_main(_run, argv)
