@@ -30,8 +30,25 @@ class _JsonFormatter(logging.Formatter):
                            "logger": record.name, "message": record.getMessage()})
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is logged, so a job run in-process
+    (tests, notebooks) never logs into a stream that was swapped out and closed since."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """Log ``cfmodel.*`` to stderr, as text or as JSON lines."""
+    handler = _CurrentStderr()
     handler.setFormatter(_JsonFormatter() if json_lines else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("cfmodel")

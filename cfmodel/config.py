@@ -308,9 +308,16 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def _int_to_float(value: Any) -> Any:
-    # YAML reads "5" as int; a float field stores it as 5.0.
-    return float(value) if isinstance(value, int) else value
+def _to_float(value: Any) -> Any:
+    # YAML reads "5" as int (a float field stores it as 5.0) and, being YAML 1.1, reads "1e-3" as text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value  # not a number: dacite reports the wrong type, naming the key
+    return value
 
 
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
@@ -366,6 +373,6 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         source = f"{source} + --set"
     _check_keys(data, Config, "", source)
     try:
-        return dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={float: _int_to_float}))
+        return dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={float: _to_float}))
     except dacite.DaciteError as exc:
         raise ConfigError(f"{source}: {exc}") from exc

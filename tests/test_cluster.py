@@ -37,7 +37,7 @@ def py_files(tmp_path_factory):
     (archive,) = out.glob("cfmodel-*-py-files.zip")
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
-    assert {"cfmodel/topn.py", "cfmodel/pipeline.py", "jobs/score.py"} <= names
+    assert {"cfmodel/model/topn.py", "cfmodel/pipeline/runs.py", "cfmodel/score/stage.py", "jobs/score.py"} <= names
     return archive
 
 

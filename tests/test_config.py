@@ -101,3 +101,11 @@ def test_spark_conf_override_keeps_dotted_key_and_text():
     assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "4"
     assert cfg.spark.conf["spark.ui.enabled"] == "false"
     assert cfg.spark.conf["spark.driver.memory"] == "4g"  # the file's other entries stay
+
+
+def test_exponent_notation_is_a_number_and_text_is_still_refused():
+    # YAML 1.1 reads 1e-3 as text; a float key takes it as the number people mean.
+    cfg = load_config(None, ["train.lr=1e-3", "evaluate.max_valid_rmse=9e-1", "train.y_range=[1e-1, 5]"])
+    assert cfg.train.lr == 0.001 and cfg.evaluate.max_valid_rmse == 0.9 and cfg.train.y_range == [0.1, 5.0]
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, ["train.lr=fast"])

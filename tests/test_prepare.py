@@ -7,7 +7,7 @@ import pytest
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, OutputExistsError, QualityGateError
 from cfmodel.prepare.transforms import prepare_ratings, write_prepared
-from cfmodel.storage import Storage, atomic_output
+from cfmodel.storage import LocalStorage, Storage, atomic_output, remove_stale_temporaries
 
 
 def _good_rows(n_users=30, n_items=12):
@@ -104,3 +104,20 @@ def test_write_is_atomic_and_refuses_to_overwrite(spark, raw_frame, tmp_path):
         storage.write_json(f"{tmp}/new.json", {"v": 1})
     assert json.loads((tmp_path / "prepared" / "new.json").read_text()) == {"v": 1}
     assert not (tmp_path / "prepared" / "train").exists()
+
+
+@pytest.mark.parametrize("kind", ["hadoop", "local"])
+def test_a_crashed_attempts_temporaries_are_removed_by_the_next(spark, tmp_path, kind):
+    """kill -9 leaves ``<output>.tmp-<hex>/`` behind (no error handler runs); the next attempt removes it,
+    and leaves alone what only looks alike (another output's temporaries, the train checkpoints)."""
+    storage = Storage(spark) if kind == "hadoop" else LocalStorage()
+    for name in ("prepared.tmp-0a1b2c3d4e5f", "prepared.tmp-ffffffffffff", "other.tmp-0a1b2c3d4e5f",
+                 "prepared.checkpoints"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part-0.parquet").write_bytes(b"half")
+    with atomic_output(storage, str(tmp_path / "prepared"), overwrite=False) as tmp:
+        storage.write_text(f"{tmp}/done.txt", "yes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tmp-0a1b2c3d4e5f", "prepared",
+                                                          "prepared.checkpoints"]
+    assert (tmp_path / "prepared" / "done.txt").read_text() == "yes"
+    assert remove_stale_temporaries(storage, str(tmp_path / "prepared")) == []

@@ -65,6 +65,12 @@ def test_subset_of_users_including_unknown_ids(spark, checkerboard, tmp_path):
     recs, rows = _run(spark, checkerboard, subset=read_user_list(spark, str(path), "userId"))
     assert recs == {2: [10, 11], 99: [10, 14]}
     assert [r.fallback for r in rows if r.user_id == 99] == [True, True]
+    # The same list as Parquet (any integer column type), by column name or as the only column.
+    for name, frame in (("named", spark.createDataFrame([(2, "x"), (99, "y")], "userId long, note string")),
+                        ("single", spark.createDataFrame([(2,), (99,)], "id int"))):
+        frame.write.parquet(str(tmp_path / f"{name}.parquet"))
+        recs, _ = _run(spark, checkerboard, subset=read_user_list(spark, str(tmp_path / f"{name}.parquet"), "userId"))
+        assert recs == {2: [10, 11], 99: [10, 14]}, name
     cases = (("text", "2\nabc", "'abc'"), ("zero", "2\n0", "'0'"), ("big", "2147483648", "'2147483648'"))
     for name, ids, shown in cases:
         bad = tmp_path / f"{name}.csv"

@@ -27,12 +27,20 @@ def test_score_job_writes_every_format_and_excludes_rated(prepared_dir, tmp_path
                        "train.epochs=2", "--set", "train.n_factors=8", "--set", "train.progress=false"]) == 0
     capsys.readouterr()
     out = tmp_path / "recs"
+    # Titles as MovieLens 100K ships them (u.item: latin-1, '|', no header): the case that once failed the job.
+    movies = pd.read_csv(Path(prepared_dir).parent / "raw" / "movies.csv")
+    uitem = tmp_path / "ml-100k" / "u.item"
+    uitem.parent.mkdir()
+    uitem.write_bytes("".join(f"{m}|{t}|01-Jan-1995||http://x|0|1\n" for m, t in zip(movies.movieId, movies.title))
+                      .encode("latin-1"))
     args = ["--set", f"score.model={model}", "--set", f"score.data={prepared_dir}", "--set", f"score.output={out}",
             "--set", "score.formats=[parquet, nested, csv, jsonl]", "--set", "score.top_n=5",
-            "--set", "score.show_examples=0"]
+            "--set", "score.show_examples=2", "--set", f"score.titles={uitem}"]
     result = _score(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads(result.stdout[result.stdout.rindex("\n{\n"):])
+    shown = [line for line in result.stdout.splitlines() if line.startswith("   1. ")]
+    assert len(shown) == 2 and all("Synthetic Movie" in line for line in shown), result.stdout[-2000:]
+    report = json.loads(result.stdout[result.stdout.index("\n{\n"):result.stdout.index("\n}\n") + 3])
     users = pd.read_parquet(f"{prepared_dir}/users")
     assert report["users_scored"] == len(users) and report["fallback_users"] == 0
     assert report["rows_written"] == 5 * len(users)

@@ -27,22 +27,31 @@ def _setup(prepared_dir, cfg=CFG, loader="memory"):
     return model, train, valid, meta
 
 
-def _baseline_mse(prepared_dir):
+def _biases_mse(prepared_dir, reg=5.0):
+    """Validation MSE of the damped user + item biases (the evaluate stage's biases baseline): what a model
+    reaches without any user × item interaction."""
     train = pd.read_parquet(os.path.join(prepared_dir, "train"))
     valid = pd.read_parquet(os.path.join(prepared_dir, "valid"))
-    return float(((valid["rating"] - train["rating"].mean()) ** 2).mean())
+    mean = train["rating"].mean()
+    item = (train["rating"] - mean).groupby(train["item_idx"]).sum() / (train.groupby("item_idx").size() + reg)
+    rest = train["rating"] - mean - train["item_idx"].map(item)
+    user = rest.groupby(train["user_idx"]).sum() / (train.groupby("user_idx").size() + reg)
+    pred = (mean + valid["user_idx"].map(user).fillna(0) + valid["item_idx"].map(item).fillna(0)).clip(0.5, 5.0)
+    return float(((valid["rating"] - pred) ** 2).mean())
 
 
 @pytest.mark.parametrize("name, overrides, ratio", [
     ("dot_bias", {}, 0.5),
-    # A concatenation MLP must learn the planted dot product from scratch: slower, so a looser bound.
-    ("embedding_net", {"hidden": [64], "dropouts": [0.0], "emb_dropout": 0.0, "wd": 0.01, "epochs": 10}, 0.7),
+    # A concatenation MLP must learn the planted dot product from scratch: more epochs and a looser bound,
+    # but far under what biases alone reach (measured 0.39; 10 epochs at wd 0.01 stayed at 0.82, which is
+    # a network that learned almost no user × item interaction).
+    ("embedding_net", {"hidden": [64], "dropouts": [0.0], "emb_dropout": 0.0, "wd": 0.001, "epochs": 30}, 0.55),
 ])
 def test_training_recovers_planted_signal(prepared_dir, tmp_path, name, overrides, ratio):
     cfg = TrainConfig(**{**CFG.__dict__, "model": name, **overrides})
     model, train, valid, _ = _setup(prepared_dir, cfg)
     history = Trainer(model, train, valid, cfg, str(tmp_path)).fit()
-    baseline = _baseline_mse(prepared_dir)
+    baseline = _biases_mse(prepared_dir)
     best = min(m.valid_mse for m in history)
     assert best < ratio * baseline, (best, baseline)
     assert history[-1].train_mse < history[0].train_mse

@@ -42,6 +42,12 @@ class HeldOut:
     items: DataFrame
     train_items: DataFrame  # items/ with n_ratings and mean_rating from the training split alone
 
+    def release(self) -> None:
+        """Unpersist the cached splits (a long-lived session would otherwise keep them, and serve them to a
+        later read of the same path)."""
+        for frame in (self.train, self.valid, self.train_items):
+            frame.unpersist()
+
 
 def load_split(spark: SparkSession, prepared: str) -> HeldOut:
     """Read ``train/``, ``valid/``, ``users/``, ``items/``; add original ids when written without them."""

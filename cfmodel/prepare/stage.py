@@ -42,7 +42,10 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
     with atomic_output(storage, pc.output, overwrite) as tmp:
         raw = read_ratings(spark, pc.input, column_spec(pc), pc.input_format)
         prepared = prepare_ratings(raw.frame, pc)
-        write_prepared(prepared, tmp, pc)
+        try:
+            write_prepared(prepared, tmp, pc)
+        finally:
+            prepared.release()
         counts = prepared.counts
         meta = build_meta(prepared, pc, {
             "path": storage.qualify(pc.input), "format": raw.input_format, "files": len(raw.files),

@@ -13,7 +13,7 @@ import logging
 import math
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pyarrow
 import pyspark
@@ -41,6 +41,13 @@ class Prepared:
     items: DataFrame
     quarantine: DataFrame
     counts: Dict[str, Any] = field(default_factory=dict)
+    cached: List[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersist the frames the chain cached. Until then Spark serves a later read of the same input in
+        this session from the cache (a changed file would read as it was), and holds the memory."""
+        for frame in self.cached:
+            frame.unpersist()
 
 
 def column_spec(cfg: PrepareConfig) -> ColumnSpec:
@@ -71,8 +78,9 @@ def _classified(raw: DataFrame, cfg: PrepareConfig):
         raise InputError(f"{cfg.input}: no data rows (empty or header only)")
     quarantine = bad_rows(classified)
     if n_bad > cfg.max_quarantine_fraction * n_input:
-        raise QualityGateError(_quarantine_message(n_input, n_bad, by_reason, quarantine,
-                                                   cfg.max_quarantine_fraction))
+        message = _quarantine_message(n_input, n_bad, by_reason, quarantine, cfg.max_quarantine_fraction)
+        classified.unpersist()
+        raise QualityGateError(message)
     return classified, quarantine, by_reason, n_good
 
 
@@ -154,7 +162,8 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     })
     deduped.unpersist()
     by_user.unpersist()
-    return Prepared(train=train, valid=valid, users=users, items=items, quarantine=quarantine, counts=counts)
+    return Prepared(train=train, valid=valid, users=users, items=items, quarantine=quarantine, counts=counts,
+                    cached=[classified, kept, users, items])
 
 
 def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any]) -> Dict[str, Any]:

@@ -225,7 +225,7 @@ class Trainer:
                 loss = loss + l2_penalty(self.model, users, items, self.cfg.wd, self.cfg.bias_wd)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"loss is {float(loss)} at epoch {epoch}, step {i}: lower train.lr (now {self.cfg.lr})")
+                    f"loss is {float(loss.detach())} at epoch {epoch}, step {i}: lower train.lr (now {self.cfg.lr})")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -1,0 +1,118 @@
+"""The trainer alone at a given shape: ratings/s per batch size, on the CPU or a GPU, and where the time goes.
+
+    .venv/bin/python bench/bench_trainer.py                                   # ML-20M shape, this machine's device
+    .venv/bin/python bench/bench_trainer.py --ratings 1000000 --batch-sizes 1024
+    python3 bench/bench_trainer.py --device cuda --batch-sizes 1024 16384 131072 --amp
+
+No Spark and no files: planted ratings (user and item factors, Zipf item
+popularity, noise) are drawn as tensors, held by the in-memory loader, and
+trained for one epoch by :class:`cfmodel.train.trainer.Trainer` (``dot_bias``,
+50 factors, AdamW, constant learning rate), exactly the loop the train stage
+runs. For each batch size it prints the epoch's ratings/s as the trainer
+reports it (the training loop only, validation excluded), the time the loader
+alone takes to deliver the epoch's batches to the device, and the peak device
+memory. ``--resident`` also runs each batch size with the split already in
+device memory, so the difference is the host loader's cost.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cfmodel.config import TrainConfig  # noqa: E402
+from cfmodel.model import ModelArgs  # noqa: E402
+from cfmodel.train.loaders import InMemoryLoader  # noqa: E402
+from cfmodel.train.trainer import Trainer, resolve_device  # noqa: E402
+
+
+def planted(n_users: int, n_items: int, n_ratings: int, seed: int = 0):
+    """(users, items, ratings) tensors: planted 8-factor taste, Zipf item popularity, noise, 0.5..5 stars."""
+    g = torch.Generator().manual_seed(seed)
+    users = torch.randint(0, n_users, (n_ratings,), generator=g)
+    popularity = 1.0 / torch.arange(1, n_items + 1, dtype=torch.float64) ** 0.8
+    items = torch.multinomial(popularity, n_ratings, replacement=True, generator=g)
+    uf, vf = torch.randn(n_users, 8, generator=g) * 0.4, torch.randn(n_items, 8, generator=g) * 0.4
+    raw = 3.5 + (uf[users] * vf[items]).sum(1) + 0.5 * torch.randn(n_ratings, generator=g)
+    return users, items, (raw * 2).round().clamp(1, 10) / 2
+
+
+def loader_seconds(loader: InMemoryLoader, device: torch.device) -> float:
+    """Seconds for the loader to hand one epoch's batches to ``device`` (no training)."""
+    started = time.perf_counter()
+    for users, items, ratings in loader.epoch(1):
+        users.to(device), items.to(device), ratings.to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, resident: bool, n_users: int,
+              n_items: int) -> dict:
+    """Train one epoch; returns what was measured."""
+    cfg = TrainConfig(batch_size=batch_size, epochs=1, schedule="constant", device=device.type, amp=amp,
+                      progress=False, lr=0.01, wd=1.5)
+    train = InMemoryLoader(*data, batch_size=batch_size, shuffle=True, seed=1)
+    valid_loader = InMemoryLoader(*valid, batch_size=1 << 18, shuffle=False)
+    if resident:
+        for loader in (train, valid_loader):
+            loader.users, loader.items, loader.ratings = (t.to(device) for t in (loader.users, loader.items,
+                                                                                 loader.ratings))
+    feed = loader_seconds(train, device)
+    torch.manual_seed(0)
+    model = ModelArgs("dot_bias", n_users, n_items, 50).build()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model, train, valid_loader, cfg, out, device)
+        (metrics,) = trainer.fit()
+        # The CUDA path end to end: the checkpoint reloads onto the device with the same weights.
+        again = Trainer(ModelArgs("dot_bias", n_users, n_items, 50).build(), train, valid_loader, cfg, out, device)
+        again.load(os.path.join(out, "last.pt"))
+        same = all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                     trainer.model.state_dict().values()))
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    return {"batch": batch_size, "amp": amp, "resident": resident, "ratings_per_s": metrics.ratings_per_s,
+            "epoch_s": metrics.seconds, "loader_s": feed, "valid_mse": metrics.valid_mse, "peak_mib": peak,
+            "reloaded": same}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=138_000)
+    parser.add_argument("--items", type=int, default=27_000)
+    parser.add_argument("--ratings", type=int, default=20_000_000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 16384])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action="store_true", help="also run each batch size with bf16 autocast (CUDA)")
+    parser.add_argument("--resident", action="store_true", help="also run with the split in device memory")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    users, items, ratings = planted(args.users, args.items, args.ratings + args.ratings // 20)
+    cut = args.ratings
+    data, valid = (users[:cut], items[:cut], ratings[:cut]), (users[cut:], items[cut:], ratings[cut:])
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.ratings:,} ratings, {args.users:,} users x {args.items:,} items, dot_bias 50 factors, "
+          f"torch {torch.__version__} on {name}; data drawn in {time.perf_counter() - started:.1f} s", flush=True)
+    print(f"{'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} {'epoch s':>8} {'loader s':>9} "
+          f"{'valid MSE':>9} {'peak MiB':>9} reloaded", flush=True)
+    for batch in args.batch_sizes:
+        for amp in ([False, True] if args.amp and device.type == "cuda" else [False]):
+            for resident in ([False, True] if args.resident and device.type == "cuda" else [False]):
+                r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items)
+                print(f"{r['batch']:>7} {str(r['amp']):>5} {str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} "
+                      f"{r['epoch_s']:>8.2f} {r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} "
+                      f"{r['reloaded']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
