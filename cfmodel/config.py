@@ -55,6 +55,7 @@ class GenerateConfig:
 
 INPUT_FORMATS = ("auto", "csv", "tsv", "parquet")
 COLD_START_POLICIES = ("train", "drop", "keep")
+SPLITS = ("random", "per_user")
 
 
 @dataclass
@@ -73,6 +74,7 @@ class PrepareConfig:
     rating_step: Optional[float] = 0.5
     min_user_ratings: int = 1
     min_item_ratings: int = 1
+    split: str = "random"
     valid_fraction: float = 0.2
     seed: int = 42
     cold_start: str = "train"
@@ -84,6 +86,7 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         _require(self.input_format in INPUT_FORMATS,
                  f"prepare.input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        _require(self.split in SPLITS, f"prepare.split must be one of {SPLITS}, got {self.split!r}")
         _require(self.cold_start in COLD_START_POLICIES,
                  f"prepare.cold_start must be one of {COLD_START_POLICIES}, got {self.cold_start!r}")
         _require(0.0 < self.valid_fraction < 1.0, "prepare.valid_fraction must be in (0, 1)")
@@ -218,7 +221,7 @@ class EvaluateConfig:
     data: str = "data/prepared"
     output: str = "data/report"
     k: int = 10
-    relevance_threshold: float = 4.0
+    relevance_threshold: Optional[float] = 4.0
     baselines: List[str] = field(default_factory=lambda: list(BASELINES))
     bias_reg: float = 5.0
     als_rank: int = 10

@@ -63,3 +63,27 @@ def test_cold_start_policies(spark):
 
     train, valid = split_frames(apply_cold_start(flagged, "keep"))
     assert (train.count(), valid.count()) == (2, 4)
+
+
+def test_per_user_split_holds_out_the_stated_share_of_every_user(spark):
+    from cfmodel.prepare.split import assign_split_per_user
+    rows = [(u, i, 4.0) for u, n in ((1, 10), (2, 4), (3, 1), (4, 7)) for i in range(100, 100 + n)]
+    frame = spark.createDataFrame(rows, "user_id int, item_id int, rating double")
+    split = assign_split_per_user(frame, 0.2, seed=7).toPandas()
+    held = split.groupby("user_id")["is_valid"].sum().to_dict()
+    # round((1 - 0.2) * n) stay in training: 8 of 10, 3 of 4, 1 of 1, 6 of 7.
+    assert held == {1: 2, 2: 1, 3: 0, 4: 1}
+    again = assign_split_per_user(frame.repartition(3), 0.2, seed=7).toPandas()
+    assert (split.sort_values(["user_id", "item_id"])["is_valid"].tolist()
+            == again.sort_values(["user_id", "item_id"])["is_valid"].tolist())  # any partitioning
+    other = assign_split_per_user(frame, 0.2, seed=8).toPandas()
+    assert other.groupby("user_id")["is_valid"].sum().to_dict() == held
+    assert set(other[other.is_valid].item_id) != set(split[split.is_valid].item_id)  # the seed picks which
+
+
+def test_relevance_threshold_null_counts_every_held_out_rating(spark):
+    from cfmodel.evaluate.metrics import relevant_items
+    held = spark.createDataFrame([(1, 10, 5.0), (1, 11, 1.0), (2, 12, 2.0)], "user_id int, item_id int, rating double")
+    strict = {r.user_id: sorted(r.relevant) for r in relevant_items(held, 4.0).collect()}
+    every = {r.user_id: sorted(r.relevant) for r in relevant_items(held, None).collect()}
+    assert strict == {1: [10.0]} and every == {1: [10.0, 11.0], 2: [12.0]}

@@ -19,7 +19,7 @@ vanish from them.
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import DataFrame
@@ -49,11 +49,12 @@ def rating_metrics(frame: DataFrame, label: str = "rating", prediction: str = "p
     return {"rmse": math.sqrt(row["mse"]), "mse": row["mse"], "mae": row["mae"], "n": row["n"]}
 
 
-def relevant_items(held_out: DataFrame, threshold: float, user: str = "user_id", item: str = "item_id",
+def relevant_items(held_out: DataFrame, threshold: Optional[float], user: str = "user_id", item: str = "item_id",
                    rating: str = "rating") -> DataFrame:
-    """``user, relevant array<double>``: each user's held-out items rated at or above ``threshold``."""
-    return (held_out.where(F.col(rating) >= threshold)
-            .groupBy(user).agg(F.collect_list(F.col(item).cast("double")).alias("relevant")))
+    """``user, relevant array<double>``: each user's held-out items rated at or above ``threshold``
+    (every held-out item when ``threshold`` is None, as the implicit-feedback benchmarks count)."""
+    kept = held_out if threshold is None else held_out.where(F.col(rating) >= threshold)
+    return kept.groupBy(user).agg(F.collect_list(F.col(item).cast("double")).alias("relevant"))
 
 
 def ranked_lists(recs: DataFrame, k: int, user: str = "user_id", item: str = "item_id",

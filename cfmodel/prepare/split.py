@@ -1,14 +1,19 @@
-"""Random validation split by hashing, and the cold-start policy.
+"""Validation splits by hashing, and the cold-start policy.
 
-A row is in validation when a hash of (user, item, seed) falls below
-``valid_fraction``. Unlike ``randomSplit`` on an unordered frame, this gives the
-same split whatever the partitioning, on any cluster, on every rerun.
+``random`` (the lesson's random validation indices): a row is in validation
+when a hash of (user, item, seed) falls below ``valid_fraction``. ``per_user``
+(stratified per user, as the published ranking benchmarks split, e.g.
+Microsoft Recommenders' ``python_stratified_split``): each user's ratings are
+ordered by that hash and the last ``round(valid_fraction × n)`` go to
+validation, so every user keeps the same share. Unlike ``randomSplit`` on an
+unordered frame, both give the same split whatever the partitioning, on any
+cluster, on every rerun.
 """
 from __future__ import annotations
 
 from typing import Tuple
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 _BUCKETS = 1 << 30
@@ -24,6 +29,29 @@ def assign_split(ratings: DataFrame, valid_fraction: float, seed: int,
                  user: str = "user_id", item: str = "item_id") -> DataFrame:
     """Add ``is_valid``: true for about ``valid_fraction`` of the rows, chosen by hash."""
     return ratings.withColumn("is_valid", split_uniform(user, item, seed) < F.lit(valid_fraction))
+
+
+def assign_split_per_user(ratings: DataFrame, valid_fraction: float, seed: int,
+                          user: str = "user_id", item: str = "item_id") -> DataFrame:
+    """Add ``is_valid``: for each user, ``round(valid_fraction × n)`` of their ``n`` rows, chosen by hash.
+
+    The training share is ``round((1 - valid_fraction) × n)``, as the published
+    75/25 stratified splits round it; a user with one rating keeps it in training.
+    """
+    draw = split_uniform(user, item, seed)
+    order = Window.partitionBy(user).orderBy(draw, F.col(item))
+    n = F.count(F.lit(1)).over(Window.partitionBy(user))
+    train_share = F.round(n * F.lit(1.0 - valid_fraction))
+    return ratings.withColumn("is_valid", F.row_number().over(order) > F.greatest(train_share, F.lit(1)))
+
+
+def split_rows(ratings: DataFrame, method: str, valid_fraction: float, seed: int) -> DataFrame:
+    """``is_valid`` by ``prepare.split``: ``random`` or ``per_user``."""
+    if method == "per_user":
+        return assign_split_per_user(ratings, valid_fraction, seed)
+    if method == "random":
+        return assign_split(ratings, valid_fraction, seed)
+    raise ValueError(f"unknown split {method!r}")
 
 
 def cold_start_rows(ratings: DataFrame, user: str = "user_id", item: str = "item_id") -> DataFrame:

@@ -26,7 +26,7 @@ from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, QualityGateError
 from cfmodel.prepare.index import apply_index, build_index
 from cfmodel.prepare.source import ColumnSpec
-from cfmodel.prepare.split import apply_cold_start, assign_split, cold_start_rows, split_frames
+from cfmodel.prepare.split import apply_cold_start, cold_start_rows, split_frames, split_rows
 
 LOG = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     n_by_user = by_user.count()
     by_item = filter_min_counts(by_user, "item_id", cfg.min_item_ratings)
 
-    flagged = cold_start_rows(assign_split(by_item, cfg.valid_fraction, cfg.seed))
+    flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed))
     kept = apply_cold_start(flagged, cfg.cold_start).persist()
     summary = kept.agg(F.count(F.lit(1)).alias("n"),
                        F.sum(F.col("is_valid").cast("int")).alias("valid"),
@@ -174,7 +174,8 @@ def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any
         "n_items": counts["n_items"],
         "counts": counts,
         "rating": {"min": cfg.rating_min, "max": cfg.rating_max, "step": cfg.rating_step},
-        "split": {"valid_fraction": cfg.valid_fraction, "seed": cfg.seed, "cold_start": cfg.cold_start},
+        "split": {"method": cfg.split, "valid_fraction": cfg.valid_fraction, "seed": cfg.seed,
+                  "cold_start": cfg.cold_start},
         "input": input_info,
         "config": asdict(cfg),
         "versions": {"cfmodel": cfmodel.__version__, "spark": pyspark.__version__,
