@@ -107,6 +107,9 @@ TRAIN_MODELS = ("dot", "dot_bias", "embedding_net")
 SCHEDULES = ("sgdr", "one_cycle", "constant")
 LOADERS = ("auto", "petastorm", "memory")
 WD_MODES = ("adamw", "l2")
+OBJECTIVES = ("rating", "bpr", "softmax", "hybrid")
+SAMPLINGS = ("uniform", "popularity")
+HYBRID_RANKINGS = ("softmax", "bpr")
 
 
 @dataclass
@@ -116,6 +119,7 @@ class TrainConfig:
     data: str = "data/prepared"
     output: str = "data/model"
     model: str = "dot_bias"
+    objective: str = "rating"
     n_factors: int = 50
     y_range: List[float] = field(default_factory=lambda: [0.0, 5.5])
     hidden: List[int] = field(default_factory=lambda: [10])
@@ -123,7 +127,7 @@ class TrainConfig:
     emb_dropout: float = 0.05
     batch_size: int = 1024
     lr: float = 0.01
-    wd: float = 1.5
+    wd: Optional[float] = None
     bias_wd: float = 0.0
     wd_mode: str = "adamw"
     schedule: str = "one_cycle"
@@ -145,9 +149,31 @@ class TrainConfig:
     lr_find_start: float = 1e-6
     lr_find_end: float = 1.0
     lr_find_steps: int = 200
+    negatives: int = 4
+    softmax_samples: int = 512
+    sampling: Optional[str] = None
+    exclude_rated: bool = True
+    positive_threshold: Optional[float] = None
+    ranking_weight: float = 1.0
+    hybrid_ranking: str = "softmax"
+    rank_factors: int = 16
+    rank_wd: float = 0.1
 
     def __post_init__(self) -> None:
         _require(self.model in TRAIN_MODELS, f"train.model must be one of {TRAIN_MODELS}, got {self.model!r}")
+        _require(self.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        _require(self.sampling is None or self.sampling in SAMPLINGS,
+                 f"train.sampling must be one of {SAMPLINGS} or null, got {self.sampling!r}")
+        _require(self.hybrid_ranking in HYBRID_RANKINGS,
+                 f"train.hybrid_ranking must be one of {HYBRID_RANKINGS}, got {self.hybrid_ranking!r}")
+        _require(self.negatives >= 1 and self.softmax_samples >= 0 and self.rank_factors >= 0,
+                 "train.negatives must be >= 1, train.softmax_samples and train.rank_factors >= 0")
+        _require(self.ranking_weight > 0 and self.rank_wd >= 0, "train.ranking_weight must be > 0, rank_wd >= 0")
+        _require(not (self.objective == "softmax" and self.model == "embedding_net" and self.softmax_samples == 0),
+                 "train.objective=softmax with embedding_net needs train.softmax_samples > 0 (a full softmax "
+                 "would run the network over every item for every row)")
+        _require(not (self.objective == "hybrid" and self.model == "embedding_net"),
+                 "train.objective=hybrid needs a bilinear model (dot or dot_bias) for its ranking head")
         _require(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _require(self.loader in LOADERS, f"train.loader must be one of {LOADERS}, got {self.loader!r}")
         _require(self.wd_mode in WD_MODES, f"train.wd_mode must be one of {WD_MODES}, got {self.wd_mode!r}")
@@ -160,10 +186,27 @@ class TrainConfig:
                  "train.n_factors, train.batch_size and train.epochs must be >= 1")
         _require(self.n_cycles >= 1 and self.cycle_len >= 1 and self.cycle_mult >= 1,
                  "train.n_cycles, train.cycle_len and train.cycle_mult must be >= 1")
-        _require(self.lr > 0 and self.wd >= 0 and self.bias_wd >= 0,
-                 "train.lr must be > 0, train.wd and train.bias_wd >= 0")
+        _require(self.lr > 0 and (self.wd is None or self.wd >= 0) and self.bias_wd >= 0,
+                 "train.lr must be > 0, train.wd (or null) and train.bias_wd >= 0")
         _require((self.cur_shard is None) == (self.shard_count is None),
                  "train.cur_shard and train.shard_count go together")
+
+    @property
+    def weight_decay(self) -> float:
+        """``wd``, or when null the objective's: 1.5 for ``rating`` and ``hybrid`` (the rating tables),
+        0.1 for ``bpr`` and ``softmax`` (ranking from sparse positives wants far less)."""
+        if self.wd is not None:
+            return self.wd
+        return 1.5 if self.objective in ("rating", "hybrid") else 0.1
+
+    @property
+    def sampling_method(self) -> str:
+        """``sampling``, or when null the objective's: ``uniform`` for ``bpr``, ``popularity`` (with the
+        log-q correction) for the softmax terms."""
+        if self.sampling is not None:
+            return self.sampling
+        ranking = self.hybrid_ranking if self.objective == "hybrid" else self.objective
+        return "uniform" if ranking == "bpr" else "popularity"
 
     def total_epochs(self) -> int:
         """Epochs the schedule runs: SGDR's cycles add up, the others use ``epochs``."""

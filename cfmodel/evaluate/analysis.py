@@ -66,13 +66,15 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     cross = _crosstab(split, inputs.model, ev.table_size, title_of)
 
     n_valid = split.valid.count()
-    sample = (result["valid_predictions"].sample(fraction=min(1.0, 1.5 * ev.sample_rows / max(n_valid, 1)),
-                                                 seed=ev.seed)
-              .limit(ev.sample_rows).select("rating", "prediction").toPandas())
+    preds = result["valid_predictions"]  # None for a ranking objective: no rating predictions to plot
+    sample = None if preds is None else (preds.sample(fraction=min(1.0, 1.5 * ev.sample_rows / max(n_valid, 1)),
+                                                      seed=ev.seed).limit(ev.sample_rows)
+                                         .select("rating", "prediction").toPandas())
     counts = split.train.groupBy("rating").count().orderBy("rating").toPandas()
     history = pd.read_csv(io.StringIO(storage.read_text(f"{ev.model}/metrics.csv")))
     history["ratings_per_s"] = history["ratings_per_s"].round().astype("int64")
-    result["valid_predictions"].unpersist()
+    if preds is not None:
+        preds.unpersist()
 
     made = _write_plots(storage, out, history, counts, sample, top, coords, cross, extremes)
     csv_tables = {"metrics": table, "crosstab_actual": cross["actual"].reset_index(),
@@ -105,11 +107,13 @@ def _write_plots(storage: Storage, out: str, history, counts, sample, top, coord
         made = {
             "training_curves": plots.training_curves(history, os.path.join(local, "training_curves.png")),
             "rating_distribution": plots.rating_distribution(counts, os.path.join(local, "rating_distribution.png")),
-            "predicted_vs_actual": plots.predicted_vs_actual(sample, os.path.join(local, "predicted_vs_actual.png")),
             "pca_scatter": plots.pca_scatter(top["title"].to_numpy(), coords, os.path.join(local, "pca_scatter.png")),
             "crosstab": plots.crosstab_heatmaps(cross["actual"], cross["predicted"],
                                                 os.path.join(local, "crosstab.png")),
         }
+        if sample is not None:
+            made["predicted_vs_actual"] = plots.predicted_vs_actual(sample, os.path.join(local,
+                                                                                        "predicted_vs_actual.png"))
         if extremes is not None:
             made["biases"] = plots.bias_bars(extremes, os.path.join(local, "biases.png"))
         for name, path in made.items():
@@ -131,8 +135,8 @@ def _sections(table, ev, history, extremes, ends, explained, similar, title_of, 
                 tables=[("per epoch", history)], images=[("plots/training_curves.png", "training curves")]),
         Section("ratings", "Ratings", ["Rating distribution of the training split, and the model's predictions "
                                        "for held-out ratings grouped by the actual rating."],
-                images=[("plots/rating_distribution.png", "rating distribution"),
-                        ("plots/predicted_vs_actual.png", "predicted vs actual")]),
+                images=[("plots/rating_distribution.png", "rating distribution")]
+                + ([("plots/predicted_vs_actual.png", "predicted vs actual")] if "predicted_vs_actual" in made else [])),
     ]
     if extremes is not None:
         sections.append(Section("biases", "Movie biases",

@@ -116,15 +116,18 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
     n_items = split.items.count()
     pairs = split.valid.select("user_idx", "item_idx", "rating")
     result: Dict[str, object] = {"users": 0, "table": []}
-    head = inputs.model.head()
+    trained = inputs.model
 
     def model():
-        preds = predict_pairs(spark, pairs, _idx(inputs.user_factors), _idx(inputs.item_factors), head).cache()
+        # Rating predictions only from a model that predicts ratings: a ranking objective's scores are not.
+        preds = (predict_pairs(spark, pairs, _idx(inputs.user_factors), _idx(inputs.item_factors),
+                               trained.head()).cache() if trained.predicts_ratings else None)
         result["valid_predictions"] = preds
-        return preds, top_k(spark, split, _idx(inputs.user_factors), _idx(inputs.item_factors), head, eval_users,
-                            cfg.k)
+        return preds, top_k(spark, split, _idx(inputs.list_user_factors), _idx(inputs.list_item_factors),
+                            trained.list_head(), eval_users, cfg.k)
 
-    methods = [(f"model ({inputs.model.args.name})", model)]
+    label = trained.args.name if trained.objective == "rating" else f"{trained.args.name}, {trained.objective}"
+    methods = [(f"model ({label})", model)]
     methods += _baselines(spark, split, _idx(inputs.item_factors), pairs, eval_users, cfg, rating_range)
     for method, make in methods:
         started = time.time()
@@ -139,7 +142,7 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
         LOG.info("evaluated %s: %s", method, row)
         result["table"].append({c: row.get(c) for c in ("method",) + COLUMNS + ("seconds",)})
     relevant.unpersist()
-    if result["table"][0]["rmse"] is None:
+    if trained.predicts_ratings and result["table"][0]["rmse"] is None:
         raise InputError("the model produced no rating predictions")
     return result
 

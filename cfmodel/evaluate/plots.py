@@ -23,11 +23,13 @@ def _save(fig, path: str) -> str:
 
 
 def training_curves(history: pd.DataFrame, path: str) -> str:
-    """Training and validation MSE per epoch (the trainer's ``metrics.csv``)."""
+    """Training and validation MSE per epoch (the trainer's ``metrics.csv``), or the objective's loss for
+    a ranking objective (no MSE)."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(history["epoch"], history["train_mse"], marker="o", label="train MSE")
-    ax.plot(history["epoch"], history["valid_mse"], marker="o", label="validation MSE")
-    ax.set(xlabel="epoch", ylabel="MSE", title="Training and validation loss")
+    column, name = ("mse", "MSE") if history["valid_mse"].notna().any() else ("loss", "loss")
+    ax.plot(history["epoch"], history[f"train_{column}"], marker="o", label=f"train {name}")
+    ax.plot(history["epoch"], history[f"valid_{column}"], marker="o", label=f"validation {name}")
+    ax.set(xlabel="epoch", ylabel=name, title="Training and validation loss")
     ax.legend()
     return _save(fig, path)
 

@@ -30,6 +30,9 @@ LOG = logging.getLogger(__name__)
 
 def check_quality_gate(metrics: dict, max_valid_rmse: Optional[float]) -> None:
     """Raise :class:`QualityGateError` when the validation RMSE is over the configured bound."""
+    if max_valid_rmse is not None and metrics["valid_rmse"] is None:
+        raise QualityGateError(f"evaluate.max_valid_rmse={max_valid_rmse} needs a model that predicts ratings "
+                               "(train.objective rating or hybrid); this one ranks only")
     if max_valid_rmse is not None and metrics["valid_rmse"] > max_valid_rmse:
         raise QualityGateError(f"validation RMSE {metrics['valid_rmse']:.4f} is worse than "
                                f"evaluate.max_valid_rmse={max_valid_rmse}")
@@ -40,8 +43,8 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
     storage = Storage(spark)
     with atomic_output(storage, cfg.evaluate.output, overwrite) as tmp:
         metrics = build_report(spark, storage, cfg, tmp)
-    LOG.info("evaluate: validation RMSE %.4f, MAE %.4f over %d rows; report %s/report.html",
-             metrics["valid_rmse"], metrics["valid_mae"], metrics["valid_rows"], cfg.evaluate.output.rstrip("/"))
+    LOG.info("evaluate: validation RMSE %s, MAE %s over %d rows; report %s/report.html", metrics["valid_rmse"],
+             metrics["valid_mae"], metrics["valid_rows"], cfg.evaluate.output.rstrip("/"))
     return metrics
 
 

@@ -45,8 +45,8 @@ def factor_table(ids: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]
     })
 
 
-def write_factor_table(table: pa.Table, out_dir: str, side: str) -> None:
-    """Write ``user_factors/`` or ``item_factors/`` under a local ``out_dir``."""
-    folder = os.path.join(out_dir, SIDES[side])
+def write_factor_table(table: pa.Table, out_dir: str, side: str, prefix: str = "") -> None:
+    """Write ``<prefix>user_factors/`` or ``<prefix>item_factors/`` under a local ``out_dir``."""
+    folder = os.path.join(out_dir, prefix + SIDES[side])
     os.makedirs(folder, exist_ok=True)
     pq.write_table(table, os.path.join(folder, "part-00000.parquet"))

@@ -33,7 +33,11 @@ class ModelArgs:
 
     ``y_range`` is the prediction range of the models that squash their output
     (``dot_bias``, ``embedding_net``); ``hidden``, ``dropouts`` and
-    ``emb_dropout`` shape ``embedding_net`` only.
+    ``emb_dropout`` shape ``embedding_net`` only. ``rank_factors`` (the
+    ``hybrid`` objective's ranking head, bilinear models only): when not None,
+    lists are ranked by ``u·i + u_r·i_r + r_i`` (this many extra factors ``u_r``,
+    ``i_r`` and an item ranking bias ``r_i``) while ratings are still predicted
+    from ``u·i`` and the rating biases.
     """
 
     name: str
@@ -44,10 +48,13 @@ class ModelArgs:
     hidden: List[int] = field(default_factory=lambda: [10])
     dropouts: List[float] = field(default_factory=lambda: [0.5])
     emb_dropout: float = 0.05
+    rank_factors: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
             raise ConfigError(f"unknown model {self.name!r}; choose one of {MODELS}")
+        if self.rank_factors is not None and self.name == "embedding_net":
+            raise ConfigError("a ranking head (train.objective=hybrid) needs a bilinear model: dot or dot_bias")
         if len(self.dropouts) != len(self.hidden):
             raise ConfigError(f"need one dropout per hidden layer, got hidden={list(self.hidden)} "
                               f"dropouts={list(self.dropouts)}")
@@ -98,7 +105,14 @@ class CFModule(nn.Module):
         if biases:
             self.u_bias = _embedding(args.n_users, 1)
             self.i_bias = _embedding(args.n_items, 1)
+        if args.rank_factors is not None:
+            self.u_rank = _embedding(args.n_users, args.rank_factors)
+            self.i_rank = _embedding(args.n_items, args.rank_factors)
+            self.r_bias = _embedding(args.n_items, 1)
 
+    @property
+    def has_rank_head(self) -> bool:
+        return self.args.rank_factors is not None
     def tables(self, side: str) -> Tuple[nn.Embedding, Optional[nn.Embedding]]:
         """(factor table, bias table or None) of ``side`` (``user`` or ``item``)."""
         prefix = {"user": "u", "item": "i"}[side]
@@ -112,6 +126,8 @@ class CFModule(nn.Module):
             found.append((side, False, weight))
             if bias is not None:
                 found.append((side, True, bias))
+        if self.has_rank_head:
+            found += [("user", False, self.u_rank), ("item", False, self.i_rank), ("item", True, self.r_bias)]
         order = {id(m): n for n, m in enumerate(self.children())}
         return sorted(found, key=lambda t: order[id(t[2])])
 
@@ -119,6 +135,31 @@ class CFModule(nn.Module):
         """The parameters that decay by ``bias_wd``: the models have no global-mean term, so the
         biases carry the mean rating, and shrinking them towards 0 would bias every prediction."""
         return [table.weight for _, is_bias, table in self.embeddings() if is_bias]
+
+    def rank_head_parameters(self) -> List[nn.Parameter]:
+        """The ranking head's extra factors (they decay by ``rank_wd``, not the rating tables' ``wd``)."""
+        return [self.u_rank.weight, self.i_rank.weight] if self.has_rank_head else []
+
+    # -- ranking: what the lists are made from ------------------------------------
+    def rank_rows(self, side: str, idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(features, bias or None) that rank ``side``'s rows: the ranking head's when the model has one
+        (the rating factors then the ranking factors; the item ranking bias), else :meth:`rows`."""
+        if not self.has_rank_head:
+            return self.rows(side, idx)
+        weight, _ = self.tables(side)
+        extra = self.u_rank if side == "user" else self.i_rank
+        bias = None if side == "user" else self.r_bias(idx).squeeze(1)
+        return torch.cat([weight(idx), extra(idx)], dim=1), bias
+
+    def rank_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Ranking scores (before any output transform) of (user, item) index pairs."""
+        (u, ub), (i, ib) = self.rank_rows("user", users), self.rank_rows("item", items)
+        return self.raw_pairs(u, i, ub, ib)
+
+    def rank_logits_block(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Ranking scores of every user index against every item index: ``(len(users), len(items))``."""
+        (u, ub), (i, ib) = self.rank_rows("user", users), self.rank_rows("item", items)
+        return self.raw_block(u, i, ub, ib)
 
     def rows(self, side: str, idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(factor rows, bias rows or None) of ``side`` for indices ``idx``."""
@@ -138,15 +179,25 @@ class CFModule(nn.Module):
         """The final transform of a bilinear model's raw sum (identity unless overridden)."""
         return raw
 
+    def raw_pairs(self, u: torch.Tensor, i: torch.Tensor, u_bias: Optional[torch.Tensor] = None,
+                  i_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scores of paired rows (``u[k]`` with ``i[k]``) before :meth:`output`; biases may be None (0)."""
+        raise NotImplementedError
+
+    def raw_block(self, u: torch.Tensor, i: torch.Tensor, u_bias: Optional[torch.Tensor] = None,
+                  i_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scores of every user row against every item row, before :meth:`output`: ``(len(u), len(i))``."""
+        raise NotImplementedError
+
     def score_pairs(self, u: torch.Tensor, i: torch.Tensor, u_bias: Optional[torch.Tensor] = None,
                     i_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores of paired rows: ``u[k]`` with ``i[k]``; biases may be None (taken as 0)."""
-        raise NotImplementedError
+        return self.output(self.raw_pairs(u, i, u_bias, i_bias))
 
     def score_block(self, u: torch.Tensor, i: torch.Tensor, u_bias: Optional[torch.Tensor] = None,
                     i_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores of every user row against every item row: ``(len(u), len(i))``."""
-        raise NotImplementedError
+        return self.output(self.raw_block(u, i, u_bias, i_bias))
 
 
 class DotProduct(CFModule):
@@ -157,13 +208,12 @@ class DotProduct(CFModule):
     def __init__(self, args: ModelArgs, biases: bool = False) -> None:
         super().__init__(args, biases)
 
-    def score_pairs(self, u, i, u_bias=None, i_bias=None):
-        return self.output(_bias_term(_bias_term((u * i).sum(1), u_bias), i_bias))
+    def raw_pairs(self, u, i, u_bias=None, i_bias=None):
+        return _bias_term(_bias_term((u * i).sum(1), u_bias), i_bias)
 
-    def score_block(self, u, i, u_bias=None, i_bias=None):
-        raw = u @ i.T
-        raw = raw if u_bias is None else raw + u_bias[:, None]
-        return self.output(raw if i_bias is None else raw + i_bias[None, :])
+    def raw_block(self, u, i, u_bias=None, i_bias=None):
+        raw = u @ i.T if i_bias is None else torch.addmm(i_bias[None, :], u, i.T)
+        return raw if u_bias is None else raw + u_bias[:, None]
 
 
 class DotProductBias(DotProduct):
@@ -192,16 +242,19 @@ class EmbeddingNet(CFModule):
         layers.append(nn.Linear(width, 1))
         self.layers = nn.Sequential(*layers)
 
-    def score_pairs(self, u, i, u_bias=None, i_bias=None):
-        return sigmoid_range(self.layers(torch.cat([u, i], dim=1)).squeeze(1), self.args.y_range)
+    def output(self, raw: torch.Tensor) -> torch.Tensor:
+        return sigmoid_range(raw, self.args.y_range)
 
-    def score_block(self, u, i, u_bias=None, i_bias=None):
+    def raw_pairs(self, u, i, u_bias=None, i_bias=None):
+        return self.layers(torch.cat([u, i], dim=1)).squeeze(1)
+
+    def raw_block(self, u, i, u_bias=None, i_bias=None):
         # The net has no dot product: run it over every (user, item) pair, a few users at a time.
         n_items = i.shape[0]
         per = max(1, self.pairs_per_pass // max(n_items, 1))
-        out = torch.empty(len(u), n_items)
+        blocks = []
         for s in range(0, len(u), per):
             block = u[s:s + per]
-            pairs = self.score_pairs(block.repeat_interleave(n_items, dim=0), i.repeat(len(block), 1))
-            out[s:s + per] = pairs.view(len(block), n_items)
-        return out
+            pairs = self.raw_pairs(block.repeat_interleave(n_items, dim=0), i.repeat(len(block), 1))
+            blocks.append(pairs.view(len(block), n_items))
+        return torch.cat(blocks) if blocks else u.new_zeros((0, n_items))

@@ -80,7 +80,9 @@ class TrainedModel:
         return cls.from_bytes(storage.read_bytes(file), file)
 
     def save(self, out_dir: str) -> None:
-        """Write ``model.pt``, ``user_factors/`` and ``item_factors/`` under a local ``out_dir``."""
+        """Write ``model.pt``, ``user_factors/`` and ``item_factors/`` (and, for a model with a ranking
+        head, ``rank_user_factors/`` and ``rank_item_factors/``, what its lists are made from) under a
+        local ``out_dir``."""
         payload = {"state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
                    "model_args": self.args.to_dict(), "model_version": self.version,
                    "user_ids": torch.from_numpy(self.user_ids.astype(np.int64)),
@@ -88,6 +90,8 @@ class TrainedModel:
         torch.save(payload, os.path.join(out_dir, "model.pt"))
         for side, ids in (("user", self.user_ids), ("item", self.item_ids)):
             write_factor_table(factor_table(ids, *self.factors(side)), out_dir, side)
+            if self.module.has_rank_head:
+                write_factor_table(factor_table(ids, *self.rank_factors(side)), out_dir, side, prefix="rank_")
 
     # -- what the model is ------------------------------------------------------
     @property
@@ -104,6 +108,34 @@ class TrainedModel:
     def head(self) -> CFModule:
         """The module without its tables: combines factor rows that come from elsewhere (picklable, small)."""
         return head_module(self.args, self.module.head_state())
+
+    @property
+    def objective(self) -> str:
+        """The training objective (``rating`` for models saved before objectives existed)."""
+        return self.extra.get("objective") or "rating"
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """Whether :meth:`predict` gives ratings (``rating``, ``hybrid``) or only ranking scores."""
+        return self.objective in ("rating", "hybrid")
+
+    @property
+    def list_score(self) -> str:
+        """What the score of a top-N list means: ``predicted_rating`` (a rating model's lists) or
+        ``ranking_score`` (ordered by the ranking objective; not on the rating scale)."""
+        return "predicted_rating" if self.objective == "rating" else "ranking_score"
+
+    def rank_factors(self, side: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(features, biases or None) that rank ``side``: the ranking head's tables when there is one."""
+        with torch.no_grad():
+            n = self.args.n_users if side == "user" else self.args.n_items
+            features, bias = self.module.rank_rows(side, torch.arange(n))
+        return features.float().numpy(), None if bias is None else bias.float().numpy()
+
+    def list_head(self) -> CFModule:
+        """The head that turns the list tables into scores: the model's own, or for a ranking head
+        the plain dot product (its ranking score has no output transform)."""
+        return dot_head() if self.module.has_rank_head else self.head()
 
     # -- using it ----------------------------------------------------------------
     @torch.no_grad()
@@ -127,12 +159,12 @@ class TrainedModel:
         rated); ``candidate`` (bool per item) limits the items. The same block
         scorer as the score stage, in this process.
         """
-        weight, bias = self.factors("item")
+        weight, bias = self.rank_factors("item")
         table = ItemTable(self.item_ids, weight, np.zeros(len(weight), np.float32) if bias is None else bias,
                           np.ones(len(weight), bool) if candidate is None else candidate)
         order = np.nonzero(table.candidate)[0]
-        scorer = BlockScorer(table, order, np.zeros(len(weight), np.float32), n, self.head(), block_size=256)
-        uw, ub = self.factors("user")
+        scorer = BlockScorer(table, order, np.zeros(len(weight), np.float32), n, self.list_head(), block_size=256)
+        uw, ub = self.rank_factors("user")
         users = np.asarray(users, np.int64)
         exclude = exclude or {}
         frame = pd.DataFrame({"user_id": self.user_ids[users].astype(np.int32), "features": list(uw[users]),

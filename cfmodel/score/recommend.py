@@ -36,13 +36,24 @@ OUTPUT_SCHEMA = T.StructType([
 
 @dataclass
 class ScoreInputs:
-    """A trained model, its factor tables and the prepare output it was trained on."""
+    """A trained model, its factor tables and the prepare output it was trained on.
+
+    ``list_user_factors``/``list_item_factors`` are what top-N lists are made
+    from: the ranking head's tables for a model that has one, else the same
+    frames as ``user_factors``/``item_factors`` (which predict ratings).
+    """
 
     model: TrainedModel
     user_factors: DataFrame
     item_factors: DataFrame
     users: DataFrame
     items: DataFrame
+    list_user_factors: Optional[DataFrame] = None
+    list_item_factors: Optional[DataFrame] = None
+
+    def __post_init__(self) -> None:
+        if self.list_user_factors is None:
+            self.list_user_factors, self.list_item_factors = self.user_factors, self.item_factors
 
 
 def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> ScoreInputs:
@@ -64,16 +75,20 @@ def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> Scor
         raise InputError(f"model {cfg.model} was trained on another prepare output than {cfg.data} "
                          f"(input sha256 {trained['data']['input_sha256'][:12]} vs "
                          f"{prepared['input']['sha256'][:12]}); their indices do not match")
-    return ScoreInputs(TrainedModel.read(storage, cfg.model), spark.read.parquet(f"{cfg.model}/user_factors"),
+    model = TrainedModel.read(storage, cfg.model)
+    lists = "rank_" if model.module.has_rank_head else ""
+    return ScoreInputs(model, spark.read.parquet(f"{cfg.model}/user_factors"),
                        spark.read.parquet(f"{cfg.model}/item_factors"), spark.read.parquet(f"{cfg.data}/users"),
-                       spark.read.parquet(f"{cfg.data}/items"))
+                       spark.read.parquet(f"{cfg.data}/items"), spark.read.parquet(f"{cfg.model}/{lists}user_factors"),
+                       spark.read.parquet(f"{cfg.model}/{lists}item_factors"))
 
 
 def build_scorer(inputs: ScoreInputs, cfg: ScoreConfig) -> BlockScorer:
-    """The broadcastable scorer: item table (size-checked), fallback ranking, the model's head."""
-    args, head = inputs.model.args, inputs.model.head()
-    table = item_table(inputs.item_factors, inputs.items, cfg, (args.n_items, args.n_factors))
-    mean_user_bias = inputs.user_factors.agg(F.avg("bias")).first()[0] or 0.0
+    """The broadcastable scorer: item table (size-checked), fallback ranking, the model's list head."""
+    args, head = inputs.model.args, inputs.model.list_head()
+    table = item_table(inputs.list_item_factors, inputs.items, cfg,
+                       (args.n_items, args.n_factors + (args.rank_factors or 0)))
+    mean_user_bias = inputs.list_user_factors.agg(F.avg("bias")).first()[0] or 0.0
     fallback_idx, fallback_score = fallback_ranking(table, inputs.items, cfg.fallback, mean_user_bias, head)
     return BlockScorer(table, fallback_idx, fallback_score, cfg.top_n, head, cfg.block_size, cfg.torch_threads)
 

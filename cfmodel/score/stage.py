@@ -34,6 +34,9 @@ from cfmodel.storage import Storage, atomic_output
 from cfmodel.titles import read_titles
 
 LOG = logging.getLogger(__name__)
+# What the score column holds, written into the outputs' schema (Parquet keeps it) and report.json.
+SCORE_MEANING = {"predicted_rating": "predicted rating, on the training data's rating scale",
+                 "ranking_score": "ranking score of a ranking objective: orders a user's list, not a rating"}
 
 
 def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, Any], Optional[pd.DataFrame]]:
@@ -49,15 +52,19 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
         version = sc.model_version or inputs.model.version
 
         subset = read_user_list(spark, sc.users, user_col) if sc.users else None
-        frame = users_to_score(inputs.user_factors, inputs.users, seen_items(sc.data, spark, sc.exclude_valid),
-                               subset)
-        long = recommend(frame, scorer, spark, sc.partitions).withColumn("model_version", F.lit(version)).persist()
+        frame = users_to_score(inputs.list_user_factors, inputs.users,
+                               seen_items(sc.data, spark, sc.exclude_valid), subset)
+        long = (recommend(frame, scorer, spark, sc.partitions)
+                .withColumn("score", F.col("score").alias("score", metadata={"comment": SCORE_MEANING[
+                    inputs.model.list_score]}))
+                .withColumn("model_version", F.lit(version)).persist())
         for name, (fmt, out) in output_frames(long, sc.formats, sc.output_files, user_col, item_col).items():
             out.write.format(fmt).option("header", True).save(f"{tmp}/{name}")
         stats = long.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
                          F.countDistinct(F.when(F.col("fallback"), F.col("user_id"))).alias("fallback")).first()
         report = {"stage": "score", "output": storage.qualify(sc.output), "model_version": version,
-                  "model": inputs.model.args.name, "users_scored": stats["users"],
+                  "model": inputs.model.args.name, "objective": inputs.model.objective,
+                  "score": inputs.model.list_score, "users_scored": stats["users"],
                   "fallback_users": stats["fallback"], "rows_written": stats["rows"], "top_n": sc.top_n,
                   "items": len(scorer.items.ids), "candidate_items": int(scorer.items.candidate.sum()),
                   "seconds": round(time.time() - started, 2)}

@@ -59,7 +59,7 @@ def lr_find(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devic
         users, items, ratings = users.to(device), items.to(device), ratings.to(device)
         loss = torch.nn.functional.mse_loss(model(users, items).float(), ratings)
         if cfg.wd_mode == "l2":
-            loss = loss + l2_penalty(model, users, items, cfg.wd, cfg.bias_wd)
+            loss = loss + l2_penalty(model, users, items, cfg.weight_decay, cfg.bias_wd)
         value = float(loss)
         if not math.isfinite(value):
             break

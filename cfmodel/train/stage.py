@@ -36,7 +36,9 @@ from cfmodel.errors import OutputExistsError
 from cfmodel.model import ModelArgs, TrainedModel
 from cfmodel.model.factors import read_id_map
 from cfmodel.storage import LocalStorage, atomic_output
-from cfmodel.train.loaders import make_loaders, read_prepared_meta
+from cfmodel.train.loaders import make_loaders, read_prepared_meta, to_url
+from cfmodel.train.negatives import NegativeSampler, RatedPairs
+from cfmodel.train.objectives import make_objective
 from cfmodel.train.lr_find import lr_find, plot_lr_find
 from cfmodel.train.trainer import Trainer, resolve_device
 
@@ -49,9 +51,21 @@ def checkpoint_dir(out: str) -> str:
 
 
 def model_args(cfg: TrainConfig, n_users: int, n_items: int) -> ModelArgs:
-    """The ``train`` section's architecture for data of this size."""
+    """The ``train`` section's architecture for data of this size (a ranking head for ``hybrid``)."""
     return ModelArgs(cfg.model, n_users, n_items, cfg.n_factors, list(cfg.y_range), list(cfg.hidden),
-                     list(cfg.dropouts), cfg.emb_dropout)
+                     list(cfg.dropouts), cfg.emb_dropout,
+                     rank_factors=cfg.rank_factors if cfg.objective == "hybrid" else None)
+
+
+def objective_for(cfg: TrainConfig, data: str, n_items: int):
+    """The ``train`` section's objective; the ranking ones read the training split's pairs once (for
+    the negatives: which items each user rated, and how often each item was rated)."""
+    sampler = None
+    if cfg.objective != "rating":
+        rated = RatedPairs.from_parquet(to_url(f"{data.rstrip('/')}/train"), n_items)
+        sampler = NegativeSampler(rated, cfg.sampling_method, cfg.exclude_rated, cfg.seed)
+    return make_objective(cfg.objective, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
+                          cfg.ranking_weight, cfg.hybrid_ranking)
 
 
 def _setup(cfg: TrainConfig):
@@ -90,9 +104,10 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, An
     item_ids = read_id_map(f"{cfg.data.rstrip('/')}/items", "item_id", "item_idx")
     data_fingerprint = {"prepared": cfg.data, "input_sha256": meta["input"]["sha256"]}
     _resume_point(out, ckpt, resume)
+    objective = objective_for(cfg, cfg.data, meta["n_items"])
     trainer = Trainer(model, train, valid, cfg, ckpt, device,
                       extra={"user_ids": torch.from_numpy(user_ids), "item_ids": torch.from_numpy(item_ids),
-                             "data": data_fingerprint})
+                             "data": data_fingerprint}, objective=objective)
     fit_started = time.time()
     history = trainer.fit(resume=resume)
     resumed_after = trainer.resumed_after
@@ -100,12 +115,15 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, An
 
     best = torch.load(os.path.join(ckpt, "best.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
-    best_epoch = min(history, key=lambda m: m.valid_mse)
+    rates = objective.predicts_ratings
+    best_epoch = min(history, key=lambda m: m.valid_mse) if rates else history[-1]
     trained = TrainedModel(model.args, model.cpu().eval(), user_ids, item_ids,
-                           {"valid_mse": best_epoch.valid_mse, "data": data_fingerprint})
-    result = {"stage": "train", "model": cfg.model, "device": str(device), "loader": kind,
-              "best_epoch": best_epoch.epoch, "valid_mse": round(best_epoch.valid_mse, 5),
-              "valid_rmse": round(best_epoch.valid_rmse, 5), "epochs": len(history),
+                           {"valid_mse": best_epoch.valid_mse if rates else None, "data": data_fingerprint,
+                            "objective": cfg.objective})
+    result = {"stage": "train", "model": cfg.model, "objective": cfg.objective, "device": str(device),
+              "loader": kind, "best_epoch": best_epoch.epoch, "valid_loss": round(best_epoch.valid_loss, 5),
+              "valid_mse": round(best_epoch.valid_mse, 5) if rates else None,
+              "valid_rmse": round(best_epoch.valid_rmse, 5) if rates else None, "epochs": len(history),
               "resumed_after_epoch": resumed_after, "model_version": trained.version,
               "ratings_per_s": round(sum(m.ratings_per_s for m in history) / len(history)),
               "fit_seconds": round(fit_seconds, 2), "seconds": round(time.time() - started, 2)}
@@ -124,7 +142,7 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, An
 def _write_meta(out: str, cfg: TrainConfig, meta: dict, result: dict, trained: TrainedModel, history) -> None:
     meta_out = {**result, "n_users": meta["n_users"], "n_items": meta["n_items"], "data": trained.extra["data"],
                 "prepared_meta": {k: meta[k] for k in ("counts", "split", "rating", "input")},
-                "model_args": trained.args.to_dict(), "history": [vars(m) for m in history],
+                "model_args": trained.args.to_dict(), "history": [m.to_json() for m in history],
                 "config": vars(cfg), "versions": {"cfmodel": cfmodel.__version__, "torch": torch.__version__,
                                                   "python": platform.python_version()}}
     with open(os.path.join(out, "meta.json"), "w", encoding="utf-8") as fh:

@@ -1,0 +1,148 @@
+"""Training objectives: what the trainer minimises for a batch of (user, item, rating) rows.
+
+- ``rating``: mean squared error of the predicted rating (the lesson's method).
+- ``bpr``: each observed pair against ``negatives`` sampled items the user did
+  not rate, ``-log σ(s_pos - s_neg)`` (Rendle et al. 2009).
+- ``softmax``: the observed item against ``softmax_samples`` items drawn for
+  the whole batch, with the log-q correction for the sampling distribution
+  and the row's own item masked among the drawn ones (0: every item, a full
+  softmax).
+- ``hybrid``: MSE plus ``ranking_weight`` × a ranking term (``softmax`` or
+  ``bpr``) computed on the model's ranking head, so one model predicts ratings
+  and ranks.
+
+Ranking terms score the model's ranking rows (``rank_rows``: the ranking
+head's when it has one) with its own ``raw_pairs``/``raw_block`` (before the
+output transform), leaving out the user bias, which shifts all of a user's
+scores alike and cancels in both terms; they use only the rows rated at or
+above ``positive_threshold`` (all rows when it is None). A batch's positive
+and negative items are looked up in one call, so each table gets one gradient
+pass. Every objective returns ``(loss, mse or None)``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from cfmodel.model.nets import CFModule
+from cfmodel.train.negatives import NegativeSampler
+
+Loss = Tuple[torch.Tensor, Optional[torch.Tensor]]
+
+
+class Rating:
+    """Mean squared error of predicted ratings."""
+
+    predicts_ratings = True
+
+    def loss(self, model: CFModule, users, items, ratings) -> Loss:
+        mse = F.mse_loss(model(users, items).float(), ratings)
+        return mse, mse
+
+    def reseed(self, seed: int) -> None:
+        """Nothing random here."""
+
+
+class Bpr:
+    """Bayesian personalised ranking against sampled unrated items."""
+
+    predicts_ratings = False
+
+    def __init__(self, sampler: NegativeSampler, negatives: int, threshold: Optional[float]) -> None:
+        self.sampler, self.negatives, self.threshold = sampler, negatives, threshold
+
+    def reseed(self, seed: int) -> None:
+        self.sampler.reseed(seed)
+
+    def loss(self, model: CFModule, users, items, ratings) -> Loss:
+        users, items = _positives(users, items, ratings, self.threshold)
+        if not len(users):
+            return _zero(model), None
+        neg, valid = self.sampler.for_users(users, self.negatives)
+        u, (i, ib), (n, nb) = _item_rows(model, users, items, neg.reshape(-1))
+        pos = model.raw_pairs(u, i, None, ib).float()
+        neg_scores = model.raw_pairs(u.repeat_interleave(self.negatives, dim=0), n, None, nb).float()
+        gap = pos[:, None] - neg_scores.view(-1, self.negatives)
+        return -F.logsigmoid(gap)[valid].mean(), None
+
+
+class Softmax:
+    """Sampled softmax with the log-q correction (or a full softmax with ``samples`` 0)."""
+
+    predicts_ratings = False
+
+    def __init__(self, sampler: NegativeSampler, samples: int, threshold: Optional[float]) -> None:
+        self.sampler, self.samples, self.threshold = sampler, samples, threshold
+
+    def reseed(self, seed: int) -> None:
+        self.sampler.reseed(seed)
+
+    def loss(self, model: CFModule, users, items, ratings) -> Loss:
+        users, items = _positives(users, items, ratings, self.threshold)
+        if not len(users):
+            return _zero(model), None
+        if not self.samples:
+            every = torch.arange(self.sampler.rated.n_items, device=users.device)
+            return F.cross_entropy(model.rank_logits_block(users, every).float(), items), None
+        cand = self.sampler.draw(self.samples).to(users.device)
+        log_q = self.sampler.log_q.to(users.device)
+        u, (i, ib), (c, cb) = _item_rows(model, users, items, cand)
+        # log-q correction: each item's logit less the log of its sampling probability.
+        pos = model.raw_pairs(u, i, None, _minus(ib, log_q[items])).float()
+        others = model.raw_block(u, c, None, _minus(cb, log_q[cand])).float()
+        # The row's own item among the drawn ones would count as its own negative.
+        others = others.masked_fill(cand[None, :] == items[:, None], float("-inf"))
+        return (torch.logaddexp(pos, torch.logsumexp(others, dim=1)) - pos).mean(), None
+
+
+class Hybrid:
+    """MSE on ratings plus ``weight`` × a ranking term."""
+
+    predicts_ratings = True
+
+    def __init__(self, ranking, weight: float) -> None:
+        self.ranking, self.weight = ranking, weight
+
+    def reseed(self, seed: int) -> None:
+        self.ranking.reseed(seed)
+
+    def loss(self, model: CFModule, users, items, ratings) -> Loss:
+        mse, _ = Rating().loss(model, users, items, ratings)
+        rank, _ = self.ranking.loss(model, users, items, ratings)
+        return mse + self.weight * rank, mse
+
+
+def _positives(users, items, ratings, threshold: Optional[float]):
+    if threshold is None:
+        return users, items
+    keep = ratings >= threshold
+    return users[keep], items[keep]
+
+
+def _item_rows(model: CFModule, users, items, negatives):
+    """(user ranking rows, (item rows, bias), (negative rows, bias)): the items in one lookup."""
+    u, _ = model.rank_rows("user", users)
+    rows, bias = model.rank_rows("item", torch.cat([items, negatives]))
+    n = len(items)
+    return u, (rows[:n], None if bias is None else bias[:n]), (rows[n:], None if bias is None else bias[n:])
+
+
+def _minus(bias: Optional[torch.Tensor], log_q: torch.Tensor) -> torch.Tensor:
+    return -log_q if bias is None else bias - log_q
+
+
+def _zero(model: CFModule) -> torch.Tensor:
+    # A batch without positives still needs a loss connected to the graph (zero gradient).
+    return sum(p.sum() for p in model.parameters()) * 0.0
+
+
+def make_objective(name: str, sampler: Optional[NegativeSampler], negatives: int, samples: int,
+                   threshold: Optional[float], weight: float, hybrid_ranking: str):
+    """The objective called ``name`` (``rating``, ``bpr``, ``softmax``, ``hybrid``)."""
+    if name == "rating":
+        return Rating()
+    ranking = (Bpr(sampler, negatives, threshold) if (name == "bpr" or (name == "hybrid" and hybrid_ranking == "bpr"))
+               else Softmax(sampler, samples, threshold))
+    return Hybrid(ranking, weight) if name == "hybrid" else ranking
