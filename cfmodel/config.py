@@ -253,7 +253,8 @@ class ScoreConfig:
         _require(self.partitions >= 0, "score.partitions must be >= 0 (0: Spark's default parallelism)")
 
 
-BASELINES = ("global_mean", "biases", "popular", "als")
+BASELINES = ("global_mean", "biases", "popular", "als", "implicit_als", "ease")
+DEFAULT_BASELINES = ("global_mean", "biases", "popular", "als")
 
 
 @dataclass
@@ -265,11 +266,16 @@ class EvaluateConfig:
     output: str = "data/report"
     k: int = 10
     relevance_threshold: Optional[float] = 4.0
-    baselines: List[str] = field(default_factory=lambda: list(BASELINES))
+    baselines: List[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))
     bias_reg: float = 5.0
     als_rank: int = 10
     als_reg: float = 0.1
     als_max_iter: int = 10
+    implicit_als_ranks: List[int] = field(default_factory=lambda: [32, 64])
+    implicit_als_regs: List[float] = field(default_factory=lambda: [0.01, 0.1])
+    implicit_als_alphas: List[float] = field(default_factory=lambda: [1.0, 10.0, 40.0])
+    ease_lambda: float = 300.0
+    ease_max_items: int = 20_000
     titles: Optional[str] = None
     top_movies: int = 500
     similar_to: List[int] = field(default_factory=list)
@@ -284,6 +290,10 @@ class EvaluateConfig:
         _require(not bad, f"evaluate.baselines must be from {BASELINES}, got {bad}")
         _require(self.bias_reg >= 0 and self.als_reg >= 0, "evaluate.bias_reg and evaluate.als_reg must be >= 0")
         _require(self.als_rank >= 1 and self.als_max_iter >= 1, "evaluate.als_rank and als_max_iter must be >= 1")
+        _require(bool(self.implicit_als_ranks and self.implicit_als_regs and self.implicit_als_alphas),
+                 "evaluate.implicit_als_ranks, implicit_als_regs and implicit_als_alphas must not be empty")
+        _require(self.ease_lambda > 0 and self.ease_max_items >= 1,
+                 "evaluate.ease_lambda must be > 0 and evaluate.ease_max_items >= 1")
         _require(self.top_movies >= 3 and self.table_size >= 1 and self.sample_rows >= 1,
                  "evaluate.top_movies must be >= 3, evaluate.table_size and sample_rows >= 1")
         _require(self.max_valid_rmse is None or self.max_valid_rmse > 0, "evaluate.max_valid_rmse must be > 0")

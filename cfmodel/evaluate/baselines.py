@@ -7,6 +7,11 @@
   ``b_item`` the user has not rated.
 - ``popular``: top-N by number of training ratings (no rating prediction).
 - ``als``: Spark MLlib ALS fitted on the training split.
+- ``implicit_als``: Spark MLlib ALS with ``implicitPrefs`` (ratings as
+  confidence ``1 + alpha × r``), the best of a small rank × regParam × alpha
+  grid by NDCG on the evaluated split (which flatters it, a conservative choice
+  for a comparison against it).
+- ``ease``: EASE (:mod:`cfmodel.evaluate.ease`), when the item count allows.
 
 Each returns rating predictions for the held-out pairs and/or factor tables in
 the layout :mod:`cfmodel.evaluate.predict` and :mod:`cfmodel.model.topn` use, so every
@@ -72,6 +77,13 @@ def fit_als(train: DataFrame, rank: int, reg: float, max_iter: int, seed: int):
     """Spark MLlib ALS on ``user_idx, item_idx, rating``; NaN for pairs it has no factors for."""
     als = ALS(rank=rank, regParam=reg, maxIter=max_iter, seed=seed, userCol="user_idx", itemCol="item_idx",
               ratingCol="rating", coldStartStrategy="nan", nonnegative=False)
+    return als.fit(train)
+
+
+def fit_implicit_als(train: DataFrame, rank: int, reg: float, alpha: float, max_iter: int, seed: int):
+    """Spark MLlib ALS with implicit feedback on ``user_idx, item_idx, rating`` (ratings as confidence)."""
+    als = ALS(rank=rank, regParam=reg, alpha=alpha, implicitPrefs=True, maxIter=max_iter, seed=seed,
+              userCol="user_idx", itemCol="item_idx", ratingCol="rating", coldStartStrategy="nan", nonnegative=False)
     return als.fit(train)
 
 

@@ -20,7 +20,8 @@ from pyspark.sql import functions as F
 
 from cfmodel.config import EvaluateConfig, ScoreConfig
 from cfmodel.errors import InputError
-from cfmodel.evaluate.baselines import als_factors, fit_als, fit_biases, global_mean
+from cfmodel.evaluate.baselines import als_factors, fit_als, fit_biases, fit_implicit_als, global_mean
+from cfmodel.evaluate.ease import ease_lists
 from cfmodel.evaluate.metrics import catalogue_coverage, ranking_metrics, rating_metrics, relevant_items
 from cfmodel.evaluate.predict import predict_pairs
 from cfmodel.model import CFModule, dot_head
@@ -29,7 +30,7 @@ from cfmodel.score.recommend import ScoreInputs, collect_seen, fallback_ranking,
 
 LOG = logging.getLogger(__name__)
 COLUMNS = ("rmse", "mae", "precision", "recall", "ndcg", "map", "coverage")
-BASELINE_ORDER = ("global_mean", "biases", "popular", "als")
+BASELINE_ORDER = ("global_mean", "biases", "popular", "als", "implicit_als", "ease")
 
 
 @dataclass
@@ -128,18 +129,21 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
 
     label = trained.args.name if trained.objective == "rating" else f"{trained.args.name}, {trained.objective}"
     methods = [(f"model ({label})", model)]
-    methods += _baselines(spark, split, _idx(inputs.item_factors), pairs, eval_users, cfg, rating_range)
+    judge = lambda recs: _ranking_row(recs, relevant, cfg.k, n_items)  # noqa: E731
+    methods += _baselines(spark, split, _idx(inputs.item_factors), pairs, eval_users, cfg, rating_range, judge)
     for method, make in methods:
         started = time.time()
-        predictions, recs = make()
-        row: Dict[str, object] = {"method": method}
+        predictions, recs, *named = make()
+        if recs is None and predictions is None:
+            continue  # skipped, with the reason logged
+        row: Dict[str, object] = {"method": named[0] if named else method}
         if predictions is not None:
             row.update({k: v for k, v in rating_metrics(predictions).items() if k in ("rmse", "mae")})
         if recs is not None:
             row.update(_ranking_row(recs, relevant, cfg.k, n_items))
             result["users"] = row.pop("users")
         row["seconds"] = round(time.time() - started, 2)
-        LOG.info("evaluated %s: %s", method, row)
+        LOG.info("evaluated %s: %s", row["method"], row)
         result["table"].append({c: row.get(c) for c in ("method",) + COLUMNS + ("seconds",)})
     relevant.unpersist()
     if trained.predicts_ratings and result["table"][0]["rmse"] is None:
@@ -148,8 +152,9 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
 
 
 def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pairs: DataFrame,
-               eval_users: DataFrame, cfg: EvaluateConfig, rating_range: tuple) -> List[tuple]:
-    """``(method, make)`` for each configured baseline; ``make()`` returns (predictions or None, lists or None)."""
+               eval_users: DataFrame, cfg: EvaluateConfig, rating_range: tuple, judge) -> List[tuple]:
+    """``(method, make)`` for each configured baseline; ``make()`` returns (predictions or None, lists or None
+    [, the method's name when it depends on the fit]); both None: skipped. ``judge(lists)`` scores lists."""
     low, high = rating_range
     mean = global_mean(split.train)
 
@@ -172,10 +177,35 @@ def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pai
         users_f, items_f = als_factors(model)
         return preds, top_k(spark, split, users_f, items_f, dot_head(), eval_users, cfg.k)
 
+    def implicit_als():
+        return _best_implicit_als(spark, split, eval_users, cfg, judge)
+
+    def ease():
+        return None, ease_lists(spark, split.train, eval_users, split.users, split.items, cfg.k, cfg.ease_lambda,
+                                cfg.ease_max_items), f"EASE (lambda {cfg.ease_lambda:g})"
+
     every = {"global_mean": ("global mean", lambda: (pairs.withColumn("prediction", F.lit(mean)), None)),
              "biases": ("user + movie biases", biases), "popular": ("most popular", popular),
-             "als": (f"ALS (rank {cfg.als_rank}, reg {cfg.als_reg})", als)}
+             "als": (f"ALS (rank {cfg.als_rank}, reg {cfg.als_reg})", als),
+             "implicit_als": ("implicit ALS", implicit_als), "ease": ("EASE", ease)}
     return [every[name] for name in BASELINE_ORDER if name in cfg.baselines]
+
+
+def _best_implicit_als(spark: SparkSession, split: HeldOut, eval_users: DataFrame, cfg: EvaluateConfig, judge):
+    """(None, lists, name) of the implicit-ALS grid point with the best NDCG; every point is logged."""
+    best = None
+    train = split.train.select("user_idx", "item_idx", "rating").cache()
+    for rank in cfg.implicit_als_ranks:
+        for reg in cfg.implicit_als_regs:
+            for alpha in cfg.implicit_als_alphas:
+                users_f, items_f = als_factors(fit_implicit_als(train, rank, reg, alpha, cfg.als_max_iter, cfg.seed))
+                recs = top_k(spark, split, users_f, items_f, dot_head(), eval_users, cfg.k)
+                ndcg = judge(recs)["ndcg"]
+                LOG.info("implicit ALS rank %d, reg %g, alpha %g: NDCG@%d %.4f", rank, reg, alpha, cfg.k, ndcg)
+                if best is None or ndcg > best[0]:
+                    best = (ndcg, recs, f"implicit ALS (rank {rank}, reg {reg:g}, alpha {alpha:g})")
+    train.unpersist()
+    return None, best[1], best[2]
 
 
 def _idx(factors: DataFrame) -> DataFrame:

@@ -45,13 +45,13 @@ class Rating:
         """Nothing random here."""
 
 
-class Bpr:
-    """Bayesian personalised ranking against sampled unrated items."""
+class _Ranking:
+    """A ranking term: the positives of a batch (by ``threshold``) against ``size`` sampled items."""
 
     predicts_ratings = False
 
-    def __init__(self, sampler: NegativeSampler, negatives: int, threshold: Optional[float]) -> None:
-        self.sampler, self.negatives, self.threshold = sampler, negatives, threshold
+    def __init__(self, sampler: NegativeSampler, size: int, threshold: Optional[float]) -> None:
+        self.sampler, self.size, self.threshold = sampler, size, threshold
 
     def reseed(self, seed: int) -> None:
         self.sampler.reseed(seed)
@@ -60,33 +60,32 @@ class Bpr:
         users, items = _positives(users, items, ratings, self.threshold)
         if not len(users):
             return _zero(model), None
-        neg, valid = self.sampler.for_users(users, self.negatives)
+        return self.term(model, users, items), None
+
+    def term(self, model: CFModule, users, items) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Bpr(_Ranking):
+    """Bayesian personalised ranking against ``size`` sampled unrated items per positive."""
+
+    def term(self, model, users, items):
+        neg, valid = self.sampler.for_users(users, self.size)
         u, (i, ib), (n, nb) = _item_rows(model, users, items, neg.reshape(-1))
         pos = model.raw_pairs(u, i, None, ib).float()
-        neg_scores = model.raw_pairs(u.repeat_interleave(self.negatives, dim=0), n, None, nb).float()
-        gap = pos[:, None] - neg_scores.view(-1, self.negatives)
-        return -F.logsigmoid(gap)[valid].mean(), None
+        neg_scores = model.raw_pairs(u.repeat_interleave(self.size, dim=0), n, None, nb).float()
+        gap = pos[:, None] - neg_scores.view(-1, self.size)
+        return -F.logsigmoid(gap)[valid].mean()
 
 
-class Softmax:
-    """Sampled softmax with the log-q correction (or a full softmax with ``samples`` 0)."""
+class Softmax(_Ranking):
+    """Sampled softmax over ``size`` items drawn per batch, log-q corrected (``size`` 0: a full softmax)."""
 
-    predicts_ratings = False
-
-    def __init__(self, sampler: NegativeSampler, samples: int, threshold: Optional[float]) -> None:
-        self.sampler, self.samples, self.threshold = sampler, samples, threshold
-
-    def reseed(self, seed: int) -> None:
-        self.sampler.reseed(seed)
-
-    def loss(self, model: CFModule, users, items, ratings) -> Loss:
-        users, items = _positives(users, items, ratings, self.threshold)
-        if not len(users):
-            return _zero(model), None
-        if not self.samples:
+    def term(self, model, users, items):
+        if not self.size:
             every = torch.arange(self.sampler.rated.n_items, device=users.device)
-            return F.cross_entropy(model.rank_logits_block(users, every).float(), items), None
-        cand = self.sampler.draw(self.samples).to(users.device)
+            return F.cross_entropy(model.rank_logits_block(users, every).float(), items)
+        cand = self.sampler.draw(self.size).to(users.device)
         log_q = self.sampler.log_q.to(users.device)
         u, (i, ib), (c, cb) = _item_rows(model, users, items, cand)
         # log-q correction: each item's logit less the log of its sampling probability.
@@ -94,7 +93,7 @@ class Softmax:
         others = model.raw_block(u, c, None, _minus(cb, log_q[cand])).float()
         # The row's own item among the drawn ones would count as its own negative.
         others = others.masked_fill(cand[None, :] == items[:, None], float("-inf"))
-        return (torch.logaddexp(pos, torch.logsumexp(others, dim=1)) - pos).mean(), None
+        return (torch.logaddexp(pos, torch.logsumexp(others, dim=1)) - pos).mean()
 
 
 class Hybrid:
