@@ -15,7 +15,7 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate clean
+.PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate bench-ranking clean
 
 install: $(STAMP)
 
@@ -61,6 +61,9 @@ bench-score: $(STAMP)
 
 bench-evaluate: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_evaluate.py
+
+bench-ranking: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python bench/bench_ranking.py
 
 clean:
 	rm -rf data runs dist bench/out .pytest_cache build *.egg-info

@@ -22,15 +22,23 @@ from cfmodel.score.recommend import OUTPUT_SCHEMA
 LOG = logging.getLogger(__name__)
 # Above this many items the solve runs in float32 (memory); below it in float64 (accuracy).
 FLOAT64_MAX_ITEMS = 10_000
+USER_BLOCK = 4096
 
 
 def ease_weights(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, lam: float) -> torch.Tensor:
     """The item × item weights ``B`` from training pairs (indices)."""
     dtype = torch.float64 if n_items <= FLOAT64_MAX_ITEMS else torch.float32
-    x = torch.sparse_coo_tensor(np.vstack([users, items]), np.ones(len(users)), (n_users, n_items),
-                                dtype=dtype).coalesce()
-    x = torch.sparse_coo_tensor(x.indices(), torch.ones_like(x.values()), x.shape)  # duplicates count once
-    gram = torch.sparse.mm(x.t(), x).to_dense()
+    order = np.argsort(users, kind="stable")
+    users, items = torch.as_tensor(users[order], dtype=torch.long), torch.as_tensor(items[order], dtype=torch.long)
+    gram = torch.zeros(n_items, n_items, dtype=dtype)
+    # XᵀX block by block of users, so memory stays the gram matrix plus one block.
+    bounds = torch.searchsorted(users, torch.arange(0, n_users + USER_BLOCK, USER_BLOCK))
+    for b, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+        if lo == hi:
+            continue
+        x = torch.zeros(USER_BLOCK, n_items, dtype=dtype)
+        x[users[lo:hi] - b * USER_BLOCK, items[lo:hi]] = 1.0  # 0/1: a repeated pair counts once
+        gram += x.T @ x
     gram.diagonal().add_(lam)
     p = torch.linalg.inv(gram)
     b = -p / p.diagonal()[None, :]

@@ -1,0 +1,108 @@
+"""Ranking benchmark: every objective beside the ranking baselines, under both protocols, in one run.
+
+    .venv/bin/python bench/bench_ranking.py                 # needs ../shared/data/ml-latest-small-2016
+    .venv/bin/python bench/bench_ranking.py --protocols random
+
+Protocols (k = 10, lists exclude each user's training items):
+
+- ``random``: the lesson's split (``prepare.split: random``, 20% of rows,
+  seed 42), relevant = held-out rating >= 4, the evaluate stage's default.
+- ``per_user``: each user's ratings split 75/25 (``prepare.split: per_user``,
+  stratified per user), every held-out rating relevant
+  (``evaluate.relevance_threshold: null``): the protocol of the Microsoft
+  Recommenders MovieLens benchmark (there on ML-100K, so comparable in kind,
+  not in value).
+
+For each protocol the models of ``train.objective`` rating, bpr, softmax and
+hybrid are trained with the defaults (``conf/local.yaml``'s train section,
+objective changed only) and evaluated beside most popular, explicit ALS
+(rank 10), implicit ALS (its grid, best by NDCG) and EASE (lambda 300). It
+prints NDCG@10, P@10, R@10, MAP@10, coverage and RMSE where defined, each
+method's NDCG over most popular's, fit seconds, and each objective's training
+speed (ratings/s per epoch) over the rating objective's, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cfmodel import prepare, train  # noqa: E402
+from cfmodel.config import load_config  # noqa: E402
+from cfmodel.evaluate.compare import evaluate_all, load_split  # noqa: E402
+from cfmodel.score.recommend import load_inputs  # noqa: E402
+from cfmodel.session import spark_session  # noqa: E402
+from cfmodel.storage import Storage  # noqa: E402
+
+MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016"
+OBJECTIVES = ("rating", "bpr", "softmax", "hybrid")
+PROTOCOLS = {"random": ["prepare.split=random", "prepare.valid_fraction=0.2", "evaluate.relevance_threshold=4.0"],
+             "per_user": ["prepare.split=per_user", "prepare.valid_fraction=0.25",
+                          "evaluate.relevance_threshold=null"]}
+BASELINES = "evaluate.baselines=[popular, als, implicit_als, ease]"
+
+
+def run_protocol(spark, name: str, out: Path) -> list:
+    """Rows of the table for one protocol."""
+    sets = [f"prepare.input={MOVIELENS / 'ratings.csv'}", f"prepare.output={out}/prepared", "spark.log_level=ERROR",
+            f"train.data={out}/prepared", "train.progress=false", "train.loader=memory", *PROTOCOLS[name]]
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets)
+    prepare.run(spark, cfg, overwrite=True)
+    split = load_split(spark, cfg.prepare.output)
+    rows, speed = [], {}
+    for objective in OBJECTIVES:
+        cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets + [
+            f"train.objective={objective}", f"train.output={out}/{objective}", f"evaluate.model={out}/{objective}",
+            f"evaluate.data={out}/prepared", BASELINES if objective == "rating" else "evaluate.baselines=[]"])
+        trained = train.run(cfg.train, overwrite=True)
+        speed[objective] = trained["ratings_per_s"]
+        started = time.time()
+        table = evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg.evaluate), cfg.evaluate,
+                             (cfg.prepare.rating_min, cfg.prepare.rating_max))["table"]
+        for i, row in enumerate(table):
+            fit = trained["fit_seconds"] if i == 0 else row["seconds"]
+            rows.append({**row, "protocol": name, "fit_s": fit,
+                         "speed": speed[objective] / speed["rating"] if i == 0 else None})
+        print(f"[{name}] {objective}: trained in {trained['fit_seconds']} s, evaluated in "
+              f"{time.time() - started:.0f} s", flush=True)
+    split.release()
+    return rows
+
+
+def print_table(rows: list) -> None:
+    popular = {r["protocol"]: r["ndcg"] for r in rows if r["method"] == "most popular"}
+    cols = f"{'protocol':<9} {'method':<44} {'NDCG':>6} {'xpop':>5} {'P@10':>6} {'R@10':>6} {'MAP':>6} " \
+           f"{'cover':>6} {'RMSE':>6} {'fit s':>6} {'speed':>6}"
+    print("\n" + cols + "\n" + "-" * len(cols))
+    for r in rows:
+        def f(key, fmt="6.4f"):
+            return format(r[key], fmt) if r.get(key) is not None else f"{'—':>6}"
+        print(f"{r['protocol']:<9} {r['method']:<44} {f('ndcg')} {r['ndcg'] / popular[r['protocol']]:>5.2f} "
+              f"{f('precision')} {f('recall')} {f('map')} {f('coverage')} {f('rmse')} {f('fit_s', '6.1f')} "
+              f"{f('speed', '6.2f')}")
+    print("\nxpop: NDCG@10 over most popular's. speed: the objective's training ratings/s over the rating "
+          "objective's (per epoch, same run).")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    args = parser.parse_args(argv)
+    if not (MOVIELENS / "ratings.csv").exists():
+        raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), ["spark.log_level=ERROR"])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, spark_session(cfg.spark) as spark:
+        for name in args.protocols:
+            rows += run_protocol(spark, name, Path(tmp) / name)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
