@@ -56,7 +56,8 @@ def test_spark_submit_end_to_end(demo_csv, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     file_digest = hashlib.sha256(Path(demo_csv).read_bytes()).hexdigest()
     assert meta["input"]["sha256"] == hashlib.sha256(f"ratings.csv:{file_digest}\n".encode()).hexdigest()
-    assert meta["n_users"] == 150 and meta["split"] == {"valid_fraction": 0.2, "seed": 42, "cold_start": "train"}
+    assert meta["n_users"] == 150 and meta["split"] == {"method": "random", "valid_fraction": 0.2, "seed": 42,
+                                                         "cold_start": "train"}
     assert "resolved config" in first.stdout + first.stderr
     train = _table(out / "train")
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from cfmodel.config import TrainConfig
 from cfmodel.errors import InputError
+from cfmodel.train.objectives import Rating
 from cfmodel.train.trainer import l2_penalty, make_optimizer
 
 
@@ -43,8 +44,10 @@ class LRFinding:
 
 
 def lr_find(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.device, start: float = 1e-6,
-            end: float = 1.0, steps: int = 200, beta: float = 0.98) -> LRFinding:
-    """Sweep learning rates over ``steps`` batches; ``model`` is left as it was."""
+            end: float = 1.0, steps: int = 200, beta: float = 0.98, objective: Any = None) -> LRFinding:
+    """Sweep learning rates over ``steps`` batches of the objective's loss (MSE by default); ``model`` is
+    left as it was."""
+    objective = objective or Rating()
     saved = copy.deepcopy(model.state_dict())
     opt = make_optimizer(model, cfg)
     model.train()
@@ -57,10 +60,10 @@ def lr_find(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devic
         for group in opt.param_groups:
             group["lr"] = lr
         users, items, ratings = users.to(device), items.to(device), ratings.to(device)
-        loss = torch.nn.functional.mse_loss(model(users, items).float(), ratings)
+        loss, _ = objective.loss(model, users, items, ratings)
         if cfg.wd_mode == "l2":
             loss = loss + l2_penalty(model, users, items, cfg.weight_decay, cfg.bias_wd)
-        value = float(loss)
+        value = float(loss.detach())
         if not math.isfinite(value):
             break
         avg = beta * avg + (1 - beta) * value

@@ -153,8 +153,9 @@ def find_lr(cfg: TrainConfig) -> float:
     """The learning-rate finder: writes ``lr_find.png`` and ``lr_find.json`` under the output; returns the suggestion."""
     out = cfg.output
     os.makedirs(out, exist_ok=True)
-    _, train, _, _, device, model = _setup(cfg)
-    finding = lr_find(model, train, cfg, device, cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps)
+    meta, train, _, _, device, model = _setup(cfg)
+    finding = lr_find(model, train, cfg, device, cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps,
+                      objective=objective_for(cfg, cfg.data, meta["n_items"]))
     plot_lr_find(finding, os.path.join(out, "lr_find.png"))
     with open(os.path.join(out, "lr_find.json"), "w", encoding="utf-8") as fh:
         json.dump({"lrs": finding.lrs, "losses": finding.losses, "suggestion": finding.suggestion}, fh)
