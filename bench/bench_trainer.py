@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_trainer.py                                   # ML-20M shape, this machine's device
     .venv/bin/python bench/bench_trainer.py --ratings 1000000 --batch-sizes 1024
     python3 bench/bench_trainer.py --device cuda --batch-sizes 1024 16384 131072 --amp
+    .venv/bin/python bench/bench_trainer.py --ratings 1000000 --users 7000 --items 3000 --objectives rating bpr softmax hybrid
 
 No Spark and no files: planted ratings (user and item factors, Zipf item
 popularity, noise) are drawn as tensors, held by the in-memory loader, and
@@ -12,7 +13,9 @@ runs. For each batch size it prints the epoch's ratings/s as the trainer
 reports it (the training loop only, validation excluded), the time the loader
 alone takes to deliver the epoch's batches to the device, and the peak device
 memory. ``--resident`` also runs each batch size with the split already in
-device memory, so the difference is the host loader's cost.
+device memory, so the difference is the host loader's cost. ``--objectives``
+trains each ``train.objective`` in turn (the ranking ones sample negatives as
+the train stage does) and prints its speed over the rating objective's.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cfmodel.config import TrainConfig  # noqa: E402
 from cfmodel.model import ModelArgs  # noqa: E402
 from cfmodel.train.loaders import InMemoryLoader  # noqa: E402
+from cfmodel.train.negatives import NegativeSampler, RatedPairs  # noqa: E402
+from cfmodel.train.objectives import make_objective  # noqa: E402
 from cfmodel.train.trainer import Trainer, resolve_device  # noqa: E402
 
 
@@ -55,10 +60,15 @@ def loader_seconds(loader: InMemoryLoader, device: torch.device) -> float:
 
 
 def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, resident: bool, n_users: int,
-              n_items: int) -> dict:
+              n_items: int, objective: str = "rating") -> dict:
     """Train one epoch; returns what was measured."""
     cfg = TrainConfig(batch_size=batch_size, epochs=1, schedule="constant", device=device.type, amp=amp,
-                      progress=False, lr=0.01, wd=1.5)
+                      progress=False, lr=0.01, objective=objective)
+    sampler = None if objective == "rating" else NegativeSampler(RatedPairs(data[0], data[1], n_items),
+                                                                 cfg.sampling_method, cfg.exclude_rated)
+    obj = make_objective(objective, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
+                         cfg.ranking_weight, cfg.hybrid_ranking)
+    args = ModelArgs("dot_bias", n_users, n_items, 50, rank_factors=cfg.rank_factors if objective == "hybrid" else None)
     train = InMemoryLoader(*data, batch_size=batch_size, shuffle=True, seed=1)
     valid_loader = InMemoryLoader(*valid, batch_size=1 << 18, shuffle=False)
     if resident:
@@ -67,19 +77,20 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
                                                                                  loader.ratings))
     feed = loader_seconds(train, device)
     torch.manual_seed(0)
-    model = ModelArgs("dot_bias", n_users, n_items, 50).build()
+    model = args.build()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model, train, valid_loader, cfg, out, device)
+        trainer = Trainer(model, train, valid_loader, cfg, out, device, objective=obj)
         (metrics,) = trainer.fit()
         # The CUDA path end to end: the checkpoint reloads onto the device with the same weights.
-        again = Trainer(ModelArgs("dot_bias", n_users, n_items, 50).build(), train, valid_loader, cfg, out, device)
+        again = Trainer(args.build(), train, valid_loader, cfg, out, device, objective=obj)
         again.load(os.path.join(out, "last.pt"))
         same = all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
                                                      trainer.model.state_dict().values()))
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
-    return {"batch": batch_size, "amp": amp, "resident": resident, "ratings_per_s": metrics.ratings_per_s,
+    return {"objective": objective, "batch": batch_size, "amp": amp, "resident": resident,
+            "ratings_per_s": metrics.ratings_per_s,
             "epoch_s": metrics.seconds, "loader_s": feed, "valid_mse": metrics.valid_mse, "peak_mib": peak,
             "reloaded": same}
 
@@ -93,6 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="also run each batch size with bf16 autocast (CUDA)")
     parser.add_argument("--resident", action="store_true", help="also run with the split in device memory")
+    parser.add_argument("--objectives", nargs="+", default=["rating"],
+                        choices=["rating", "bpr", "softmax", "hybrid"])
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     started = time.perf_counter()
@@ -102,15 +115,20 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.ratings:,} ratings, {args.users:,} users x {args.items:,} items, dot_bias 50 factors, "
           f"torch {torch.__version__} on {name}; data drawn in {time.perf_counter() - started:.1f} s", flush=True)
-    print(f"{'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} {'epoch s':>8} {'loader s':>9} "
-          f"{'valid MSE':>9} {'peak MiB':>9} reloaded", flush=True)
+    print(f"{'objective':>9} {'x rating':>8} {'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} "
+          f"{'epoch s':>8} {'loader s':>9} {'valid MSE':>9} {'peak MiB':>9} reloaded", flush=True)
+    rating_speed = {}
     for batch in args.batch_sizes:
         for amp in ([False, True] if args.amp and device.type == "cuda" else [False]):
             for resident in ([False, True] if args.resident and device.type == "cuda" else [False]):
-                r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items)
-                print(f"{r['batch']:>7} {str(r['amp']):>5} {str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} "
-                      f"{r['epoch_s']:>8.2f} {r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} "
-                      f"{r['reloaded']}", flush=True)
+                for objective in args.objectives:
+                    r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items, objective)
+                    key = (batch, amp, resident)
+                    rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
+                    ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
+                    print(f"{objective:>9} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} {str(r['resident']):>8} "
+                          f"{r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} {r['loader_s']:>9.2f} "
+                          f"{r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} {r['reloaded']}", flush=True)
     return 0
 
 

@@ -141,15 +141,19 @@ class CFModule(nn.Module):
         return [self.u_rank.weight, self.i_rank.weight] if self.has_rank_head else []
 
     # -- ranking: what the lists are made from ------------------------------------
-    def rank_rows(self, side: str, idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def rank_rows(self, side: str, idx: torch.Tensor,
+                  factors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(features, bias or None) that rank ``side``'s rows: the ranking head's when the model has one
-        (the rating factors then the ranking factors; the item ranking bias), else :meth:`rows`."""
+        (the rating factors then the ranking factors; the item ranking bias), else :meth:`rows`.
+        ``factors``: the rating factor rows of ``idx`` when the caller has gathered them already (a
+        second lookup of a large table costs a second gradient pass over all of it)."""
         if not self.has_rank_head:
-            return self.rows(side, idx)
+            rows, bias = self.rows(side, idx)
+            return (rows if factors is None else factors), bias
         weight, _ = self.tables(side)
         extra = self.u_rank if side == "user" else self.i_rank
         bias = None if side == "user" else self.r_bias(idx).squeeze(1)
-        return torch.cat([weight(idx), extra(idx)], dim=1), bias
+        return torch.cat([weight(idx) if factors is None else factors, extra(idx)], dim=1), bias
 
     def rank_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Ranking scores (before any output transform) of (user, item) index pairs."""

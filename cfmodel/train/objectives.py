@@ -56,22 +56,26 @@ class _Ranking:
     def reseed(self, seed: int) -> None:
         self.sampler.reseed(seed)
 
-    def loss(self, model: CFModule, users, items, ratings) -> Loss:
-        users, items = _positives(users, items, ratings, self.threshold)
+    def loss(self, model: CFModule, users, items, ratings, shared: Optional[tuple] = None) -> Loss:
+        """``shared``: the batch's (user, item) rating factor rows, already gathered (the hybrid's)."""
+        keep = None if self.threshold is None else ratings >= self.threshold
+        if keep is not None:
+            users, items = users[keep], items[keep]
+            shared = None if shared is None else (shared[0][keep], shared[1][keep])
         if not len(users):
             return _zero(model), None
-        return self.term(model, users, items), None
+        return self.term(model, users, items, shared), None
 
-    def term(self, model: CFModule, users, items) -> torch.Tensor:
+    def term(self, model: CFModule, users, items, shared: Optional[tuple]) -> torch.Tensor:
         raise NotImplementedError
 
 
 class Bpr(_Ranking):
     """Bayesian personalised ranking against ``size`` sampled unrated items per positive."""
 
-    def term(self, model, users, items):
+    def term(self, model, users, items, shared):
         neg, valid = self.sampler.for_users(users, self.size)
-        u, (i, ib), (n, nb) = _item_rows(model, users, items, neg.reshape(-1))
+        u, (i, ib), (n, nb) = _item_rows(model, users, items, neg.reshape(-1), shared)
         pos = model.raw_pairs(u, i, None, ib).float()
         neg_scores = model.raw_pairs(u.repeat_interleave(self.size, dim=0), n, None, nb).float()
         gap = pos[:, None] - neg_scores.view(-1, self.size)
@@ -81,13 +85,13 @@ class Bpr(_Ranking):
 class Softmax(_Ranking):
     """Sampled softmax over ``size`` items drawn per batch, log-q corrected (``size`` 0: a full softmax)."""
 
-    def term(self, model, users, items):
+    def term(self, model, users, items, shared):
         if not self.size:
             every = torch.arange(self.sampler.rated.n_items, device=users.device)
             return F.cross_entropy(model.rank_logits_block(users, every).float(), items)
         cand = self.sampler.draw(self.size).to(users.device)
         log_q = self.sampler.log_q.to(users.device)
-        u, (i, ib), (c, cb) = _item_rows(model, users, items, cand)
+        u, (i, ib), (c, cb) = _item_rows(model, users, items, cand, shared)
         # log-q correction: each item's logit less the log of its sampling probability.
         pos = model.raw_pairs(u, i, None, _minus(ib, log_q[items])).float()
         others = model.raw_block(u, c, None, _minus(cb, log_q[cand])).float()
@@ -108,20 +112,19 @@ class Hybrid:
         self.ranking.reseed(seed)
 
     def loss(self, model: CFModule, users, items, ratings) -> Loss:
-        mse, _ = Rating().loss(model, users, items, ratings)
-        rank, _ = self.ranking.loss(model, users, items, ratings)
+        # The rating rows are gathered once and shared with the ranking term.
+        (u, ub), (i, ib) = model.rows("user", users), model.rows("item", items)
+        mse = F.mse_loss(model.score_pairs(u, i, ub, ib).float(), ratings)
+        rank, _ = self.ranking.loss(model, users, items, ratings, shared=(u, i))
         return mse + self.weight * rank, mse
 
 
-def _positives(users, items, ratings, threshold: Optional[float]):
-    if threshold is None:
-        return users, items
-    keep = ratings >= threshold
-    return users[keep], items[keep]
-
-
-def _item_rows(model: CFModule, users, items, negatives):
-    """(user ranking rows, (item rows, bias), (negative rows, bias)): the items in one lookup."""
+def _item_rows(model: CFModule, users, items, negatives, shared: Optional[tuple] = None):
+    """(user ranking rows, (item rows, bias), (negative rows, bias)): the items in one lookup, or, with
+    ``shared`` rating rows of the users and items, only the negatives looked up anew."""
+    if shared is not None:
+        u, _ = model.rank_rows("user", users, factors=shared[0])
+        return u, model.rank_rows("item", items, factors=shared[1]), model.rank_rows("item", negatives)
     u, _ = model.rank_rows("user", users)
     rows, bias = model.rank_rows("item", torch.cat([items, negatives]))
     n = len(items)
