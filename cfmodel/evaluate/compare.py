@@ -140,7 +140,8 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
         if predictions is not None:
             row.update({k: v for k, v in rating_metrics(predictions).items() if k in ("rmse", "mae")})
         if recs is not None:
-            row.update(_ranking_row(recs, relevant, cfg.k, n_items))
+            # A baseline that had to judge its lists to choose them hands over the judged metrics.
+            row.update(recs if isinstance(recs, dict) else judge(recs))
             result["users"] = row.pop("users")
         row["seconds"] = round(time.time() - started, 2)
         LOG.info("evaluated %s: %s", row["method"], row)
@@ -153,8 +154,9 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
 
 def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pairs: DataFrame,
                eval_users: DataFrame, cfg: EvaluateConfig, rating_range: tuple, judge) -> List[tuple]:
-    """``(method, make)`` for each configured baseline; ``make()`` returns (predictions or None, lists or None
-    [, the method's name when it depends on the fit]); both None: skipped. ``judge(lists)`` scores lists."""
+    """``(method, make)`` for each configured baseline; ``make()`` returns (predictions or None, lists or their
+    metrics from ``judge`` or None [, the method's name when it depends on the fit]); both None: skipped.
+    ``judge(lists)`` scores lists."""
     low, high = rating_range
     mean = global_mean(split.train)
 
@@ -192,7 +194,7 @@ def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pai
 
 
 def _best_implicit_als(spark: SparkSession, split: HeldOut, eval_users: DataFrame, cfg: EvaluateConfig, judge):
-    """(None, lists, name) of the implicit-ALS grid point with the best NDCG; every point is logged."""
+    """(None, metrics, name) of the implicit-ALS grid point with the best NDCG; every point is logged."""
     best = None
     train = split.train.select("user_idx", "item_idx", "rating").cache()
     for rank in cfg.implicit_als_ranks:
@@ -200,12 +202,13 @@ def _best_implicit_als(spark: SparkSession, split: HeldOut, eval_users: DataFram
             for alpha in cfg.implicit_als_alphas:
                 users_f, items_f = als_factors(fit_implicit_als(train, rank, reg, alpha, cfg.als_max_iter, cfg.seed))
                 recs = top_k(spark, split, users_f, items_f, dot_head(), eval_users, cfg.k)
-                ndcg = judge(recs)["ndcg"]
-                LOG.info("implicit ALS rank %d, reg %g, alpha %g: NDCG@%d %.4f", rank, reg, alpha, cfg.k, ndcg)
-                if best is None or ndcg > best[0]:
-                    best = (ndcg, recs, f"implicit ALS (rank {rank}, reg {reg:g}, alpha {alpha:g})")
+                metrics = judge(recs)
+                LOG.info("implicit ALS rank %d, reg %g, alpha %g: NDCG@%d %.4f", rank, reg, alpha, cfg.k,
+                         metrics["ndcg"])
+                if best is None or metrics["ndcg"] > best[0]["ndcg"]:
+                    best = (metrics, f"implicit ALS (rank {rank}, reg {reg:g}, alpha {alpha:g})")
     train.unpersist()
-    return None, best[1], best[2]
+    return None, best[0], best[1]
 
 
 def _idx(factors: DataFrame) -> DataFrame:

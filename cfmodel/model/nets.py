@@ -113,6 +113,7 @@ class CFModule(nn.Module):
     @property
     def has_rank_head(self) -> bool:
         return self.args.rank_factors is not None
+
     def tables(self, side: str) -> Tuple[nn.Embedding, Optional[nn.Embedding]]:
         """(factor table, bias table or None) of ``side`` (``user`` or ``item``)."""
         prefix = {"user": "u", "item": "i"}[side]
@@ -154,11 +155,6 @@ class CFModule(nn.Module):
         extra = self.u_rank if side == "user" else self.i_rank
         bias = None if side == "user" else self.r_bias(idx).squeeze(1)
         return torch.cat([weight(idx) if factors is None else factors, extra(idx)], dim=1), bias
-
-    def rank_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Ranking scores (before any output transform) of (user, item) index pairs."""
-        (u, ub), (i, ib) = self.rank_rows("user", users), self.rank_rows("item", items)
-        return self.raw_pairs(u, i, ub, ib)
 
     def rank_logits_block(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Ranking scores of every user index against every item index: ``(len(users), len(items))``."""

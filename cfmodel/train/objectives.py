@@ -145,6 +145,6 @@ def make_objective(name: str, sampler: Optional[NegativeSampler], negatives: int
     """The objective called ``name`` (``rating``, ``bpr``, ``softmax``, ``hybrid``)."""
     if name == "rating":
         return Rating()
-    ranking = (Bpr(sampler, negatives, threshold) if (name == "bpr" or (name == "hybrid" and hybrid_ranking == "bpr"))
-               else Softmax(sampler, samples, threshold))
+    term = hybrid_ranking if name == "hybrid" else name
+    ranking = Bpr(sampler, negatives, threshold) if term == "bpr" else Softmax(sampler, samples, threshold)
     return Hybrid(ranking, weight) if name == "hybrid" else ranking

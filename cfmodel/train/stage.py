@@ -116,7 +116,8 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, An
     best = torch.load(os.path.join(ckpt, "best.pt"), map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
     rates = objective.predicts_ratings
-    best_epoch = min(history, key=lambda m: m.valid_mse) if rates else history[-1]
+    # The epoch best.pt holds, as the trainer chose it: one rule, in Trainer._criterion.
+    best_epoch = next(m for m in history if m.epoch == best["epoch"])
     trained = TrainedModel(model.args, model.cpu().eval(), user_ids, item_ids,
                            {"valid_mse": best_epoch.valid_mse if rates else None, "data": data_fingerprint,
                             "objective": cfg.objective})

@@ -41,7 +41,8 @@ class TrainingDivergedError(CfError):
 @dataclass
 class EpochMetrics:
     """What one epoch measured. The MSE columns are NaN for objectives that do not predict ratings;
-    ``valid_loss`` (the objective's loss on the validation split) picks the best epoch."""
+    ``valid_loss`` is the objective's loss on the validation split (:meth:`Trainer._criterion` picks
+    the best epoch)."""
 
     epoch: int
     train_mse: float
