@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_trainer.py --ratings 1000000 --batch-sizes 1024
     python3 bench/bench_trainer.py --device cuda --batch-sizes 1024 16384 131072 --amp
     .venv/bin/python bench/bench_trainer.py --ratings 1000000 --users 7000 --items 3000 --objectives rating bpr softmax hybrid
+    .venv/bin/python bench/bench_trainer.py --ratings 2000000 --batch-sizes 1024 --row-updates sparse dense
 
 No Spark and no files: planted ratings (user and item factors, Zipf item
 popularity, noise) are drawn as tensors, held by the in-memory loader, and
@@ -16,6 +17,8 @@ memory. ``--resident`` also runs each batch size with the split already in
 device memory, so the difference is the host loader's cost. ``--objectives``
 trains each ``train.objective`` in turn (the ranking ones sample negatives as
 the train stage does) and prints its speed over the rating objective's.
+``--row-updates sparse dense`` compares the optimisers (``train.row_updates``:
+SparseAdamW on the rows a batch touches, or AdamW over whole tables).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from cfmodel.model import ModelArgs  # noqa: E402
 from cfmodel.train.loaders import InMemoryLoader  # noqa: E402
 from cfmodel.train.negatives import NegativeSampler, RatedPairs  # noqa: E402
 from cfmodel.train.objectives import make_objective  # noqa: E402
+from cfmodel.train.sparse_adamw import SparseAdamW  # noqa: E402
 from cfmodel.train.trainer import Trainer, resolve_device  # noqa: E402
 
 
@@ -60,10 +64,11 @@ def loader_seconds(loader: InMemoryLoader, device: torch.device) -> float:
 
 
 def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, resident: bool, n_users: int,
-              n_items: int, objective: str = "rating") -> dict:
+              n_items: int, objective: str = "rating", row_updates: str = "auto") -> dict:
     """Train one epoch; returns what was measured."""
     cfg = TrainConfig(batch_size=batch_size, epochs=1, schedule="constant", device=device.type, amp=amp,
-                      progress=False, lr=0.01, objective=objective)
+                      progress=False, lr=0.01, objective=objective,
+                      row_updates=row_updates)
     sampler = None if objective == "rating" else NegativeSampler(RatedPairs(data[0], data[1], n_items),
                                                                  cfg.sampling_method, cfg.exclude_rated)
     obj = make_objective(objective, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
@@ -89,7 +94,8 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
         same = all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
                                                      trainer.model.state_dict().values()))
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
-    return {"objective": objective, "batch": batch_size, "amp": amp, "resident": resident,
+    return {"objective": objective, "updates": "sparse" if isinstance(trainer.opt, SparseAdamW) else "dense",
+            "batch": batch_size, "amp": amp, "resident": resident,
             "ratings_per_s": metrics.ratings_per_s,
             "epoch_s": metrics.seconds, "loader_s": feed, "valid_mse": metrics.valid_mse, "peak_mib": peak,
             "reloaded": same}
@@ -106,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resident", action="store_true", help="also run with the split in device memory")
     parser.add_argument("--objectives", nargs="+", default=["rating"],
                         choices=["rating", "bpr", "softmax", "hybrid"])
+    parser.add_argument("--row-updates", nargs="+", default=["auto"], choices=["auto", "sparse", "dense"],
+                        help="train.row_updates to compare (sparse: SparseAdamW on the batch's rows)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     started = time.perf_counter()
@@ -115,20 +123,23 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.ratings:,} ratings, {args.users:,} users x {args.items:,} items, dot_bias 50 factors, "
           f"torch {torch.__version__} on {name}; data drawn in {time.perf_counter() - started:.1f} s", flush=True)
-    print(f"{'objective':>9} {'x rating':>8} {'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} "
+    print(f"{'objective':>9} {'updates':>7} {'x rating':>8} {'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} "
           f"{'epoch s':>8} {'loader s':>9} {'valid MSE':>9} {'peak MiB':>9} reloaded", flush=True)
     rating_speed = {}
     for batch in args.batch_sizes:
         for amp in ([False, True] if args.amp and device.type == "cuda" else [False]):
             for resident in ([False, True] if args.resident and device.type == "cuda" else [False]):
-                for objective in args.objectives:
-                    r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items, objective)
-                    key = (batch, amp, resident)
-                    rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
-                    ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
-                    print(f"{objective:>9} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} {str(r['resident']):>8} "
-                          f"{r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} {r['loader_s']:>9.2f} "
-                          f"{r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} {r['reloaded']}", flush=True)
+                for updates in args.row_updates:
+                    for objective in args.objectives:
+                        r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items, objective,
+                                      updates)
+                        key = (batch, amp, resident, updates)
+                        rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
+                        ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
+                        print(f"{objective:>9} {r['updates']:>7} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} "
+                              f"{str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} "
+                              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} {r['reloaded']}",
+                              flush=True)
     return 0
 
 

@@ -107,6 +107,7 @@ TRAIN_MODELS = ("dot", "dot_bias", "embedding_net")
 SCHEDULES = ("sgdr", "one_cycle", "constant")
 LOADERS = ("auto", "petastorm", "memory")
 WD_MODES = ("adamw", "l2")
+ROW_UPDATES = ("auto", "sparse", "dense")
 OBJECTIVES = ("rating", "bpr", "softmax", "hybrid")
 SAMPLINGS = ("uniform", "popularity")
 HYBRID_RANKINGS = ("softmax", "bpr")
@@ -130,6 +131,7 @@ class TrainConfig:
     wd: Optional[float] = None
     bias_wd: float = 0.0
     wd_mode: str = "adamw"
+    row_updates: str = "auto"
     schedule: str = "one_cycle"
     epochs: int = 8
     n_cycles: int = 3
@@ -176,6 +178,8 @@ class TrainConfig:
                  "train.objective=hybrid needs a bilinear model (dot or dot_bias) for its ranking head")
         _require(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _require(self.loader in LOADERS, f"train.loader must be one of {LOADERS}, got {self.loader!r}")
+        _require(self.row_updates in ROW_UPDATES,
+                 f"train.row_updates must be one of {ROW_UPDATES}, got {self.row_updates!r}")
         _require(self.wd_mode in WD_MODES, f"train.wd_mode must be one of {WD_MODES}, got {self.wd_mode!r}")
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                  f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")

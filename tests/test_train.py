@@ -42,6 +42,7 @@ def _biases_mse(prepared_dir, reg=5.0):
 
 @pytest.mark.parametrize("name, overrides, ratio", [
     ("dot_bias", {}, 0.5),
+    ("dot_bias", {"row_updates": "sparse"}, 0.5),  # SparseAdamW: lazy rows, owed decay settled each epoch
     # A concatenation MLP must learn the planted dot product from scratch: more epochs and a looser bound,
     # but far under what biases alone reach (measured 0.39; 10 epochs at wd 0.01 stayed at 0.82, which is
     # a network that learned almost no user × item interaction).
@@ -78,9 +79,13 @@ class _CrashingLoader:
         return self.inner.epoch(n)
 
 
-def test_resume_equals_uninterrupted(prepared_dir, tmp_path):
-    cfg = TrainConfig(**{**CFG.__dict__, "model": "embedding_net", "hidden": [16], "dropouts": [0.2],
-                         "schedule": "sgdr", "n_cycles": 2, "cycle_len": 1, "cycle_mult": 2})
+@pytest.mark.parametrize("overrides", [
+    {"model": "embedding_net", "hidden": [16], "dropouts": [0.2]},
+    {"model": "dot_bias", "row_updates": "sparse"},  # the decay ledger and lazy moments survive a restart
+])
+def test_resume_equals_uninterrupted(prepared_dir, tmp_path, overrides):
+    cfg = TrainConfig(**{**CFG.__dict__, **overrides, "schedule": "sgdr", "n_cycles": 2, "cycle_len": 1,
+                         "cycle_mult": 2})
     model, train, valid, _ = _setup(prepared_dir, cfg)
     full = Trainer(model, train, valid, cfg, str(tmp_path / "full"))
     full.fit()
@@ -111,6 +116,19 @@ def test_checkpoint_round_trip(prepared_dir, tmp_path):
     assert b.epoch == 1 and b.step == a.step and b.best_valid == a.best_valid
     assert validation_mse(b.model, valid, b.device) == validation_mse(a.model, valid, a.device)
     assert b.opt.state_dict()["state"][0]["exp_avg"].equal(a.opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_row_updates_auto_goes_sparse_only_for_tables_large_against_the_batch():
+    from cfmodel.model import ModelArgs
+    from cfmodel.train.sparse_adamw import SparseAdamW
+    from cfmodel.train.trainer import make_optimizer
+
+    small, large = ModelArgs("dot_bias", 700, 9000, 8).build(), ModelArgs("dot_bias", 138_000, 27_000, 8).build()
+    cfg = TrainConfig(batch_size=1024)
+    assert not isinstance(make_optimizer(small, cfg), SparseAdamW)
+    assert isinstance(make_optimizer(large, cfg), SparseAdamW) and large.u_weight.sparse and large.i_bias.sparse
+    assert isinstance(make_optimizer(small, TrainConfig(row_updates="sparse")), SparseAdamW)
+    assert not isinstance(make_optimizer(large, TrainConfig(row_updates="dense")), SparseAdamW)
 
 
 def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):

@@ -91,9 +91,11 @@ class NegativeSampler:
             grid = users_cpu[:, None].expand_as(items)
             hit = self.rated.contains(grid, items)
             for _ in range(REDRAWS):
-                if not bool(hit.any()):
+                where = hit.nonzero(as_tuple=True)
+                if not len(where[0]):
                     break
-                items[hit] = self.draw(int(hit.sum()))
-                hit = self.rated.contains(grid, items)
+                # Only the draws that hit are redrawn and checked again.
+                items[where] = self.draw(len(where[0]))
+                hit[where] = self.rated.contains(grid[where], items[where])
             valid = ~hit
         return items.to(users.device), valid.to(users.device)

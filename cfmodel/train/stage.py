@@ -37,6 +37,7 @@ from cfmodel.model import ModelArgs, TrainedModel
 from cfmodel.model.factors import read_id_map
 from cfmodel.storage import LocalStorage, atomic_output
 from cfmodel.train.loaders import make_loaders, read_prepared_meta, to_url
+from cfmodel.train.sparse_adamw import SparseAdamW
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
 from cfmodel.train.lr_find import lr_find, plot_lr_find
@@ -122,7 +123,8 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, An
                            {"valid_mse": best_epoch.valid_mse if rates else None, "data": data_fingerprint,
                             "objective": cfg.objective})
     result = {"stage": "train", "model": cfg.model, "objective": cfg.objective, "device": str(device),
-              "loader": kind, "best_epoch": best_epoch.epoch, "valid_loss": round(best_epoch.valid_loss, 5),
+              "loader": kind, "row_updates": "sparse" if isinstance(trainer.opt, SparseAdamW) else "dense",
+              "best_epoch": best_epoch.epoch, "valid_loss": round(best_epoch.valid_loss, 5),
               "valid_mse": round(best_epoch.valid_mse, 5) if rates else None,
               "valid_rmse": round(best_epoch.valid_rmse, 5) if rates else None, "epochs": len(history),
               "resumed_after_epoch": resumed_after, "model_version": trained.version,

@@ -1,0 +1,112 @@
+"""SparseAdamW: dense AdamW's update on touched rows, the exact decay on untouched ones, resumable."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cfmodel.train.sparse_adamw import SparseAdamW
+
+
+def _tables(seed=0, rows=6, dim=3):
+    torch.manual_seed(seed)
+    dense = nn.Embedding(rows, dim)
+    sparse = nn.Embedding(rows, dim, sparse=True)
+    sparse.weight.data.copy_(dense.weight.data)
+    return dense, sparse
+
+
+def _step(table, opt, idx, target):
+    opt.zero_grad()
+    ((table(idx) - target) ** 2).sum().backward()
+    opt.step()
+
+
+def test_rows_touched_every_step_follow_torch_adamw_under_a_schedule():
+    dense, sparse = _tables()
+    ref = torch.optim.AdamW(dense.parameters(), lr=0.05, weight_decay=0.3)
+    ours = SparseAdamW(sparse.parameters(), lr=0.05, weight_decay=0.3)
+    scheds = [torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=20) for o in (ref, ours)]
+    idx = torch.tensor([0, 1, 2, 3, 4, 5, 2])  # every row, one twice
+    target = torch.randn(len(idx), 3)
+    for _ in range(20):
+        _step(dense, ref, idx, target)
+        _step(sparse, ours, idx, target)
+        for s in scheds:
+            s.step()
+    assert sparse.weight.grad.is_sparse
+    assert torch.allclose(sparse.weight, dense.weight, atol=1e-6)
+
+
+def test_untouched_rows_owe_the_exact_decay_of_every_skipped_step():
+    _, sparse = _tables()
+    before = sparse.weight.detach().clone()
+    opt = SparseAdamW(sparse.parameters(), lr=0.1, weight_decay=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + step))
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        _step(sparse, opt, torch.tensor([0, 1]), torch.zeros(2, 3))
+        sched.step()
+    # Rows 2..5 were never touched: unchanged until settled, then shrunk by every step's factor.
+    assert torch.equal(sparse.weight[2:], before[2:])
+    opt.settle()
+    factor = math.prod(1 - lr * 0.5 for lr in lrs)
+    assert torch.allclose(sparse.weight[2:], before[2:] * factor, rtol=1e-6)
+    opt.settle()  # nothing more owed
+    assert torch.allclose(sparse.weight[2:], before[2:] * factor, rtol=1e-6)
+
+
+def test_a_row_touched_late_pays_its_owed_decay_before_its_update():
+    dense, sparse = _tables()
+    ours = SparseAdamW(sparse.parameters(), lr=0.05, weight_decay=0.4)
+    for _ in range(3):
+        _step(sparse, ours, torch.tensor([0]), torch.zeros(1, 3))
+    row = sparse.weight[5].detach().clone()
+    _step(sparse, ours, torch.tensor([5]), torch.zeros(1, 3))
+    # Four steps of decay, then the row's first moments, bias-corrected by the optimiser's step count (4).
+    expected = row * (1 - 0.05 * 0.4) ** 4
+    size = 0.05 * (0.1 / (1 - 0.9 ** 4)) / math.sqrt(0.001 / (1 - 0.999 ** 4))
+    expected = expected - size * torch.sign(expected)
+    assert torch.allclose(sparse.weight[5], expected, atol=1e-5)
+
+
+def test_state_dict_round_trip_continues_identically():
+    _, a = _tables(1)
+    _, b = _tables(1)
+    opt_a = SparseAdamW(a.parameters(), lr=0.05, weight_decay=0.2)
+    idx = [torch.tensor([0, 1]), torch.tensor([2]), torch.tensor([1, 5])]
+    for i in idx:
+        _step(a, opt_a, i, torch.ones(len(i), 3))
+    b.weight.data.copy_(a.weight.data)
+    opt_b = SparseAdamW(b.parameters(), lr=0.05, weight_decay=0.2)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as torch.save would
+    assert opt_b.state[b.weight]["settled"].dtype == torch.float64
+    for i in idx:
+        _step(a, opt_a, i, torch.ones(len(i), 3))
+        _step(b, opt_b, i, torch.ones(len(i), 3))
+    opt_a.settle(), opt_b.settle()
+    assert torch.equal(a.weight, b.weight)
+
+
+def test_dense_gradients_and_coupled_l2_follow_torch_adam():
+    torch.manual_seed(0)
+    layer, twin = nn.Linear(4, 2), nn.Linear(4, 2)
+    twin.load_state_dict(layer.state_dict())
+    ref = torch.optim.Adam(layer.parameters(), lr=0.01, weight_decay=0.1)
+    ours = SparseAdamW(twin.parameters(), lr=0.01, weight_decay=0.1, l2=True)
+    x = torch.randn(8, 4)
+    for _ in range(5):
+        for net, opt in ((layer, ref), (twin, ours)):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+    assert torch.allclose(twin.weight, layer.weight, atol=1e-6)
+
+
+def test_a_decay_that_would_flip_signs_is_refused():
+    _, sparse = _tables()
+    opt = SparseAdamW(sparse.parameters(), lr=1.0, weight_decay=1.5)
+    with pytest.raises(ValueError, match="flip"):
+        _step(sparse, opt, torch.tensor([0]), torch.zeros(1, 3))
