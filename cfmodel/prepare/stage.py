@@ -29,7 +29,7 @@ from cfmodel.config import Config
 from cfmodel.prepare.source import read_ratings
 from cfmodel.prepare.transforms import build_meta, column_spec, prepare_ratings, write_prepared
 from cfmodel.session import spark_session
-from cfmodel.storage import Storage, atomic_output, content_sha256
+from cfmodel.storage import Storage, atomic_output, input_fingerprint
 
 LOG = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
         counts = prepared.counts
         meta = build_meta(prepared, pc, {
             "path": storage.qualify(pc.input), "format": raw.input_format, "files": len(raw.files),
-            "sha256": content_sha256(spark, raw.files), "extra_columns": raw.extra_columns})
+            "sha256": input_fingerprint(spark, storage, pc.input, raw.files, pc.checksum),
+            "checksum": pc.checksum, "extra_columns": raw.extra_columns})
         storage.write_json(f"{tmp}/meta.json", meta)
         report = {"stage": "prepare", "output": storage.qualify(pc.output), **counts,
                   "input_sha256": meta["input"]["sha256"], "seconds": round(time.time() - started, 2)}
