@@ -83,9 +83,11 @@ class PrepareConfig:
     rows_per_file: int = 2_000_000
     row_group_mb: int = 8
     checksum: str = "content"
+    checksum_chunk_mb: int = 8
 
     def __post_init__(self) -> None:
         _require(self.checksum in CHECKSUMS, f"prepare.checksum must be one of {CHECKSUMS}, got {self.checksum!r}")
+        _require(self.checksum_chunk_mb >= 1, "prepare.checksum_chunk_mb must be >= 1")
         _require(self.input_format in INPUT_FORMATS,
                  f"prepare.input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
         _require(self.split in SPLITS, f"prepare.split must be one of {SPLITS}, got {self.split!r}")

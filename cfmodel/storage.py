@@ -13,12 +13,12 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Tuple
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from cfmodel.errors import OutputExistsError
+from cfmodel.errors import InputError, OutputExistsError
 
 LOG = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
@@ -126,7 +126,8 @@ class Storage:
 
 
 
-def input_fingerprint(spark: SparkSession, storage: Storage, path: str, files: List[str], method: str) -> str:
+def input_fingerprint(spark: SparkSession, storage: Storage, path: str, files: List[str], method: str,
+                      chunk_mb: int = 8) -> str:
     """SHA-256 fingerprint of the input files by ``prepare.checksum``: ``content`` (:func:`content_sha256`)
     or ``listing`` (names, sizes and modification times: nothing is read, for inputs too large to read
     twice)."""
@@ -136,38 +137,47 @@ def input_fingerprint(spark: SparkSession, storage: Storage, path: str, files: L
         text = "".join(f"{e['name'].rsplit('/', 1)[-1]}:{e['size']}:{e['modified']}\n"
                        for e in sorted(entries, key=lambda e: e["name"]))
         return "listing:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return content_sha256(spark, storage, files)
+    return content_sha256(spark, files, chunk_mb << 20)
 
 
-def content_sha256(spark: SparkSession, storage: Storage, paths: List[str]) -> str:
-    """SHA-256 fingerprint of the files' contents, computed by Spark SQL on the executors.
+def content_sha256(spark: SparkSession, paths: List[str], chunk_bytes: int = 8 << 20) -> str:
+    """SHA-256 fingerprint of the files' contents, hashed on the executors.
 
-    The files are read as lines, split across tasks as any text input is (a
-    large file by block, many files by file), and every line is hashed twice
-    (two seeds of xxhash64) in the JVM: no file is ever held whole, and no byte
-    crosses into Python. Each file's summary is its name, size, line count and
-    the sums of its lines' hashes (as two 32-bit halves, so the sums are exact),
-    and the fingerprint is the SHA-256 of the files' summaries sorted by name.
-
-    The sums do not depend on how Spark splits the files, nor on the order of
-    a file's lines: the prepared output does not either (rows are split and
-    indexed by hashes and ids, not by position), so reordered rows need no new
-    prepare. Any changed, added or removed line changes it (up to a 2^-64
-    chance per change), and so does a change of line endings (the size).
+    One Spark task per file reads it in ``chunk_bytes`` chunks (through
+    pyarrow's file systems, as the train stage's loaders read the prepared
+    Parquet) and hashes them with ``hashlib``: memory stays at one chunk
+    whatever the file's size, and only the file's name goes to the task and
+    its digest comes back. Each file's digest is the ``sha256sum`` of its
+    bytes; the fingerprint is the SHA-256 of the sorted ``name:digest`` lines,
+    so it does not depend on the order Spark lists the files in.
     """
     if not paths:
         return hashlib.sha256(b"").hexdigest()
-    h1, h2 = F.xxhash64("value"), F.xxhash64(F.lit("cfmodel"), "value")
-    halves = [F.sum(expr).alias(f"s{n}") for n, expr in enumerate(
-        [F.shiftright(h1, 32), h1.bitwiseAND(0xFFFFFFFF), F.shiftright(h2, 32), h2.bitwiseAND(0xFFFFFFFF)])]
-    rows = (spark.read.text(paths).select("value", F.col("_metadata.file_name").alias("name"))
-            .groupBy("name").agg(F.count("*").alias("lines"), *halves).collect())
-    sums = {r["name"]: f"{r['lines']}:{r['s0']}:{r['s1']}:{r['s2']}:{r['s3']}" for r in rows}
-    summaries = []
-    for url in paths:
-        name = url.rsplit("/", 1)[-1]
-        summaries.append(f"{name}:{storage.size(url)}:{sums.get(name, '0')}\n")
-    return hashlib.sha256("".join(sorted(summaries)).encode("utf-8")).hexdigest()
+    digests = (spark.sparkContext.parallelize(paths, len(paths))
+               .map(lambda url: file_sha256(url, chunk_bytes)).collect())
+    lines = "".join(f"{url.rsplit('/', 1)[-1]}:{digest}\n" for url, digest in sorted(digests))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def file_sha256(url: str, chunk_bytes: int) -> Tuple[str, str]:
+    """(url, hex SHA-256 of its bytes), read ``chunk_bytes`` at a time (runs in a Spark task)."""
+    from pyarrow import fs  # imported in the task, where the hashing runs
+
+    parsed = urlparse(url)
+    # pyarrow names Hadoop's s3a:// s3:// and wants file:///abs where Hadoop writes file:/abs.
+    arrow_url = {"s3a": "s3://" + url.split("://", 1)[-1]}.get(parsed.scheme, url)
+    if parsed.scheme in ("", "file"):
+        arrow_url = "file://" + os.path.abspath(parsed.path)
+    try:
+        filesystem, path = fs.FileSystem.from_uri(arrow_url)
+        digest = hashlib.sha256()
+        with filesystem.open_input_stream(path, compression=None) as stream:
+            for chunk in iter(lambda: stream.read(chunk_bytes), b""):
+                digest.update(chunk)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{url}: cannot read it to fingerprint its content ({exc}); "
+                         f"set prepare.checksum: listing to fingerprint by names, sizes and times") from exc
+    return url, digest.hexdigest()
 
 
 class LocalStorage:

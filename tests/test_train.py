@@ -121,7 +121,7 @@ def test_checkpoint_round_trip(prepared_dir, tmp_path):
 def test_row_updates_auto_goes_sparse_only_for_tables_large_against_the_batch():
     from cfmodel.model import ModelArgs
     from cfmodel.train.sparse_adamw import SparseAdamW
-    from cfmodel.train.trainer import make_optimizer
+    from cfmodel.train.optim import make_optimizer
 
     small, large = ModelArgs("dot_bias", 700, 9000, 8).build(), ModelArgs("dot_bias", 138_000, 27_000, 8).build()
     cfg = TrainConfig(batch_size=1024)

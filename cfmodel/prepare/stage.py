@@ -49,7 +49,8 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
         counts = prepared.counts
         meta = build_meta(prepared, pc, {
             "path": storage.qualify(pc.input), "format": raw.input_format, "files": len(raw.files),
-            "sha256": input_fingerprint(spark, storage, pc.input, raw.files, pc.checksum),
+            "sha256": input_fingerprint(spark, storage, pc.input, raw.files, pc.checksum,
+                                        pc.checksum_chunk_mb),
             "checksum": pc.checksum, "extra_columns": raw.extra_columns})
         storage.write_json(f"{tmp}/meta.json", meta)
         report = {"stage": "prepare", "output": storage.qualify(pc.output), **counts,

@@ -18,7 +18,7 @@ from torch import nn
 from cfmodel.config import TrainConfig
 from cfmodel.errors import InputError
 from cfmodel.train.objectives import Rating
-from cfmodel.train.trainer import l2_penalty, make_optimizer
+from cfmodel.train.optim import l2_penalty, make_optimizer
 
 
 def _endless(loader: Any) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

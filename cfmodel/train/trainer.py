@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError
-from cfmodel.model.nets import CFModule
 from cfmodel.train.objectives import Rating
-from cfmodel.train.sparse_adamw import SparseAdamW, settle
+from cfmodel.train.optim import l2_penalty, make_optimizer, make_scheduler
+from cfmodel.train.sparse_adamw import settle
 
 LOG = logging.getLogger(__name__)
 
@@ -67,82 +67,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CfError(f"train.device={name} but no CUDA device is available")
     return torch.device(name)
-
-
-def make_optimizer(model: CFModule, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (decoupled decay on every weight) or Adam with L2 on the batch's rows; with
-    ``row_updates: sparse`` (:class:`SparseAdamW`) only the table rows a batch touches are updated.
-
-    In ``l2`` mode the embeddings' penalty is added to the loss by
-    :func:`l2_penalty` for the rows a batch touches; other weights (the
-    embedding net's layers) get Adam's coupled weight decay. The parameters the
-    model names in ``bias_parameters`` decay by ``bias_wd`` instead of ``wd``,
-    the ranking head's by ``rank_wd``.
-    """
-    params = list(model.parameters())
-    biases = {id(p) for p in model.bias_parameters()}
-    head = {id(p) for p in model.rank_head_parameters()}
-    tables = {id(t.weight) for _, _, t in model.embeddings()}
-    if cfg.wd_mode == "adamw":
-        groups = [{"params": [p for p in params if id(p) not in biases | head], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in params if id(p) in biases], "weight_decay": cfg.bias_wd},
-                  {"params": [p for p in params if id(p) in head], "weight_decay": cfg.rank_wd}]
-    else:
-        groups = [{"params": [p for p in params if id(p) in tables], "weight_decay": 0.0},
-                  {"params": [p for p in params if id(p) not in tables], "weight_decay": cfg.weight_decay,
-                   "l2": True}]
-    groups = [g for g in groups if g["params"]]
-    sparse = uses_sparse_updates(model, cfg)
-    for _, _, table in model.embeddings():
-        # Sparse updates take sparse gradients: the batch's rows, not a table-sized zero tensor.
-        table.sparse = sparse
-    if sparse:
-        return SparseAdamW(groups, lr=cfg.lr)
-    for g in groups:
-        g.pop("l2", None)
-    # The fused kernels (CPU and CUDA) update the dense embedding tables 4-6x faster.
-    if cfg.wd_mode == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
-    return torch.optim.Adam(groups, lr=cfg.lr, fused=True)
-
-
-# ``row_updates: auto`` goes sparse when the tables hold more rows than this many per batch row. Measured
-# (bench_trainer, 2 cores, batch 1024): dense AdamW costs ~1.2 ms + 0.07 µs per table row a step, the
-# sparse update ~2.4 ms flat, so they cross near 18,000 rows.
-SPARSE_ROWS_PER_BATCH_ROW = 16
-
-
-def uses_sparse_updates(model: CFModule, cfg: TrainConfig) -> bool:
-    """Whether ``cfg.row_updates`` (``auto``: by the tables' size against the batch) picks :class:`SparseAdamW`."""
-    if cfg.row_updates != "auto":
-        return cfg.row_updates == "sparse"
-    rows = sum(table.num_embeddings for _, is_bias, table in model.embeddings() if not is_bias)
-    return rows > SPARSE_ROWS_PER_BATCH_ROW * cfg.batch_size
-
-
-def l2_penalty(model: CFModule, users: torch.Tensor, items: torch.Tensor, wd: float,
-               bias_wd: float = 0.0) -> torch.Tensor:
-    """Mean squared norm of the embedding rows this batch uses, times ``wd``
-    (``bias_wd`` for the bias embeddings)."""
-    total = users.new_zeros((), dtype=torch.float32)
-    for side, is_bias, table in model.embeddings():
-        factor = bias_wd if is_bias else wd
-        if factor:
-            total = total + factor * table(users if side == "user" else items).pow(2).sum(1).mean()
-    return total
-
-
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """A per-step learning-rate schedule and the number of steps it spans."""
-    total = cfg.total_epochs() * steps_per_epoch
-    if cfg.schedule == "sgdr":
-        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            opt, T_0=cfg.cycle_len * steps_per_epoch, T_mult=cfg.cycle_mult, eta_min=cfg.lr / 100)
-    elif cfg.schedule == "one_cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    return sched, total
 
 
 @torch.no_grad()
