@@ -67,10 +67,12 @@ def test_bad_rows_keep_raw_text_and_source(raw_frame):
 def test_duplicates_keep_latest_then_highest(spark):
     df = spark.createDataFrame(
         [(1, 1, 3.0, 100), (1, 1, 4.0, 200), (1, 1, 2.0, 150), (2, 1, 1.0, 5), (2, 1, 5.0, 5), (3, 3, 2.0, 1),
-         (3, 3, 2.0, 1)],
+         (3, 3, 2.0, 1), (4, 4, 5.0, None), (4, 4, 1.0, 10), (5, 5, 2.5, None), (5, 5, 3.5, None)],
         "user_id int, item_id int, rating double, timestamp long")
     got = sorted(tuple(r) for r in drop_duplicates_latest(df.repartition(3)).collect())
-    assert got == [(1, 1, 4.0, 200), (2, 1, 5.0, 5), (3, 3, 2.0, 1)]
+    # A dated rating beats an undated one; among undated ones the highest rating stays.
+    assert got == [(1, 1, 4.0, 200), (2, 1, 5.0, 5), (3, 3, 2.0, 1), (4, 4, 1.0, 10), (5, 5, 3.5, None)]
+    assert drop_duplicates_latest(df).columns == ["user_id", "item_id", "rating", "timestamp"]
 
 
 def test_min_counts(spark):

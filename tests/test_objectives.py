@@ -170,3 +170,28 @@ def test_ranking_model_through_score_and_evaluate(spark, prepared_dir, tmp_path)
     assert (tmp_path / "hybrid" / "rank_item_factors").exists() and not (tmp_path / "softmax" / "rank_item_factors").exists()
     meta = json.loads((tmp_path / "softmax" / "meta.json").read_text())
     assert meta["history"][0]["valid_mse"] is None and meta["history"][0]["valid_loss"] > 0
+
+
+@pytest.mark.parametrize("ranking", ["softmax", "bpr"])
+def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, tmp_path, ranking):
+    """The ranking term reads the rating factors without moving them: the rating tables of a hybrid model
+    end as the rating objective's (same seed, same optimiser), and only its ranking head learns lists."""
+    from test_train import _setup
+
+    from cfmodel.train.stage import objective_for
+
+    trained = {}
+    for objective in ("rating", "hybrid"):
+        cfg = TrainConfig(n_factors=8, batch_size=256, epochs=2, objective=objective, hybrid_ranking=ranking,
+                          wd=0.05, progress=False, row_updates="dense")
+        model, train, valid, meta = _setup(prepared_dir, cfg)
+        obj = objective_for(cfg, prepared_dir, meta["n_items"])
+        history = Trainer(model, train, valid, cfg, str(tmp_path / objective), objective=obj).fit()
+        trained[objective] = (model, history)
+    untrained = _setup(prepared_dir, cfg)[0].state_dict()  # the hybrid's initial weights (same seed)
+    rating, hybrid = trained["rating"][0].state_dict(), trained["hybrid"][0].state_dict()
+    for key in ("u_weight.weight", "i_weight.weight", "u_bias.weight", "i_bias.weight"):
+        assert torch.allclose(rating[key], hybrid[key], atol=1e-6), key
+    assert [m.valid_mse for m in trained["hybrid"][1]] == pytest.approx([m.valid_mse for m in trained["rating"][1]])
+    for key in ("u_rank.weight", "i_rank.weight", "r_bias.weight"):  # the ranking head learned
+        assert (hybrid[key] - untrained[key]).abs().max() > 1e-3, key

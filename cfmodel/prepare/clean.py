@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cfmodel.prepare.source import CORRUPT
@@ -116,14 +116,16 @@ def bad_rows(classified: DataFrame) -> DataFrame:
 
 
 def drop_duplicates_latest(ratings: DataFrame) -> DataFrame:
-    """Keep one row per (user_id, item_id): the latest timestamp, then the highest rating.
+    """Keep one row per (user_id, item_id): the latest timestamp (a null one loses), then the highest rating.
 
-    The order is total on the kept columns, so the result does not depend on
-    partitioning.
+    An aggregation (the greatest ``(timestamp, rating)`` pair per key, nulls
+    ordered first) rather than a window: Spark combines rows before its
+    shuffle and sorts nothing, and the result does not depend on partitioning.
     """
-    order = Window.partitionBy("user_id", "item_id").orderBy(
-        F.col("timestamp").desc_nulls_last(), F.col("rating").desc())
-    return ratings.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
+    latest = F.max(F.struct("timestamp", "rating")).alias("_latest")
+    return (ratings.groupBy("user_id", "item_id").agg(latest)
+            .select("user_id", "item_id", F.col("_latest.rating").alias("rating"),
+                    F.col("_latest.timestamp").alias("timestamp")))
 
 
 def filter_min_counts(ratings: DataFrame, column: str, minimum: int) -> DataFrame:

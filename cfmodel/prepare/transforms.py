@@ -69,7 +69,12 @@ def _quarantine_message(n_input: int, n_bad: int, by_reason: Dict[str, int], bad
 def _classified(raw: DataFrame, cfg: PrepareConfig):
     """(classified rows, quarantine, bad rows by reason, good row count); applies the quarantine gate."""
     rule = RatingRule(cfg.rating_min, cfg.rating_max, cfg.rating_step, cfg.timestamp_col is not None)
-    classified = classify(raw, rule).persist()
+    parsed = classify(raw, rule)
+    # Cached narrow: a good row needs only its parsed values, and its raw text (the source path above all)
+    # would fill the heap at scale; a quarantined row keeps its text for the quarantine output.
+    bad = F.col("reason").isNotNull()
+    raw_text = [F.when(bad, F.col(c)).alias(c) for c in raw.columns]
+    classified = parsed.select(*raw_text, *[c for c in parsed.columns if c not in raw.columns]).persist()
     by_reason = {r["reason"]: r["count"] for r in classified.groupBy("reason").count().collect()}
     n_good = by_reason.pop(None, 0)
     n_bad = sum(by_reason.values())

@@ -8,8 +8,9 @@
   and the row's own item masked among the drawn ones (0: every item, a full
   softmax).
 - ``hybrid``: MSE plus ``ranking_weight`` × a ranking term (``softmax`` or
-  ``bpr``) computed on the model's ranking head, so one model predicts ratings
-  and ranks.
+  ``bpr``) computed on the model's ranking head, which reads the rating factors
+  without moving them, so one model predicts ratings (as ``rating`` would) and
+  ranks.
 
 Ranking terms score the model's ranking rows (``rank_rows``: the ranking
 head's when it has one) with its own ``raw_pairs``/``raw_block`` (before the
@@ -104,7 +105,15 @@ class Softmax(_Ranking):
 
 
 class Hybrid:
-    """MSE on ratings plus ``weight`` × a ranking term."""
+    """MSE on ratings plus ``weight`` × a ranking term on the ranking head.
+
+    The ranking term reads the rating factors but never moves them (they are
+    detached in it): the rating tables get the MSE gradient alone, so the model
+    predicts ratings exactly as the ``rating`` objective trains it, on any data,
+    and the ranking head learns the lists on top. (With the ranking gradient
+    reaching the shared factors, RMSE stayed within 0.4% on MovieLens small but
+    lost 5.4% on the demo's planted data.)
+    """
 
     predicts_ratings = True
 
@@ -115,10 +124,10 @@ class Hybrid:
         self.ranking.reseed(seed)
 
     def loss(self, model: CFModule, users, items, ratings) -> Loss:
-        # The rating rows are gathered once and shared with the ranking term.
+        # The rating rows are gathered once and shared (detached) with the ranking term.
         (u, ub), (i, ib) = model.rows("user", users), model.rows("item", items)
         mse = F.mse_loss(model.score_pairs(u, i, ub, ib).float(), ratings)
-        rank, _ = self.ranking.loss(model, users, items, ratings, shared=(u, i))
+        rank, _ = self.ranking.loss(model, users, items, ratings, shared=(u.detach(), i.detach()))
         return mse + self.weight * rank, mse
 
 
@@ -127,7 +136,10 @@ def _item_rows(model: CFModule, users, items, negatives, shared: Optional[tuple]
     ``shared`` rating rows of the users and items, only the negatives looked up anew."""
     if shared is not None:
         u, _ = model.rank_rows("user", users, factors=shared[0])
-        return u, model.rank_rows("item", items, factors=shared[1]), model.rank_rows("item", negatives)
+        # The negatives' rating factors are read like the shared rows: without a gradient.
+        negative_factors = model.tables("item")[0](negatives).detach()
+        return (u, model.rank_rows("item", items, factors=shared[1]),
+                model.rank_rows("item", negatives, factors=negative_factors))
     u, _ = model.rank_rows("user", users)
     rows, bias = model.rank_rows("item", torch.cat([items, negatives]))
     n = len(items)
