@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -110,6 +111,7 @@ def watch_pipeline(cmd: list, stages: list) -> tuple:
 
 def run_layout(name: str, path: str, titles: str, work: Path, extra: list) -> dict:
     root = work / "runs" / name.replace(" ", "-")
+    shutil.rmtree(root, ignore_errors=True)  # a run to measure, not one the pipeline reuses
     stages = ["prepare", "train", "score"]
     cmd = [str(BIN / "cf-pipeline"), "--conf", str(ROOT / "conf" / "local.yaml"),
            "--set", f"pipeline.stages=[{','.join(stages)}]",
