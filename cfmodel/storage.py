@@ -153,8 +153,15 @@ def content_sha256(spark: SparkSession, paths: List[str], chunk_bytes: int = 8 <
     """
     if not paths:
         return hashlib.sha256(b"").hexdigest()
-    digests = (spark.sparkContext.parallelize(paths, len(paths))
-               .map(lambda url: file_sha256(url, chunk_bytes)).collect())
+    try:
+        digests = (spark.sparkContext.parallelize(paths, len(paths))
+                   .map(lambda url: file_sha256(url, chunk_bytes)).collect())
+    except Exception as exc:  # the task's InputError reaches the driver wrapped in Spark's exception
+        cause = next((line.split("InputError: ", 1)[1] for line in str(exc).splitlines()
+                      if "InputError: " in line), None)
+        if cause is None:
+            raise
+        raise InputError(cause) from exc
     lines = "".join(f"{url.rsplit('/', 1)[-1]}:{digest}\n" for url, digest in sorted(digests))
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 

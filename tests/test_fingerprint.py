@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from cfmodel.errors import InputError
 from cfmodel.storage import Storage, content_sha256, input_fingerprint
 
 
@@ -36,7 +37,8 @@ def test_several_files_and_an_empty_one_in_any_order(spark, tmp_path):
 
 
 def test_an_unreadable_file_is_a_clear_error(spark, tmp_path):
-    with pytest.raises(Exception, match="nope.csv: cannot read it to fingerprint its content.*checksum: listing"):
+    # Raised in a Spark task, it reaches the driver as the same one-line InputError (exit 2 in a job).
+    with pytest.raises(InputError, match="^file://.*nope.csv: cannot read it to fingerprint its content.*checksum: listing"):
         content_sha256(spark, ["file://" + str(tmp_path / "nope.csv")])
 
 
