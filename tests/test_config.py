@@ -100,7 +100,7 @@ def test_spark_conf_override_keeps_dotted_key_and_text():
                       ["spark.conf.spark.sql.shuffle.partitions=4", "spark.conf.spark.ui.enabled=false"])
     assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "4"
     assert cfg.spark.conf["spark.ui.enabled"] == "false"
-    assert cfg.spark.conf["spark.driver.memory"] == "4g"  # the file's other entries stay
+    assert cfg.spark.conf["spark.driver.memory"] == "2g"  # the file's other entries stay
 
 
 def test_exponent_notation_is_a_number_and_text_is_still_refused():
