@@ -32,6 +32,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.memwatch import run_watched, tree_rss  # noqa: E402
 from cfmodel.config import GenerateConfig  # noqa: E402
 from cfmodel.generate import generate  # noqa: E402
 
@@ -59,20 +60,6 @@ def inputs(work: Path, ratings: int, users: int, items: int, files: int) -> dict
     return {"1 file": str(one / "ratings.csv"), f"{files} files": str(many), "titles": str(one / "movies.csv")}
 
 
-def _tree_rss(root: psutil.Process) -> dict:
-    """Resident MiB of the process tree: in all, the JVM, the Python driver, and the Python workers."""
-    parts = {"all": 0, "jvm": 0, "driver": 0, "workers": 0}
-    for p in [root] + root.children(recursive=True):
-        try:
-            rss = p.memory_info().rss
-            kind = "driver" if p.pid == root.pid else "jvm" if "java" in p.name() else "workers"
-        except psutil.Error:
-            continue
-        parts["all"] += rss
-        parts[kind] += rss
-    return {k: v / 2**20 for k, v in parts.items()}
-
-
 def watch_pipeline(cmd: list, stages: list) -> tuple:
     """Run ``cmd`` (cf-pipeline); returns (returncode, stderr tail, seconds, {stage: {part: peak MiB}}).
     The stage running is the first not yet logged as ``stage X: succeeded``."""
@@ -94,8 +81,8 @@ def watch_pipeline(cmd: list, stages: list) -> tuple:
         while not done.is_set():
             if current[0] < len(stages):
                 peak = peaks[stages[current[0]]]
-                for part, mib in _tree_rss(root).items():
-                    peak[part] = max(peak[part], mib)
+                for part, size in tree_rss(root).items():
+                    peak[part] = max(peak[part], size / 2**20)
             done.wait(0.2)
 
     threads = [threading.Thread(target=f, daemon=True) for f in (read_log, sample)]
@@ -151,9 +138,6 @@ def print_layouts(results: list) -> None:
 
 def trainer_alone(prepared: str, work: Path) -> None:
     print(f"\n{'trainer alone (cf-train, 1 epoch)':<36} {'ratings/s':>11} {'wall s':>8} {'peak MiB':>9}")
-    sys.path.insert(0, str(ROOT / "bench"))
-    from memwatch import run_watched
-
     for loader in ("petastorm", "memory"):
         cmd = [str(BIN / "cf-train"), "--conf", str(ROOT / "conf" / "local.yaml"), "--overwrite",
                "--set", f"train.data={prepared}", "--set", f"train.output={work / ('alone-' + loader)}",

@@ -19,6 +19,21 @@ class Watched:
     peak_mib: float
 
 
+def tree_rss(root: psutil.Process) -> dict:
+    """Resident bytes of ``root``'s process tree: in all, of its Java processes (``jvm``), of ``root``
+    itself (``driver``) and of the other descendants (``workers``: Python workers, for a Spark job)."""
+    parts = {"all": 0, "jvm": 0, "driver": 0, "workers": 0}
+    for p in [root] + root.children(recursive=True):
+        try:
+            rss = p.memory_info().rss
+            kind = "driver" if p.pid == root.pid else "jvm" if "java" in p.name() else "workers"
+        except psutil.Error:
+            continue
+        parts["all"] += rss
+        parts[kind] += rss
+    return parts
+
+
 def run_watched(cmd: List[str], interval: float = 0.2, **kwargs) -> Watched:
     """Run ``cmd`` to completion, sampling the RSS of it and all its descendants."""
     started = time.perf_counter()
@@ -30,14 +45,7 @@ def run_watched(cmd: List[str], interval: float = 0.2, **kwargs) -> Watched:
         root = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                tree = [root] + root.children(recursive=True)
-                total = 0
-                for p in tree:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                peak[0] = max(peak[0], total)
+                peak[0] = max(peak[0], tree_rss(root)["all"])
             except psutil.Error:
                 pass
             done.wait(interval)

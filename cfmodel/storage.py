@@ -13,12 +13,13 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
 from cfmodel.errors import InputError, OutputExistsError
+from cfmodel.urls import to_url
 
 LOG = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
@@ -153,28 +154,24 @@ def content_sha256(spark: SparkSession, paths: List[str], chunk_bytes: int = 8 <
     """
     if not paths:
         return hashlib.sha256(b"").hexdigest()
-    try:
-        digests = (spark.sparkContext.parallelize(paths, len(paths))
-                   .map(lambda url: file_sha256(url, chunk_bytes)).collect())
-    except Exception as exc:  # the task's InputError reaches the driver wrapped in Spark's exception
-        cause = next((line.split("InputError: ", 1)[1] for line in str(exc).splitlines()
-                      if "InputError: " in line), None)
-        if cause is None:
-            raise
-        raise InputError(cause) from exc
+    results = (spark.sparkContext.parallelize(paths, len(paths))
+               .map(lambda url: file_sha256(url, chunk_bytes)).collect())
+    failed = next((error for _, _, error in sorted(results) if error), None)
+    if failed:
+        raise InputError(failed)
+    digests = [(url, digest) for url, digest, _ in results]
     lines = "".join(f"{url.rsplit('/', 1)[-1]}:{digest}\n" for url, digest in sorted(digests))
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
-def file_sha256(url: str, chunk_bytes: int) -> Tuple[str, str]:
-    """(url, hex SHA-256 of its bytes), read ``chunk_bytes`` at a time (runs in a Spark task)."""
+def file_sha256(url: str, chunk_bytes: int) -> Tuple[str, Optional[str], Optional[str]]:
+    """(url, hex SHA-256 of its bytes or None, why it could not be read or None), read ``chunk_bytes`` at
+    a time. It runs in a Spark task, so a file it cannot read comes back as a message for the driver to
+    raise, not as an exception wrapped in Spark's."""
     from pyarrow import fs  # imported in the task, where the hashing runs
 
-    parsed = urlparse(url)
-    # pyarrow names Hadoop's s3a:// s3:// and wants file:///abs where Hadoop writes file:/abs.
-    arrow_url = {"s3a": "s3://" + url.split("://", 1)[-1]}.get(parsed.scheme, url)
-    if parsed.scheme in ("", "file"):
-        arrow_url = "file://" + os.path.abspath(parsed.path)
+    # pyarrow names Hadoop's s3a:// s3://.
+    arrow_url = "s3://" + url.split("://", 1)[-1] if urlparse(url).scheme == "s3a" else to_url(url)
     try:
         filesystem, path = fs.FileSystem.from_uri(arrow_url)
         digest = hashlib.sha256()
@@ -182,9 +179,9 @@ def file_sha256(url: str, chunk_bytes: int) -> Tuple[str, str]:
             for chunk in iter(lambda: stream.read(chunk_bytes), b""):
                 digest.update(chunk)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{url}: cannot read it to fingerprint its content ({exc}); "
-                         f"set prepare.checksum: listing to fingerprint by names, sizes and times") from exc
-    return url, digest.hexdigest()
+        return url, None, (f"{url}: cannot read it to fingerprint its content ({exc}); "
+                           f"set prepare.checksum: listing to fingerprint by names, sizes and times")
+    return url, digest.hexdigest(), None
 
 
 class LocalStorage:

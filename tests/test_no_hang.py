@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from cfmodel.session import EXIT_ON_OOM, with_exit_on_oom
+
 SCRIPT = """
 import sys
 from cfmodel.cli import run_main
@@ -40,3 +42,9 @@ def test_out_of_memory_in_a_python_feeding_thread_ends_the_job(tmp_path):
     assert "OutOfMemoryError" in done.stdout + done.stderr
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
     assert errors == [errors[0]] and "Spark driver JVM exited" in errors[0]
+
+
+def test_the_flag_joins_the_users_jvm_options_once():
+    assert with_exit_on_oom("") == EXIT_ON_OOM
+    assert with_exit_on_oom("-Dlog4j.configurationFile=x") == f"-Dlog4j.configurationFile=x {EXIT_ON_OOM}"
+    assert with_exit_on_oom(f"-Xss4m {EXIT_ON_OOM}") == f"-Xss4m {EXIT_ON_OOM}"

@@ -60,6 +60,8 @@ def test_spark_submit_end_to_end(demo_csv, tmp_path):
     assert meta["n_users"] == 150 and meta["split"] == {"method": "random", "valid_fraction": 0.2, "seed": 42,
                                                          "cold_start": "train"}
     assert "resolved config" in first.stdout + first.stderr
+    # spark-submit started the driver JVM without -XX:+ExitOnOutOfMemoryError: the job says how to add it.
+    assert "the driver JVM runs without -XX:+ExitOnOutOfMemoryError" in first.stdout + first.stderr
     train = _table(out / "train")
 
     again = _submit(*args)

@@ -14,28 +14,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional, Tuple
-from urllib.parse import urlparse
 
 import torch
 from pyarrow import fs
 
 from cfmodel.errors import ConfigError, InputError
+from cfmodel.urls import to_url
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 FIELDS = ["user_idx", "item_idx", "rating"]
-
-
-def to_url(path: str) -> str:
-    """A URL Petastorm accepts: local paths become ``file:///abs/path``."""
-    parsed = urlparse(path)
-    if parsed.scheme and parsed.scheme != "file":
-        return path
-    local = parsed.path if parsed.scheme == "file" else path
-    return "file://" + os.path.abspath(local)
 
 
 @contextmanager

@@ -62,16 +62,17 @@ class SparseAdamW(torch.optim.Optimizer):
             if decoupled and lr * wd >= 1.0:
                 raise ValueError(f"lr × weight_decay = {lr * wd:.3g} >= 1 would flip the weights' sign")
             shrink = math.log1p(-lr * wd) if decoupled else 0.0
-            gathered = [self._gather(p, shrink, group, merged) for p in group["params"] if p.grad is not None]
-            if not gathered:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
                 continue
+            gathered = [self._gather(p, shrink, group, merged) for p in params]
             weights, grads, exp_avgs, exp_avg_sqs, steps, _ = zip(*gathered)
             beta1, beta2 = group["betas"]
             # torch.optim.AdamW(fused=True)'s kernel, on the gathered rows; the decay was paid in _gather.
             torch._fused_adamw_(list(weights), list(grads), list(exp_avgs), list(exp_avg_sqs), [], list(steps),
                                 lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
                                 amsgrad=False, maximize=False)
-            for p, (w, _, m, v, _, rows) in zip([p for p in group["params"] if p.grad is not None], gathered):
+            for p, (w, _, m, v, _, rows) in zip(params, gathered):
                 self._scatter(p, rows, w, m, v)
         return loss
 
@@ -89,8 +90,7 @@ class SparseAdamW(torch.optim.Optimizer):
             rows, grad, weights, exp_avg, exp_avg_sq = None, p.grad, p, state["exp_avg"], state["exp_avg_sq"]
         if state["log_decay"]:  # 0.0 while the group has no decoupled decay: nothing is owed
             settled = state["settled"] if rows is None else state["settled"].index_select(0, rows)
-            owed = (state["log_decay"] - settled).exp_().to(p.dtype)
-            weights.mul_(owed.view(-1, *[1] * (p.dim() - 1)) if p.dim() else owed)
+            _pay_owed(weights, state["log_decay"], settled)
             if rows is None:
                 state["settled"].fill_(state["log_decay"])
             else:
@@ -114,8 +114,7 @@ class SparseAdamW(torch.optim.Optimizer):
                 state = self.state.get(p)
                 if not state:
                     continue
-                owed = (state["log_decay"] - state["settled"]).exp().to(p.dtype)
-                p.mul_(owed.view(-1, *[1] * (p.dim() - 1)) if p.dim() else owed)
+                _pay_owed(p, state["log_decay"], state["settled"])
                 # Every row is even: start the ledger again from 0, which keeps its sums small.
                 state["settled"].zero_()
                 state["log_decay"] = 0.0
@@ -128,6 +127,12 @@ class SparseAdamW(torch.optim.Optimizer):
         for key, p in zip(saved, params):
             if "settled" in state_dict["state"].get(key, {}):
                 self.state[p]["settled"] = state_dict["state"][key]["settled"].to(p.device, torch.float64)
+
+
+def _pay_owed(weights: torch.Tensor, log_decay: float, settled: torch.Tensor) -> None:
+    """Shrink each row of ``weights`` in place by the decay owed since its ledger entry ``settled``."""
+    owed = (log_decay - settled).exp().to(weights.dtype)
+    weights.mul_(owed.view(-1, *[1] * (weights.dim() - 1)) if weights.dim() else owed)
 
 
 def _summed_rows(grad: torch.Tensor, merged: Dict[tuple, tuple]) -> tuple:

@@ -36,8 +36,9 @@ from cfmodel.errors import OutputExistsError
 from cfmodel.model import ModelArgs, TrainedModel
 from cfmodel.model.factors import read_id_map
 from cfmodel.storage import LocalStorage, atomic_output
-from cfmodel.train.loaders import make_loaders, read_prepared_meta, to_url
+from cfmodel.train.loaders import make_loaders, read_prepared_meta
 from cfmodel.train.sparse_adamw import SparseAdamW
+from cfmodel.urls import to_url
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
 from cfmodel.train.lr_find import lr_find, plot_lr_find

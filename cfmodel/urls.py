@@ -1,0 +1,15 @@
+"""URLs for pyarrow's file systems (and Petastorm's), with no Spark or torch import: used by the
+train loaders and inside Spark tasks (the content checksum)."""
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+
+def to_url(path: str) -> str:
+    """A URL Petastorm accepts: local paths become ``file:///abs/path``."""
+    parsed = urlparse(path)
+    if parsed.scheme and parsed.scheme != "file":
+        return path
+    local = parsed.path if parsed.scheme == "file" else path
+    return "file://" + os.path.abspath(local)
