@@ -129,6 +129,9 @@ def test_row_updates_auto_goes_sparse_only_for_tables_large_against_the_batch():
     assert isinstance(make_optimizer(large, cfg), SparseAdamW) and large.u_weight.sparse and large.i_bias.sparse
     assert isinstance(make_optimizer(small, TrainConfig(row_updates="sparse")), SparseAdamW)
     assert not isinstance(make_optimizer(large, TrainConfig(row_updates="dense")), SparseAdamW)
+    # A hybrid's ranking head does not count: on MovieLens small's tables it stays dense, as the rating model.
+    hybrid = ModelArgs("dot_bias", 700, 9000, 8, rank_factors=16).build()
+    assert not isinstance(make_optimizer(hybrid, cfg), SparseAdamW)
 
 
 def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):
