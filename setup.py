@@ -36,6 +36,7 @@ setup(
             "cf-generate=cfmodel.generate:main",
             "cf-prepare=cfmodel.prepare:main",
             "cf-train=cfmodel.train:main",
+            "cf-tune=cfmodel.tune:main",
             "cf-score=cfmodel.score:main",
             "cf-evaluate=cfmodel.evaluate:main",
             "cf-report=cfmodel.evaluate:main",  # the evaluate stage's earlier name

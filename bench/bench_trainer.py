@@ -90,7 +90,7 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
         (metrics,) = trainer.fit()
         # The CUDA path end to end: the checkpoint reloads onto the device with the same weights.
         again = Trainer(args.build(), train, valid_loader, cfg, out, device, objective=obj)
-        again.load(os.path.join(out, "last.pt"))
+        assert again.resume_from(os.path.join(out, "last.pt"))
         same = all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
                                                      trainer.model.state_dict().values()))
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")

@@ -84,6 +84,7 @@ class PrepareConfig:
     row_group_mb: int = 8
     checksum: str = "content"
     checksum_chunk_mb: int = 8
+    min_files: int = 8
 
     def __post_init__(self) -> None:
         _require(self.checksum in CHECKSUMS, f"prepare.checksum must be one of {CHECKSUMS}, got {self.checksum!r}")
@@ -100,8 +101,8 @@ class PrepareConfig:
                  "prepare.max_quarantine_fraction must be in [0, 1]")
         _require(self.min_user_ratings >= 1 and self.min_item_ratings >= 1,
                  "prepare.min_user_ratings and prepare.min_item_ratings must be >= 1")
-        _require(self.rows_per_file >= 1 and self.row_group_mb >= 1,
-                 "prepare.rows_per_file and prepare.row_group_mb must be >= 1")
+        _require(self.rows_per_file >= 1 and self.row_group_mb >= 1 and self.min_files >= 1,
+                 "prepare.rows_per_file, prepare.row_group_mb and prepare.min_files must be >= 1")
         names = [self.user_col, self.item_col, self.rating_col, self.timestamp_col]
         names = [n for n in names if n]
         _require(len(set(names)) == len(names), f"prepare column names must differ, got {names}")
@@ -116,6 +117,27 @@ ROW_UPDATES = ("auto", "sparse", "dense")
 OBJECTIVES = ("rating", "bpr", "softmax", "hybrid")
 SAMPLINGS = ("uniform", "popularity")
 HYBRID_RANKINGS = ("softmax", "bpr")
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+@dataclass
+class DistributedConfig:
+    """Data-parallel training through Spark's ``TorchDistributor``; see README "Training on the cluster"."""
+
+    processes: int = 0          # 0: train in the job's own process; N >= 1: N processes through TorchDistributor
+    local_mode: bool = True     # True: on the driver's machine; False: as barrier tasks on the executors
+    use_gpu: bool = False       # one GPU per process (local: the driver's; else spark.task.resource.gpu.amount)
+    backend: str = "auto"       # auto: nccl on GPUs, gloo on CPUs
+    timeout_s: int = 600        # a collective that waits this long on another process fails the run
+
+    def __post_init__(self) -> None:
+        _require(self.processes >= 0, "train.distributed.processes must be >= 0")
+        _require(self.backend in BACKENDS, f"train.distributed.backend must be one of {BACKENDS}, "
+                                           f"got {self.backend!r}")
+        _require(self.timeout_s >= 1, "train.distributed.timeout_s must be >= 1")
+        _require(not (self.backend == "nccl" and not self.use_gpu),
+                 "train.distributed.backend=nccl needs train.distributed.use_gpu=true")
+
 
 
 @dataclass
@@ -165,6 +187,8 @@ class TrainConfig:
     hybrid_ranking: str = "softmax"
     rank_factors: int = 16
     rank_wd: float = 0.1
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    tuned: Optional[str] = None
 
     def __post_init__(self) -> None:
         _require(self.model in TRAIN_MODELS, f"train.model must be one of {TRAIN_MODELS}, got {self.model!r}")
@@ -308,7 +332,36 @@ class EvaluateConfig:
         _require(self.max_valid_rmse is None or self.max_valid_rmse > 0, "evaluate.max_valid_rmse must be > 0")
 
 
-PIPELINE_STAGES = ("generate", "prepare", "train", "score", "evaluate")
+PIPELINE_STAGES = ("generate", "prepare", "tune", "train", "score", "evaluate")
+TUNE_METRICS = ("auto", "valid_rmse", "ndcg")
+
+
+@dataclass
+class TuneConfig:
+    """Parallel hyperparameter search (``cf-tune``), trials as Spark tasks; see README "tune"."""
+
+    data: str = "data/prepared"
+    output: str = "data/tune"
+    space: Dict[str, List[Union[int, float, str]]] = field(
+        default_factory=lambda: {"n_factors": [10, 50], "wd": [0.1, 0.5, 1.5]})
+    trials: int = 0                # 0: every point of the space's grid; N: N points drawn from it
+    metric: str = "auto"           # auto: valid_rmse when the objective predicts ratings, else ndcg
+    k: int = 10                    # ndcg@k
+    relevance_threshold: float = 4.0
+    min_epochs: int = 2            # rung 0's epochs; each rung multiplies them by eta
+    eta: int = 2                   # each rung keeps the best 1/eta of the trials
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        from cfmodel.tune.search import TUNABLE
+
+        bad = sorted(k for k in self.space if k not in TUNABLE)
+        _require(not bad, f"tune.space: {bad} cannot be tuned; choose from {list(TUNABLE)}")
+        _require(all(isinstance(v, list) and v for v in self.space.values()),
+                 "tune.space: every key needs a non-empty list of values")
+        _require(self.metric in TUNE_METRICS, f"tune.metric must be one of {TUNE_METRICS}, got {self.metric!r}")
+        _require(self.trials >= 0 and self.k >= 1 and self.min_epochs >= 1 and self.eta >= 2,
+                 "tune.trials must be >= 0, tune.k and tune.min_epochs >= 1, tune.eta >= 2")
 
 
 @dataclass
@@ -337,6 +390,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -400,7 +454,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: '{part}' is not a section")
-        if len(parts) == 3:
+        if len(parts) == 3 and parts[0] == "spark":
             node[parts[-1]] = raw.strip()  # spark.conf values are passed to Spark as text
         else:
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None

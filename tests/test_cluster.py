@@ -6,6 +6,7 @@ install's hook is not loaded): driver and executors import ``cfmodel`` from the
 project archive given to ``--py-files`` (``make dist``), as on a cluster. Outputs must equal the
 ``local[2]`` run's.
 """
+import json
 import os
 import stat
 import subprocess
@@ -21,6 +22,7 @@ from cfmodel.config import load_config
 from cfmodel.generate import generate
 from cluster import standalone_cluster
 from cfmodel import prepare, score, train
+from cfmodel.model import TrainedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -87,6 +89,10 @@ def test_standalone_cluster_equals_local(spark, tmp_path, py_files):
         submit("prepare", f"prepare.output={tmp_path}/cluster_out/prepared")
         submit("score", f"score.model={tmp_path}/model", f"score.data={tmp_path}/cluster_out/prepared",
                            f"score.output={tmp_path}/cluster_out/recs")
+        # Training placed by Spark: two barrier tasks on the workers, one torchrun node each.
+        trained = submit("train", f"train.data={tmp_path}/cluster_out/prepared", f"train.output={tmp_path}/cluster_model",
+               "train.epochs=2", "train.n_factors=8", "train.progress=false", "train.distributed.processes=2",
+               "train.distributed.local_mode=false")
 
     for part, key in (("train", ["user_idx", "item_idx"]), ("valid", ["user_idx", "item_idx"]),
                       ("users", ["user_idx"]), ("items", ["item_idx"])):
@@ -99,4 +105,14 @@ def test_standalone_cluster_equals_local(spark, tmp_path, py_files):
     assert (got["score"] - want["score"]).abs().max() < 1e-5
     # The executors really were the cluster's: each worker ran an executor for each job.
     logs = list((tmp_path / "cluster").glob("work*/app-*/*/stderr"))
-    assert len({p.parts[-4] for p in logs}) == 2 and len({p.parts[-3] for p in logs}) == 2
+    assert len({p.parts[-4] for p in logs}) == 2 and len({p.parts[-3] for p in logs}) == 3
+    # The model trained on the workers is one like the local run's: same kind, ids and comparable quality.
+    remote, mine = TrainedModel.load(f"{tmp_path}/cluster_model"), TrainedModel.load(f"{tmp_path}/model")
+    assert remote.args == mine.args and list(remote.user_ids) == list(mine.user_ids)
+    assert abs(remote.extra["valid_mse"] - mine.extra["valid_mse"]) < 0.05
+    meta = json.loads(Path(f"{tmp_path}/cluster_model/meta.json").read_text())
+    assert meta["processes"] == 2 and meta["epochs"] == 2
+    # Two processes trained, as barrier tasks on the executors (their logs stream back to the driver).
+    logged = trained.stdout + trained.stderr
+    assert "Started distributed training with 2 executor processes" in logged
+    assert logged.count("epoch 2: train loss") == 2, logged[-3000:]

@@ -112,7 +112,7 @@ def test_checkpoint_round_trip(prepared_dir, tmp_path):
     assert torch.equal(state["user_ids"], torch.arange(3)) and state["config"]["n_factors"] == 8
     model2, _, _, _ = _setup(prepared_dir, cfg)
     b = Trainer(model2, train, valid, cfg, str(tmp_path))
-    b.load(str(tmp_path / "last.pt"))
+    assert b.resume_from(str(tmp_path / "last.pt"))
     assert b.epoch == 1 and b.step == a.step and b.best_valid == a.best_valid
     assert validation_mse(b.model, valid, b.device) == validation_mse(a.model, valid, a.device)
     assert b.opt.state_dict()["state"][0]["exp_avg"].equal(a.opt.state_dict()["state"][0]["exp_avg"])

@@ -79,7 +79,7 @@ def test_former_value_errors_are_one_line_and_exit_2(prepared_dir, tmp_path, cap
     # Sharding needs the streaming loader: refused before any data is read.
     assert main(_args(prepared_dir, tmp_path / "a", "--set", "train.loader=memory", "--set", "train.cur_shard=0",
                       "--set", "train.shard_count=2")) == 2
-    _one_error_line(capsys.readouterr().err, "train.cur_shard needs the petastorm loader")
+    _one_error_line(capsys.readouterr().err, "needs the petastorm loader, but train.loader=memory")
     # An id map that is not contiguous (not a prepare output, or a damaged one).
     broken = _broken_copy(prepared_dir, tmp_path, "gap")
     users = pd.read_parquet(broken / "users")

@@ -8,6 +8,7 @@ and ``tables/*.csv``.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import tempfile
@@ -90,6 +91,9 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
                "methods": result["table"], "pca_explained_variance": [float(v) for v in explained],
                "trained": {k: trained.get(k) for k in ("model", "valid_mse", "best_epoch", "epochs")}}
     sections = _sections(table, ev, history, extremes, ends, explained, similar, title_of, cross, made)
+    tuned = (trained.get("config") or {}).get("tuned")
+    if tuned:
+        sections.append(tune_section(storage, tuned, out))
     summary = [f"Model {ev.model} ({inputs.model.args.name}, {inputs.model.args.n_factors} factors) on "
                f"{ev.data}: {n_valid:,} held-out ratings; ranking metrics at k={ev.k} over {result['users']:,} "
                + ("users with any held-out rating (all relevant)." if ev.relevance_threshold is None else
@@ -99,6 +103,20 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     storage.write_json(f"{out}/metrics.json", metrics)
     split.release()
     return metrics
+
+
+def tune_section(storage: Storage, tuned: str, out: str) -> Section:
+    """The search that chose the model's settings (``train.tuned``): its trials by rung and its plot."""
+    storage.write_bytes(f"{out}/plots/tune.png", storage.read_bytes(f"{tuned}/tune.png"))
+    rows = pd.read_csv(io.StringIO(storage.read_text(f"{tuned}/results.csv")))
+    best = json.loads(storage.read_text(f"{tuned}/best.json"))
+    rows["seconds"] = rows["seconds"].round(1)
+    shown = rows.drop(columns=["metric", "status", "started", "ended", "host", "pid", "valid_rmse"], errors="ignore")
+    return Section("tune", "Hyperparameter search (cf-tune)",
+                   [f"{tuned}: {rows['trial'].nunique()} trials, successive halving over "
+                    f"{rows['rung'].max() + 1} rungs; chosen {best['params']} ({best['metric']} {best['value']:.4f}), "
+                    f"which this model was trained with."],
+                   tables=[("trials by rung", shown)], images=[("plots/tune.png", "trials by rung and over time")])
 
 
 def _write_plots(storage: Storage, out: str, history, counts, sample, top, coords, cross, extremes) -> Dict[str, str]:

@@ -35,11 +35,11 @@ from cfmodel.storage import Storage
 
 LOG = logging.getLogger("cfmodel.pipeline")
 # What each stage reads: a stage redone in this invocation forces these to be redone too.
-DEPENDS = {"generate": (), "prepare": ("generate",), "train": ("prepare",), "score": ("prepare", "train"),
-           "evaluate": ("prepare", "train")}
+DEPENDS = {"generate": (), "prepare": ("generate",), "tune": ("prepare",), "train": ("prepare", "tune"),
+           "score": ("prepare", "train"), "evaluate": ("prepare", "train")}
 # Config keys the pipeline sets per run: they never enter a fingerprint.
-WIRED = {"prepare": ("output",), "train": ("data", "output"), "score": ("model", "data", "output"),
-         "evaluate": ("model", "data", "output"), "generate": ()}
+WIRED = {"prepare": ("output",), "tune": ("data", "output"), "train": ("data", "output", "tuned"),
+         "score": ("model", "data", "output"), "evaluate": ("model", "data", "output"), "generate": ()}
 
 
 def new_run_id() -> str:
@@ -63,6 +63,9 @@ def wire(cfg: Config, run_dir: str, local_dir: str) -> Config:
         c.prepare.input = f"{c.generate.output.rstrip('/')}/ratings.csv"
     c.prepare.output = f"{run_dir}/prepare"
     c.train.data, c.train.output = c.prepare.output, f"{local_dir}/train"
+    c.tune.data, c.tune.output = c.prepare.output, f"{run_dir}/tune"
+    if "tune" in c.pipeline.stages:  # train takes up what the run's tune stage chose
+        c.train.tuned = c.tune.output
     for section in (c.score, c.evaluate):
         section.model, section.data = f"{run_dir}/train", c.prepare.output
     c.score.output, c.evaluate.output = f"{run_dir}/score", f"{run_dir}/evaluate"
@@ -84,7 +87,9 @@ def fingerprints(cfg: Config, input_listing: List[Dict[str, Any]], version: str)
     if "generate" in cfg.pipeline.stages:
         prepare_in.append(fp["generate"])
     fp["prepare"] = _digest(prepare_in)
-    fp["train"] = _digest([version, section("train"), fp["prepare"]])
+    fp["tune"] = _digest([version, section("tune"), section("train"), fp["prepare"]])
+    fp["train"] = _digest([version, section("train"), fp["prepare"]]
+                          + ([fp["tune"]] if "tune" in cfg.pipeline.stages else []))
     fp["score"] = _digest([version, section("score"), fp["train"], cfg.prepare.user_col, cfg.prepare.item_col])
     fp["evaluate"] = _digest([version, section("evaluate"), fp["train"], cfg.prepare.rating_min,
                               cfg.prepare.rating_max])

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from pyspark.sql import SparkSession
 
-from cfmodel import evaluate, prepare, score, train
+from cfmodel import evaluate, prepare, score, train, tune
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.errors import InputError
@@ -56,7 +56,7 @@ def stage_bodies(spark: SparkSession, storage: Storage, wired: Config, run: Run,
     def do_train(prior: Dict[str, Any]) -> Dict[str, Any]:
         # An attempt that failed or was killed (left "running") with the same config resumes from its checkpoint.
         resume = prior.get("status") in ("failed", "running") and prior.get("fingerprint") == fps["train"]
-        result = train.run(wired.train, overwrite=True, resume=resume)
+        result = train.run(wired.train, overwrite=True, resume=resume, spark=spark)
         if not is_local(run.root):
             storage.copy_from_local(wired.train.output, f"{run.dir}/train")
         return result
@@ -73,6 +73,7 @@ def stage_bodies(spark: SparkSession, storage: Storage, wired: Config, run: Run,
 
     return {"generate": lambda prior: {"stage": "generate", **generate(wired.generate)},
             "prepare": lambda prior: prepare.run(spark, wired, overwrite=True),
+            "tune": lambda prior: tune.run(spark, wired, overwrite=True),
             "train": do_train, "score": do_score, "evaluate": do_evaluate}
 
 

@@ -188,10 +188,12 @@ def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any
     }
 
 
-def _shuffled(frame: DataFrame, rows: int, rows_per_file: int, seed: int) -> DataFrame:
+def _shuffled(frame: DataFrame, rows: int, rows_per_file: int, min_files: int, seed: int) -> DataFrame:
     # Rows in a pseudo-random but fixed order, so a streaming reader's row groups
     # each hold a mix of users and items (the trainer's shuffle buffer then suffices).
-    files = max(1, math.ceil(rows / rows_per_file))
+    # At least min_files files: data-parallel training reads one Petastorm shard (whole row groups) per
+    # process, and Petastorm refuses more shards than row groups.
+    files = max(1, min(rows, max(min_files, math.ceil(rows / rows_per_file))))
     key = F.xxhash64("user_idx", "item_idx", F.lit(int(seed) + 1))
     return frame.repartitionByRange(files, key).sortWithinPartitions(key)
 
@@ -202,7 +204,8 @@ def write_prepared(prepared: Prepared, out: str, cfg: PrepareConfig) -> None:
     block = str(cfg.row_group_mb * 1024 * 1024)
     for name, frame, rows in (("train", prepared.train, prepared.counts["train_rows"]),
                               ("valid", prepared.valid, prepared.counts["valid_rows"])):
-        data = _shuffled(frame.select("user_idx", "item_idx", "rating", *ids), rows, cfg.rows_per_file, cfg.seed)
+        data = _shuffled(frame.select("user_idx", "item_idx", "rating", *ids), rows, cfg.rows_per_file,
+                         cfg.min_files, cfg.seed)
         data.write.option("parquet.block.size", block).parquet(f"{out}/{name}")
     for name, frame, idx in (("users", prepared.users, "user_idx"), ("items", prepared.items, "item_idx")):
         frame.coalesce(1).orderBy(idx).write.parquet(f"{out}/{name}")

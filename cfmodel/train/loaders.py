@@ -143,15 +143,17 @@ def read_prepared_meta(path: str) -> dict:
 
 def make_loaders(data: str, meta: dict, batch_size: int, loader: str, memory_max_rows: int, seed: int,
                  shuffle_buffer: int, workers: int = 1, cur_shard: Optional[int] = None,
-                 shard_count: Optional[int] = None):
-    """(train, valid, kind): in-memory when ``loader`` says so, or ``auto`` and the data fit."""
+                 shard_count: Optional[int] = None, shard_valid: bool = False):
+    """(train, valid, kind): in-memory when ``loader`` says so, or ``auto`` and the data fit. The training
+    split is read as shard ``cur_shard`` of ``shard_count``, and with ``shard_valid`` the validation split too
+    (a data-parallel run sums every rank's validation figures)."""
     counts = meta["counts"]
     rows = counts["train_rows"] + counts["valid_rows"]
     kind = loader if loader != "auto" else ("memory" if rows <= memory_max_rows else "petastorm")
     base = data.rstrip("/")
     if kind == "memory" and cur_shard is not None:
-        raise ConfigError(f"train.cur_shard needs the petastorm loader, but train.loader={loader} chose the "
-                          f"memory loader ({rows} rows); set train.loader=petastorm")
+        raise ConfigError(f"reading a shard (train.cur_shard, or train.distributed) needs the petastorm loader, but "
+                          f"train.loader={loader} chose the memory loader ({rows} rows); set train.loader=petastorm")
     if kind == "memory":
         train = InMemoryLoader.from_parquet(f"{base}/train", batch_size, shuffle=True, seed=seed)
         valid = InMemoryLoader.from_parquet(f"{base}/valid", 65536, shuffle=False)
@@ -159,5 +161,7 @@ def make_loaders(data: str, meta: dict, batch_size: int, loader: str, memory_max
         train = PetastormLoader(f"{base}/train", counts["train_rows"], batch_size, shuffle=True, seed=seed,
                                 shuffle_buffer=shuffle_buffer, cur_shard=cur_shard, shard_count=shard_count,
                                 workers=workers)
-        valid = PetastormLoader(f"{base}/valid", counts["valid_rows"], 65536, shuffle=False, workers=workers)
+        valid = PetastormLoader(f"{base}/valid", counts["valid_rows"], 65536, shuffle=False, workers=workers,
+                                cur_shard=cur_shard if shard_valid else None,
+                                shard_count=shard_count if shard_valid else None)
     return train, valid, kind

@@ -22,7 +22,7 @@ pass. Every objective returns ``(loss, mse or None)``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,10 @@ class Rating:
     def reseed(self, seed: int) -> None:
         """Nothing random here."""
 
+    def unused_parameters(self, model: CFModule) -> List[torch.nn.Parameter]:
+        """Parameters this loss never reaches (none)."""
+        return []
+
 
 class _Ranking:
     """A ranking term: the positives of a batch (by ``threshold``) against ``size`` sampled items."""
@@ -56,6 +60,11 @@ class _Ranking:
 
     def reseed(self, seed: int) -> None:
         self.sampler.reseed(seed)
+
+    def unused_parameters(self, model: CFModule) -> List[torch.nn.Parameter]:
+        """The user bias: one constant per user, it cancels out of every ranking term."""
+        _, bias = model.tables("user")
+        return [] if bias is None else [bias.weight]
 
     def loss(self, model: CFModule, users, items, ratings, shared: Optional[tuple] = None) -> Loss:
         """``shared``: the batch's (user, item) rating factor rows, already gathered (the hybrid's)."""
@@ -122,6 +131,10 @@ class Hybrid:
 
     def reseed(self, seed: int) -> None:
         self.ranking.reseed(seed)
+
+    def unused_parameters(self, model: CFModule) -> List[torch.nn.Parameter]:
+        """None: the rating term reaches every rating weight, the ranking term the head."""
+        return []
 
     def loss(self, model: CFModule, users, items, ratings) -> Loss:
         # The rating rows are gathered once and shared (detached) with the ranking term.

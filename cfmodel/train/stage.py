@@ -42,7 +42,9 @@ from cfmodel.urls import to_url
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
 from cfmodel.train.lr_find import lr_find, plot_lr_find
+from cfmodel.train.ranks import SINGLE, Ranks
 from cfmodel.train.trainer import Trainer, resolve_device
+from cfmodel.tune.best import tuned_config
 
 LOG = logging.getLogger(__name__)
 
@@ -70,12 +72,14 @@ def objective_for(cfg: TrainConfig, data: str, n_items: int):
                           cfg.ranking_weight, cfg.hybrid_ranking)
 
 
-def _setup(cfg: TrainConfig):
+def _setup(cfg: TrainConfig, ranks: Ranks = SINGLE):
     meta = read_prepared_meta(cfg.data)
+    cur_shard, shard_count = ranks.shard if ranks.world > 1 else (cfg.cur_shard, cfg.shard_count)
     train, valid, kind = make_loaders(cfg.data, meta, cfg.batch_size, cfg.loader, cfg.memory_max_rows, cfg.seed,
-                                      cfg.shuffle_buffer, cfg.reader_workers, cfg.cur_shard, cfg.shard_count)
+                                      cfg.shuffle_buffer, cfg.reader_workers, cur_shard, shard_count,
+                                      shard_valid=ranks.world > 1)
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # every rank starts from the same weights (DDP checks it)
     model = model_args(cfg, meta["n_users"], meta["n_items"]).build().to(device)
     LOG.info("training %s on %s with the %s loader: %d train rows, %d users, %d items", cfg.model, device, kind,
              meta["counts"]["train_rows"], meta["n_users"], meta["n_items"])
@@ -91,27 +95,43 @@ def _resume_point(out: str, ckpt: str, resume: bool) -> None:
         shutil.copytree(os.path.join(out, "checkpoints"), ckpt, dirs_exist_ok=True)
 
 
-def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, Any]:
+def run(cfg: TrainConfig, overwrite: bool, resume: bool = False, spark: Any = None) -> Dict[str, Any]:
     """The train stage: fit, then publish ``model.pt``, factors and metrics; returns the result.
 
     A finished output is replaced only with ``overwrite`` or ``resume``;
-    ``resume`` continues from the last checkpoint when there is one.
+    ``resume`` continues from the last checkpoint when there is one. With
+    ``train.tuned`` the tune stage's chosen settings replace the section's
+    (:mod:`cfmodel.tune.best`); with ``train.distributed.processes`` the fit runs
+    data-parallel through TorchDistributor on ``spark`` (:mod:`cfmodel.train.distributed`).
     """
-    out, ckpt = cfg.output.rstrip("/"), checkpoint_dir(cfg.output)
+    out = cfg.output.rstrip("/")
     if os.path.exists(out) and not (overwrite or resume):
         raise OutputExistsError(f"output already exists: {out} (pass --overwrite to replace it or --resume)")
+    cfg = tuned_config(cfg)
+    if cfg.distributed.processes:
+        from cfmodel.train.distributed import run_distributed
+        return run_distributed(cfg, resume, spark)
+    return fit_and_publish(cfg, resume)
+
+
+def fit_and_publish(cfg: TrainConfig, resume: bool, ranks: Ranks = SINGLE) -> Optional[Dict[str, Any]]:
+    """Fit on this rank's shard; rank 0 then publishes the output and returns the result (others: None)."""
+    out, ckpt = cfg.output.rstrip("/"), checkpoint_dir(cfg.output)
     started = time.time()
-    meta, train, valid, kind, device, model = _setup(cfg)
+    meta, train, valid, kind, device, model = _setup(cfg, ranks)
     user_ids = read_id_map(f"{cfg.data.rstrip('/')}/users", "user_id", "user_idx")
     item_ids = read_id_map(f"{cfg.data.rstrip('/')}/items", "item_id", "item_idx")
     data_fingerprint = {"prepared": cfg.data, "input_sha256": meta["input"]["sha256"]}
-    _resume_point(out, ckpt, resume)
+    if ranks.is_main:
+        _resume_point(out, ckpt, resume)
     objective = objective_for(cfg, cfg.data, meta["n_items"])
     trainer = Trainer(model, train, valid, cfg, ckpt, device,
                       extra={"user_ids": torch.from_numpy(user_ids), "item_ids": torch.from_numpy(item_ids),
-                             "data": data_fingerprint}, objective=objective)
+                             "data": data_fingerprint}, objective=objective, ranks=ranks)
     fit_started = time.time()
     history = trainer.fit(resume=resume)
+    if not ranks.is_main:
+        return None
     resumed_after = trainer.resumed_after
     fit_seconds = time.time() - fit_started
 
@@ -130,7 +150,8 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False) -> Dict[str, An
               "valid_rmse": round(best_epoch.valid_rmse, 5) if rates else None, "epochs": len(history),
               "resumed_after_epoch": resumed_after, "model_version": trained.version,
               "ratings_per_s": round(sum(m.ratings_per_s for m in history) / len(history)),
-              "fit_seconds": round(fit_seconds, 2), "seconds": round(time.time() - started, 2)}
+              "fit_seconds": round(fit_seconds, 2), "seconds": round(time.time() - started, 2),
+              "processes": ranks.world if cfg.distributed.processes else 0}
     with atomic_output(LocalStorage(), out, overwrite=True) as tmp:
         os.makedirs(tmp)
         trained.save(tmp)
@@ -171,12 +192,19 @@ def _run(argv: List[str]) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--lr-find", action="store_true", help="run the learning-rate finder instead of training")
     args = parser.parse_args(argv)
-    cfg = start_job(args).train
+    full = start_job(args)
+    cfg = full.train
     if args.lr_find:
         suggestion = find_lr(cfg)
         print(f"suggested learning rate: {suggestion:.3g} (plot: {os.path.join(cfg.output, 'lr_find.png')})")
         return 0
-    print(json.dumps(run(cfg, args.overwrite, args.resume), indent=2, sort_keys=True))
+    if cfg.distributed.processes:  # TorchDistributor places the processes through Spark
+        from cfmodel.session import spark_session
+        with spark_session(full.spark) as spark:
+            result = run(cfg, args.overwrite, args.resume, spark)
+    else:
+        result = run(cfg, args.overwrite, args.resume)
+    print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
 

@@ -7,6 +7,11 @@ so that ``resume`` continues to the same result as an uninterrupted run.
 
 Randomness is reseeded from ``(seed, epoch)`` at the start of every epoch
 (shuffling and dropout alike), so a resumed run needs no saved RNG state.
+
+In a data-parallel run (:mod:`cfmodel.train.distributed`) every process runs
+this same loop on its own shard, with the model wrapped in
+``DistributedDataParallel``; :class:`~cfmodel.train.ranks.Ranks` keeps the
+processes on the same step and lets rank 0 alone write.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError
 from cfmodel.train.objectives import Rating
 from cfmodel.train.optim import l2_penalty, make_optimizer, make_scheduler
+from cfmodel.train.ranks import SINGLE, Ranks
 from cfmodel.train.sparse_adamw import settle
 
 LOG = logging.getLogger(__name__)
@@ -72,12 +78,7 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def validation_mse(model: nn.Module, loader: Any, device: torch.device) -> float:
     """Mean squared error over a loader's whole epoch 0 (no shuffling needed)."""
-    model.eval()
-    sq, n = 0.0, 0
-    for users, items, ratings in loader.epoch(0):
-        pred = model(users.to(device), items.to(device)).float()
-        sq += float(((pred - ratings.to(device)) ** 2).sum())
-        n += len(ratings)
+    _, sq, n = validation_sums(model, Rating(), loader, device)
     return sq / max(n, 1)
 
 
@@ -86,20 +87,44 @@ VALIDATION_SEED = 987_654_321
 
 
 @torch.no_grad()
-def validate(model: nn.Module, objective: Any, loader: Any, device: torch.device) -> Tuple[float, float]:
-    """(the objective's mean loss, MSE or NaN) over the validation split."""
-    if isinstance(objective, Rating):
-        mse = validation_mse(model, loader, device)
-        return mse, mse
+def validation_sums(model: nn.Module, objective: Any, loader: Any, device: torch.device,
+                    seed: int = VALIDATION_SEED) -> Tuple[float, float, int]:
+    """(the objective's summed loss, summed squared error or NaN, rows) over a loader's epoch 0: sums, so
+    the shards of a data-parallel run add up to the whole split's figures."""
     model.eval()
-    objective.reseed(VALIDATION_SEED)
+    objective.reseed(seed)
     total, sq, n = 0.0, 0.0, 0
     for users, items, ratings in loader.epoch(0):
-        loss, mse = objective.loss(model, users.to(device), items.to(device), ratings.to(device))
-        total += float(loss) * len(ratings)
-        sq += float(mse) * len(ratings) if mse is not None else math.nan
+        users, items, ratings = users.to(device), items.to(device), ratings.to(device)
+        if isinstance(objective, Rating):  # the loss is the squared error: one pass, summed in float64
+            err = float(((model(users, items).float() - ratings) ** 2).sum(dtype=torch.float64))
+            total, sq = total + err, sq + err
+        else:
+            loss, mse = objective.loss(model, users, items, ratings)
+            total += float(loss) * len(ratings)
+            sq += float(mse) * len(ratings) if mse is not None else math.nan
         n += len(ratings)
+    return total, sq, n
+
+
+def validate(model: nn.Module, objective: Any, loader: Any, device: torch.device,
+             ranks: Ranks = SINGLE) -> Tuple[float, float]:
+    """(the objective's mean loss, MSE or NaN) over the validation split (every rank's shard of it)."""
+    total, sq, n = ranks.sum(validation_sums(model, objective, loader, device, VALIDATION_SEED + ranks.rank))
     return total / max(n, 1), sq / max(n, 1)
+
+
+class LossModule(nn.Module):
+    """The objective's loss on a model, as one module: what ``DistributedDataParallel`` wraps, so that its
+    gradient hooks see every parameter the objective uses, whichever of the model's methods it calls."""
+
+    def __init__(self, model: nn.Module, objective: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor):
+        return self.objective.loss(self.model, users, items, ratings)
 
 
 class Trainer:
@@ -117,11 +142,13 @@ class Trainer:
         Where ``last.pt``, ``best.pt``, ``metrics.json`` and ``metrics.csv`` go (local).
     extra
         Saved in every checkpoint as is (id maps, data fingerprint).
+    ranks
+        This process's place in a data-parallel run (the loaders already read its shard).
     """
 
     def __init__(self, model: nn.Module, train: Any, valid: Any, cfg: TrainConfig, out_dir: str,
                  device: Optional[torch.device] = None, extra: Optional[Dict[str, Any]] = None,
-                 objective: Any = None) -> None:
+                 objective: Any = None, ranks: Ranks = SINGLE) -> None:
         self.cfg = cfg
         self.objective = objective or Rating()
         self.device = device or resolve_device(cfg.device)
@@ -129,8 +156,18 @@ class Trainer:
         self.train, self.valid = train, valid
         self.out_dir = out_dir
         self.extra = extra or {}
+        self.ranks = ranks
         self.steps_per_epoch = train.steps_per_epoch()
-        self.opt = make_optimizer(self.model, cfg)
+        if ranks.world > 1:
+            # DDP waits for a gradient of every trainable weight (and a sparse one must be defined): freeze
+            # the ones this objective never reaches. One process skips them alike (they never get a gradient).
+            for p in self.objective.unused_parameters(self.model):
+                p.requires_grad_(False)
+        self.opt = make_optimizer(self.model, cfg)  # before DDP: it reads which tables give sparse gradients
+        self.loss_fn = LossModule(self.model, self.objective)
+        if ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.loss_fn = DistributedDataParallel(self.loss_fn)
         self.sched, self.total_steps = make_scheduler(self.opt, cfg, self.steps_per_epoch)
         self.step = 0
         self.epoch = 0
@@ -147,22 +184,33 @@ class Trainer:
                 "best_valid": self.best_valid, "stale_epochs": self.stale_epochs,
                 "history": [asdict(m) for m in self.history], "config": asdict(self.cfg), **self.extra}
 
-    def save(self, name: str) -> str:
+    def save(self, name: str) -> None:
+        """Write a checkpoint (rank 0 alone: every rank holds the same weights)."""
+        if not self.ranks.is_main:
+            return
         path = os.path.join(self.out_dir, name)
         torch.save(self.state(), path + ".tmp")
         os.replace(path + ".tmp", path)  # never a torn checkpoint
-        return path
 
-    def load(self, path: str) -> None:
-        """Restore a checkpoint written by :meth:`save` (loads with ``weights_only=True``)."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+    def resume_from(self, path: str) -> bool:
+        """Load ``path`` if rank 0 sees it, handing rank 0's copy to every rank; whether there was one."""
+        state = None
+        if self.ranks.is_main and os.path.exists(path):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = self.ranks.broadcast(state)
+        if state is not None:
+            self.load(state)
+            LOG.info("resumed from %s after epoch %d", path, self.epoch)
+        return state is not None
+
+    def load(self, state: Dict[str, Any]) -> None:
+        """Restore a checkpoint's state, as :meth:`save` wrote and ``torch.load(weights_only=True)`` reads it."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_valid, self.stale_epochs = state["best_valid"], state["stale_epochs"]
         self.history = [EpochMetrics(**m) for m in state["history"]]
-        LOG.info("resumed from %s after epoch %d", path, self.epoch)
 
     def _write_metrics(self) -> None:
         rows = [asdict(m) for m in self.history]
@@ -176,9 +224,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------
     def fit(self, resume: bool = False) -> List[EpochMetrics]:
         """Train for the schedule's epochs (continuing after ``last.pt`` with ``resume``)."""
-        last = os.path.join(self.out_dir, "last.pt")
-        if resume and os.path.exists(last):
-            self.load(last)
+        if resume and self.resume_from(os.path.join(self.out_dir, "last.pt")):
             self.resumed_after = self.epoch
         for epoch in range(self.epoch + 1, self.cfg.total_epochs() + 1):
             if self.cfg.early_stopping and self.stale_epochs >= self.cfg.early_stopping:
@@ -188,27 +234,48 @@ class Trainer:
             train_loss, train_mse, n = self._train_epoch(epoch)
             seconds = time.perf_counter() - started
             settle(self.opt)  # every row pays the decay it owes before the weights are validated and saved
-            valid_loss, valid_mse = validate(self.model, self.objective, self.valid, self.device)
+            valid_loss, valid_mse = validate(self.model, self.objective, self.valid, self.device, self.ranks)
             self._end_epoch(EpochMetrics(epoch, train_mse, valid_mse, math.sqrt(valid_mse),
                                          self.opt.param_groups[0]["lr"], seconds, n / seconds, train_loss,
                                          valid_loss))
         return self.history
 
+    def _batches(self, epoch: int):
+        """The epoch's batches of this rank's shard. With several ranks every rank takes the same number of
+        steps (each step's gradient all-reduce needs them all): while any shard has rows left, a shard that
+        ran out starts over in a new order, so no row is dropped and a few are seen twice."""
+        if self.ranks.world == 1:
+            yield from self.train.epoch(epoch)
+            return
+        batches, first_pass, restarts = iter(self.train.epoch(epoch)), True, 0
+        while True:
+            batch = next(batches, None)
+            first_pass = first_pass and batch is not None
+            if not self.ranks.any(first_pass):  # every shard has been read once
+                return
+            if batch is None:
+                restarts += 1
+                batches = iter(self.train.epoch(epoch + 100_003 * restarts))
+                batch = next(batches)
+            yield batch
+
     def _train_epoch(self, epoch: int) -> tuple:
         """One pass over the training loader; returns (mean loss, mean training MSE or NaN, rows seen)."""
         autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                     if self.cfg.amp and self.device.type == "cuda" else nullcontext())
-        torch.manual_seed(self.cfg.seed * 1000 + epoch)
-        self.objective.reseed(self.cfg.seed * 1000 + epoch)
+        # Each rank its own dropout masks and negatives; rank 0's are a single process's.
+        seed = self.cfg.seed * 1000 + epoch + 7919 * self.ranks.rank
+        torch.manual_seed(seed)
+        self.objective.reseed(seed)
         self.model.train()
         sq, total, n = 0.0, 0.0, 0
-        bar = tqdm(self.train.epoch(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}",
-                   disable=not self.cfg.progress, leave=False)
+        bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}",
+                   disable=not (self.cfg.progress and self.ranks.is_main), leave=False)
         for i, (users, items, ratings) in enumerate(bar, start=1):
             users, items = users.to(self.device), items.to(self.device)
             ratings = ratings.to(self.device)
             with autocast:
-                loss, mse = self.objective.loss(self.model, users, items, ratings)
+                loss, mse = self.loss_fn(users, items, ratings)
             if self.cfg.wd_mode == "l2":
                 loss = loss + l2_penalty(self.model, users, items, self.cfg.weight_decay, self.cfg.bias_wd)
             if not torch.isfinite(loss):
@@ -225,7 +292,8 @@ class Trainer:
             n += len(ratings)
             if i % 50 == 0:
                 bar.set_postfix(loss=f"{total / n:.4f}")
-        return total / max(n, 1), sq / max(n, 1), n
+        total, sq, n = self.ranks.sum([total, sq, n])
+        return total / max(n, 1), sq / max(n, 1), int(n)
 
     def _criterion(self, metrics: EpochMetrics) -> float:
         """What picks the best epoch: validation MSE for objectives that predict ratings; for ranking-only
@@ -246,4 +314,5 @@ class Trainer:
         else:
             self.stale_epochs += 1
         self.save("last.pt")
-        self._write_metrics()
+        if self.ranks.is_main:
+            self._write_metrics()

@@ -1,0 +1,107 @@
+"""Data-parallel training through TorchDistributor (local mode, 2 CPU processes, gloo) on real Spark."""
+import json
+import os
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from cfmodel.config import DistributedConfig, TrainConfig
+from cfmodel.errors import ConfigError
+from cfmodel.model import TrainedModel
+from cfmodel.train import run
+from cfmodel.train.distributed import DistributedTrainingError, check_shardable
+from cfmodel.train.loaders import PetastormLoader, read_prepared_meta
+
+BASE = dict(n_factors=8, epochs=4, wd=0.5, batch_size=256, progress=False, loader="petastorm")
+
+
+def _cfg(prepared_dir, out, processes=0, **kw):
+    return TrainConfig(data=prepared_dir, output=str(out), distributed=DistributedConfig(processes=processes),
+                       **{**BASE, **kw})
+
+
+def _valid_variance(prepared_dir):
+    ratings = pd.read_parquet(f"{prepared_dir}/valid")["rating"]
+    return float(((ratings - ratings.mean()) ** 2).mean())
+
+
+def test_two_processes_learn_the_signal_as_one_does_and_resume(spark, prepared_dir, tmp_path):
+    one = run(_cfg(prepared_dir, tmp_path / "one"), overwrite=False)
+    two = run(_cfg(prepared_dir, tmp_path / "two", processes=2), overwrite=False, spark=spark)
+    assert two["processes"] == 2 and two["loader"] == "petastorm" and two["epochs"] == 4
+    # Planted factors: both beat the global mean by far, and the two runs agree (one step sees the same
+    # batch_size rows; the order and the negatives differ).
+    assert two["valid_mse"] < 0.5 * _valid_variance(prepared_dir)
+    assert abs(two["valid_mse"] - one["valid_mse"]) < 0.02, (one["valid_mse"], two["valid_mse"])
+    # Rank 0 published the single-process format: score and evaluate read it as any other model.
+    model = TrainedModel.load(str(tmp_path / "two"))
+    assert model.version == two["model_version"] and model.extra["valid_mse"] == pytest.approx(two["valid_mse"], abs=1e-5)
+    meta = json.loads((tmp_path / "two" / "meta.json").read_text())
+    # Every epoch covered the whole split across the shards (a shard that ran out first wraps around).
+    rows = read_prepared_meta(prepared_dir)["counts"]["train_rows"]
+    assert all(m["ratings_per_s"] * m["seconds"] >= rows * 0.999 for m in meta["history"])
+
+
+def test_resume_continues_a_distributed_run_on_every_rank(spark, prepared_dir, tmp_path):
+    # --resume hands rank 0's checkpoint to every rank (a constant schedule, so more epochs may follow).
+    first = run(_cfg(prepared_dir, tmp_path / "m", processes=2, epochs=2, schedule="constant"), overwrite=False,
+                spark=spark)
+    more = run(_cfg(prepared_dir, tmp_path / "m", processes=2, epochs=3, schedule="constant"), overwrite=False,
+               resume=True, spark=spark)
+    assert more["resumed_after_epoch"] == 2 and more["epochs"] == 3 and more["valid_mse"] < first["valid_mse"]
+    history = json.loads((tmp_path / "m" / "meta.json").read_text())["history"]
+    assert [m["epoch"] for m in history] == [1, 2, 3]
+
+
+def test_a_ranking_objective_with_sparse_gradients_trains_on_two_processes(spark, prepared_dir, tmp_path):
+    got = run(_cfg(prepared_dir, tmp_path / "bpr", processes=2, objective="bpr", row_updates="sparse", epochs=2),
+              overwrite=False, spark=spark)
+    assert got["row_updates"] == "sparse" and got["valid_mse"] is None and got["epochs"] == 2
+    model = TrainedModel.load(str(tmp_path / "bpr"))
+    # The user bias cancels out of the ranking loss: frozen at its initial value (DDP needs a gradient for
+    # every trainable weight), while the item bias learned.
+    torch.manual_seed(42)
+    start = model.args.build()
+    assert torch.equal(model.module.u_bias.weight, start.u_bias.weight)
+    assert not torch.equal(model.module.i_bias.weight, start.i_bias.weight)
+
+
+def test_a_failing_process_fails_the_stage_with_its_own_error(spark, prepared_dir, tmp_path):
+    started = time.time()
+    with pytest.raises(DistributedTrainingError, match=r"training process \d failed: TrainingDivergedError: "
+                                                       r"loss is nan") as err:
+        run(_cfg(prepared_dir, tmp_path / "nan", processes=2, lr=1e6), overwrite=False, spark=spark)
+    assert err.value.exit_code == 4  # the divergence's own exit code
+    assert time.time() - started < 120  # no process left waiting on the dead one
+    assert not (tmp_path / "nan").exists()
+
+
+def test_shards_are_disjoint_and_cover_each_split(prepared_dir):
+    for split in ("train", "valid"):
+        url = os.path.join(prepared_dir, split)
+        truth = pd.read_parquet(url)
+        shards = [[(int(u), int(i)) for b in PetastormLoader(url, len(truth), 500, False, cur_shard=k,
+                                                             shard_count=2).epoch(0)
+                   for u, i in zip(b[0], b[1])] for k in range(2)]
+        assert shards[0] and shards[1] and not set(shards[0]) & set(shards[1])
+        assert sorted(shards[0] + shards[1]) == sorted(zip(truth["user_idx"], truth["item_idx"]))
+
+
+def test_too_few_row_groups_for_the_processes_is_a_clear_error(prepared_dir, tmp_path):
+    groups = sum(pq.ParquetFile(os.path.join(prepared_dir, "valid", f)).metadata.num_row_groups
+                 for f in os.listdir(os.path.join(prepared_dir, "valid")) if f.endswith(".parquet"))
+    assert groups >= 8  # prepare.min_files (8) files, at least a row group each
+    check_shardable(prepared_dir, groups)
+    with pytest.raises(ConfigError, match=r"(train|valid) has \d+ Parquet row groups, fewer than "
+                                          r"train.distributed.processes=\d+.*prepare.min_files"):
+        check_shardable(prepared_dir, groups + 1)
+
+
+def test_distributed_config_is_checked():
+    with pytest.raises(ConfigError, match="nccl needs train.distributed.use_gpu"):
+        DistributedConfig(processes=2, backend="nccl")
+    with pytest.raises(ConfigError, match="train.distributed.processes must be >= 0"):
+        DistributedConfig(processes=-1)
