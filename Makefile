@@ -15,7 +15,7 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale clean
+.PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed clean
 
 install: $(STAMP)
 
@@ -64,6 +64,9 @@ bench-evaluate: $(STAMP)
 
 bench-ranking: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_ranking.py
+
+bench-distributed: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python bench/bench_distributed.py
 
 bench-scale: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_scale.py

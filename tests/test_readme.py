@@ -35,21 +35,29 @@ def _value(text: str):
     return value
 
 
+def _flat(obj, prefix: str = "") -> dict:
+    """Every leaf key of a config (``train.distributed.processes``) with its value."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        out.update(_flat(value, key + ".") if dataclasses.is_dataclass(value) else {key: value})
+    return out
+
+
 def test_every_key_documented_with_its_default():
     documented = {}
     for line in README.read_text(encoding="utf-8").splitlines():
         match = ROW.match(line)
         if not match:
             continue
-        section, keys, defaults = match.group(1), re.findall(r"`(\w+)`", match.group(2)), _split(match.group(3))
+        section, keys, defaults = match.group(1), re.findall(r"`([\w.]+)`", match.group(2)), _split(match.group(3))
         if len(defaults) == 1:
             defaults = defaults * len(keys)
         assert len(keys) == len(defaults), line
         for key, default in zip(keys, defaults):
             documented[f"{section}.{key}"] = _value(default)
-    cfg = Config()
-    actual = {f"{section.name}.{f.name}": getattr(getattr(cfg, section.name), f.name)
-              for section in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, section.name))}
+    actual = _flat(Config())
     assert sorted(set(actual) - set(documented)) == [], "keys missing from the README's table"
     assert sorted(set(documented) - set(actual)) == [], "the README documents keys that do not exist"
     wrong = {k: (documented[k], v) for k, v in actual.items() if documented[k] != v}

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import torch
 from pyarrow import fs
 
-from cfmodel.config import DistributedConfig, TrainConfig
+from cfmodel.train_config import DistributedConfig, TrainConfig
 from cfmodel.model import TrainedModel
 from cfmodel.tune.search import ndcg_at_k
 from cfmodel.urls import to_url
