@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from cfmodel.train_config import DistributedConfig, TrainConfig
+from cfmodel.config import load_config
 from cfmodel.errors import ConfigError
+from cfmodel.score import run as score
 from cfmodel.model import TrainedModel
 from cfmodel.train import run
 from cfmodel.train.distributed import DistributedTrainingError, check_shardable
@@ -39,6 +41,10 @@ def test_two_processes_learn_the_signal_as_one_does_and_resume(spark, prepared_d
     # Rank 0 published the single-process format: score and evaluate read it as any other model.
     model = TrainedModel.load(str(tmp_path / "two"))
     assert model.version == two["model_version"] and model.extra["valid_mse"] == pytest.approx(two["valid_mse"], abs=1e-5)
+    cfg = load_config(None, [f"score.model={tmp_path}/two", f"score.data={prepared_dir}", f"score.output={tmp_path}/recs",
+                             "score.titles=null", "score.show_examples=0"])
+    report, _ = score(spark, cfg, overwrite=False)
+    assert report["model_version"] == two["model_version"] and report["users_scored"] == len(model.user_ids)
     meta = json.loads((tmp_path / "two" / "meta.json").read_text())
     # Every epoch covered the whole split across the shards (a shard that ran out first wraps around).
     rows = read_prepared_meta(prepared_dir)["counts"]["train_rows"]

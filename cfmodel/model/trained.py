@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cfmodel.errors import InputError
+from cfmodel.errors import CfError, InputError
 from cfmodel.model.factors import factor_table, write_factor_table
+from cfmodel.model.fold_in import fold_in
 from cfmodel.model.nets import CFModule, ModelArgs
 from cfmodel.model.topn import BlockScorer, ItemTable
 
@@ -150,6 +151,29 @@ class TrainedModel:
         u = self.module.rows("user", torch.as_tensor(np.asarray(users, np.int64)))
         i = self.module.rows("item", torch.as_tensor(np.asarray(items, np.int64)))
         return self.module.score_block(u[0], i[0], u[1], i[1]).numpy()
+
+    # -- users the model has not seen ----------------------------------------------
+    def fold_in_users(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
+                      newton_steps: int = 3) -> Tuple[np.ndarray, np.ndarray]:
+        """(factors, biases) of new users from the item indices each rated and the ratings, with the items
+        fixed (no retraining; :mod:`cfmodel.model.fold_in`). Biases are 0 for a model without them."""
+        if not getattr(self.module, "bilinear", False) or self.module.has_rank_head:
+            raise CfError(f"fold-in needs a dot-product model trained on ratings (dot or dot_bias with the rating "
+                          f"objective), not {self.args.name} with objective {self.objective}")
+        weight, bias = self.module.tables("item")
+        item_bias = None if bias is None else bias.weight.detach()[:, 0].double().numpy()
+        has_user_bias = self.module.tables("user")[1] is not None
+        y_range = tuple(self.args.y_range) if self.args.name == "dot_bias" else None
+        factors, biases = fold_in(weight.weight.detach().double().numpy(), item_bias, y_range, items, ratings, reg,
+                                  newton_steps, fit_bias=has_user_bias)
+        return factors, biases
+
+    @torch.no_grad()
+    def predict_factors(self, factors: np.ndarray, biases: np.ndarray, items: Sequence[int]) -> np.ndarray:
+        """Scores of user rows given by their factors and biases (folded in) paired with item indices."""
+        i, ib = self.module.rows("item", torch.as_tensor(np.asarray(items, np.int64)))
+        return self.module.score_pairs(torch.as_tensor(factors, dtype=i.dtype), i,
+                                       torch.as_tensor(biases, dtype=i.dtype), ib).numpy()
 
     def recommend(self, users: Sequence[int], n: int, exclude: Optional[Dict[int, Sequence[int]]] = None,
                   candidate: Optional[np.ndarray] = None) -> pd.DataFrame:

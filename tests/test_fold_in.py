@@ -1,0 +1,74 @@
+"""Fold-in: new users' factors solved against a trained model's fixed item factors."""
+import numpy as np
+import pytest
+import torch
+
+from cfmodel.errors import CfError
+from cfmodel.model import ModelArgs, TrainedModel
+
+
+def _model(name="dot_bias", n_items=300, k=5):
+    torch.manual_seed(0)
+    args = ModelArgs(name, 10, n_items, k, [0.0, 5.5], [10], [0.5], 0.05)
+    module = args.build()
+    if name != "embedding_net":
+        with torch.no_grad():
+            module.i_weight.weight.copy_(torch.randn(n_items, k) * 0.6)
+            if name == "dot_bias":
+                module.i_bias.weight.copy_(torch.randn(n_items, 1) * 0.3)
+    return TrainedModel(args, module.eval(), np.arange(10), np.arange(n_items), {"objective": "rating"})
+
+
+def _planted(model, users=150, per_user=40, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    k = model.args.n_factors
+    p, b = rng.normal(0, 0.6, (users, k)), rng.normal(0, 0.3, users)
+    items, ratings = [], []
+    for u in range(users):
+        it = rng.choice(model.args.n_items, per_user, replace=False)
+        clean = model.predict_factors(np.repeat(p[u:u + 1], per_user, 0), np.repeat(b[u], per_user), it)
+        items.append(it)
+        ratings.append(clean + rng.normal(0, noise, per_user))
+    return p, b, items, ratings
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_folded_users_recover_the_planted_factors(steps):
+    model = _model()
+    p, b, items, ratings = _planted(model)
+    factors, biases = model.fold_in_users(items, ratings, reg=0.05, newton_steps=steps)
+    assert np.corrcoef(factors.ravel(), p.ravel())[0, 1] > 0.95
+    assert np.corrcoef(biases, b)[0, 1] > 0.95
+    # Their predictions of the ratings they gave are close to the noise floor (0.3² = 0.09).
+    errors = [np.mean((model.predict_factors(np.repeat(factors[u:u + 1], len(i), 0), np.repeat(biases[u], len(i)), i)
+                       - r) ** 2) for u, (i, r) in enumerate(zip(items, ratings))]
+    assert np.mean(errors) < (0.1 if steps else 0.11)
+
+
+def test_the_gauss_newton_steps_fit_the_training_loss_better_than_the_ridge_alone():
+    model = _model()
+    _, _, items, ratings = _planted(model, noise=0.6)
+    loss = []
+    for steps in (0, 3):
+        f, b = model.fold_in_users(items, ratings, reg=0.05, newton_steps=steps)
+        loss.append(np.mean([np.mean((model.predict_factors(np.repeat(f[u:u + 1], len(i), 0), np.repeat(b[u], len(i)), i)
+                                      - r) ** 2) for u, (i, r) in enumerate(zip(items, ratings))]))
+    assert loss[1] < loss[0]
+
+
+def test_never_nan_even_for_one_rating_the_range_ends_or_none():
+    model = _model()
+    items = [np.array([3]), np.array([1, 2, 3]), np.array([], dtype=np.int64)]
+    ratings = [np.array([5.0]), np.array([0.5, 5.5, 0.0]), np.array([])]
+    factors, biases = model.fold_in_users(items, ratings)
+    assert np.isfinite(factors).all() and np.isfinite(biases).all()
+    assert np.allclose(factors[2], 0) and biases[2] == 0  # no ratings: the prior
+
+
+def test_a_model_without_user_biases_gets_none_and_a_net_is_refused():
+    model = _model("dot")
+    p, _, items, ratings = _planted(model)
+    _, biases = model.fold_in_users(items, ratings)
+    assert np.abs(biases).max() < 1e-6
+    with pytest.raises(CfError, match="fold-in needs a dot-product model"):
+        _model("embedding_net").fold_in_users(items, ratings)
