@@ -137,6 +137,10 @@ class ScoreConfig:
     model_version: Optional[str] = None
     titles: Optional[str] = None
     show_examples: int = 3
+    ratings: Optional[str] = None
+    fold_in_min_ratings: int = 5
+    fold_in_reg: float = 0.1
+    fold_in_newton_steps: int = 3
 
     def __post_init__(self) -> None:
         _require(self.top_n >= 1, "score.top_n must be >= 1")
@@ -147,6 +151,8 @@ class ScoreConfig:
         _require(not bad and self.formats, f"score.formats must be a non-empty list from {SCORE_FORMATS}, got {bad}")
         _require(self.broadcast_max_mb >= 1, "score.broadcast_max_mb must be >= 1")
         _require(self.partitions >= 0, "score.partitions must be >= 0 (0: Spark's default parallelism)")
+        _require(self.fold_in_min_ratings >= 1 and self.fold_in_reg > 0 and self.fold_in_newton_steps >= 0,
+                 "score.fold_in_min_ratings must be >= 1, score.fold_in_reg > 0, score.fold_in_newton_steps >= 0")
 
 
 BASELINES = ("global_mean", "biases", "popular", "als", "implicit_als", "ease")

@@ -1,5 +1,6 @@
 """Fold-in: new users' factors solved against a trained model's fixed item factors."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -72,3 +73,35 @@ def test_a_model_without_user_biases_gets_none_and_a_net_is_refused():
     assert np.abs(biases).max() < 1e-6
     with pytest.raises(CfError, match="fold-in needs a dot-product model"):
         _model("embedding_net").fold_in_users(items, ratings)
+
+
+def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, trained_model, tmp_path):
+    from cfmodel.config import load_config
+    from cfmodel.score import run as score
+
+    train = pd.read_parquet(f"{prepared_dir}/train", columns=["user_id", "item_id", "rating", "timestamp"])
+    twin = int(train["user_id"].value_counts().index[0])  # the most active user, re-joined as a new one
+    mine = train[train["user_id"] == twin].assign(user_id=900001)
+    few = train[train["user_id"] == twin].head(2).assign(user_id=900002)  # under fold_in_min_ratings
+    rows = pd.concat([mine, few]).rename(columns={"user_id": "userId", "item_id": "movieId"})
+    csv = tmp_path / "newer.csv"
+    rows.to_csv(csv, index=False)
+    with open(csv, "a") as fh:
+        fh.write("900001,notanid,4.0,1\n")  # dropped by prepare's rules (1 row of many: under the gate)
+    cfg = load_config(None, [f"score.model={trained_model}", f"score.data={prepared_dir}", f"score.output={tmp_path}/recs",
+                             f"score.ratings={csv}", "score.titles=null", "score.show_examples=0",
+                             "score.formats=[parquet]"])
+    report, _ = score(spark, cfg, overwrite=False)
+    assert report["folded_in_users"] == 1 and report["fallback_users"] == 1
+    assert report["model_users"] == report["users_scored"] - 2
+    recs = pd.read_parquet(tmp_path / "recs" / "recommendations")
+    folded, fallback = recs[recs["user_id"] == 900001], recs[recs["user_id"] == 900002]
+    assert set(folded["source"]) == {"folded_in"} and set(fallback["source"]) == {"fallback"}
+    assert len(folded) == 10 and np.isfinite(folded["score"]).all()
+    assert not set(folded["item_id"]) & set(mine["item_id"])  # never a movie they rated
+    assert not set(fallback["item_id"]) & set(few["item_id"])
+    # Folded in from the same ratings, the new user's list is much like their twin's, trained one.
+    twin_list = set(recs[recs["user_id"] == twin]["item_id"])
+    assert len(twin_list & set(folded["item_id"])) >= 5, (sorted(twin_list), sorted(folded["item_id"]))
+    factors = pd.read_parquet(tmp_path / "recs" / "folded_user_factors")
+    assert factors["id"].tolist() == [900001] and len(factors["features"].iloc[0]) == 8

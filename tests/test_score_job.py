@@ -46,7 +46,7 @@ def test_score_job_writes_every_format_and_excludes_rated(prepared_dir, tmp_path
     assert report["rows_written"] == 5 * len(users)
 
     long = pd.read_parquet(out / "recommendations")
-    assert list(long.columns) == ["user_id", "rank", "item_id", "score", "fallback", "model_version"]
+    assert list(long.columns) == ["user_id", "rank", "item_id", "score", "fallback", "source", "model_version"]
     assert long["model_version"].nunique() == 1 and len(long["model_version"].iloc[0]) == 12
     assert long.groupby("user_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
     assert long["score"].between(0.0, 5.5).all()

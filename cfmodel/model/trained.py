@@ -8,12 +8,13 @@ lists; none of them rebuilds the model's maths.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -157,16 +158,19 @@ class TrainedModel:
                       newton_steps: int = 3) -> Tuple[np.ndarray, np.ndarray]:
         """(factors, biases) of new users from the item indices each rated and the ratings, with the items
         fixed (no retraining; :mod:`cfmodel.model.fold_in`). Biases are 0 for a model without them."""
+        return self.fold_in_solver(reg, newton_steps)(items, ratings)
+
+    def fold_in_solver(self, reg: float = 0.1, newton_steps: int = 3) -> Callable:
+        """:meth:`fold_in_users` as a small picklable function of ``(items, ratings)`` (the item table and
+        the model's range bound in): what the score stage broadcasts to its executors."""
         if not getattr(self.module, "bilinear", False) or self.module.has_rank_head:
             raise CfError(f"fold-in needs a dot-product model trained on ratings (dot or dot_bias with the rating "
                           f"objective), not {self.args.name} with objective {self.objective}")
         weight, bias = self.module.tables("item")
         item_bias = None if bias is None else bias.weight.detach()[:, 0].double().numpy()
-        has_user_bias = self.module.tables("user")[1] is not None
         y_range = tuple(self.args.y_range) if self.args.name == "dot_bias" else None
-        factors, biases = fold_in(weight.weight.detach().double().numpy(), item_bias, y_range, items, ratings, reg,
-                                  newton_steps, fit_bias=has_user_bias)
-        return factors, biases
+        return functools.partial(fold_in, weight.weight.detach().double().numpy(), item_bias, y_range, reg=reg,
+                                 newton_steps=newton_steps, fit_bias=self.module.tables("user")[1] is not None)
 
     @torch.no_grad()
     def predict_factors(self, factors: np.ndarray, biases: np.ndarray, items: Sequence[int]) -> np.ndarray:

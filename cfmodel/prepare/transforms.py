@@ -66,7 +66,7 @@ def _quarantine_message(n_input: int, n_bad: int, by_reason: Dict[str, int], bad
             f"{limit:.1%} (prepare.max_quarantine_fraction): {reasons}{where}")
 
 
-def _classified(raw: DataFrame, cfg: PrepareConfig):
+def classify_input(raw: DataFrame, cfg: PrepareConfig):
     """(classified rows, quarantine, bad rows by reason, good row count); applies the quarantine gate."""
     rule = RatingRule(cfg.rating_min, cfg.rating_max, cfg.rating_step, cfg.timestamp_col is not None)
     parsed = classify(raw, rule)
@@ -129,7 +129,7 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     QualityGateError
         The quarantined share exceeds ``max_quarantine_fraction``.
     """
-    classified, quarantine, by_reason, n_good = _classified(raw, cfg)
+    classified, quarantine, by_reason, n_good = classify_input(raw, cfg)
     n_bad = sum(by_reason.values())
     n_input = n_good + n_bad
 

@@ -6,10 +6,11 @@
 or the console script ``cf-score --conf conf/local.yaml``. Reads the train
 stage's ``model.pt``, ``user_factors/``, ``item_factors/`` and ``meta.json``
 and the prepare stage's output; writes under ``score.output``:
-``recommendations/`` (``user_id, rank, item_id, score, fallback,
-model_version``), ``nested/`` (ALS's ``userId, recommendations:
+``recommendations/`` (``user_id, rank, item_id, score, fallback, source,
+model_version``; ``source``: ``model``, ``folded_in`` or ``fallback``), ``nested/`` (ALS's ``userId, recommendations:
 array<struct<movieId, rating>>``), ``csv/`` and ``jsonl/`` when configured,
-``report.json`` and ``_SUCCESS``. Exit code 0 on success, 2 for bad input or
+``report.json``, ``folded_user_factors/`` with ``score.ratings``
+(:mod:`cfmodel.score.fold_in`) and ``_SUCCESS``. Exit code 0 on success, 2 for bad input or
 config (the item table over ``score.broadcast_max_mb`` among them). The
 example lists printed after the run are a courtesy: a problem with them (a bad
 ``score.titles``) is a warning, never a failed stage.
@@ -27,6 +28,7 @@ from pyspark.sql import functions as F
 
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
+from cfmodel.score.fold_in import fold_in_frame, newer_ratings
 from cfmodel.score.recommend import (build_scorer, load_inputs, output_frames, read_user_list, recommend,
                                      seen_items, users_to_score)
 from cfmodel.session import spark_session
@@ -54,25 +56,61 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
         subset = read_user_list(spark, sc.users, user_col) if sc.users else None
         frame = users_to_score(inputs.list_user_factors, inputs.users,
                                seen_items(sc.data, spark, sc.exclude_valid), subset)
+        frame, folded = _with_folded_users(spark, cfg, inputs, frame, subset)
         long = (recommend(frame, scorer, spark, sc.partitions)
                 .withColumn("score", F.col("score").alias("score", metadata={"comment": SCORE_MEANING[
-                    inputs.model.list_score]}))
-                .withColumn("model_version", F.lit(version)).persist())
+                    inputs.model.list_score]})))
+        long = with_source(long, folded).withColumn("model_version", F.lit(version)).persist()
+        if folded is not None:
+            (folded.where(F.col("features").isNotNull())
+             .select(F.col("user_id").alias("id"), "bias", "features").write.parquet(f"{tmp}/folded_user_factors"))
         for name, (fmt, out) in output_frames(long, sc.formats, sc.output_files, user_col, item_col).items():
             out.write.format(fmt).option("header", True).save(f"{tmp}/{name}")
         stats = long.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
-                         F.countDistinct(F.when(F.col("fallback"), F.col("user_id"))).alias("fallback")).first()
+                         F.countDistinct(F.when(F.col("fallback"), F.col("user_id"))).alias("fallback"),
+                         F.countDistinct(F.when(F.col("source") == "folded_in", F.col("user_id"))).alias("folded")
+                         ).first()
         report = {"stage": "score", "output": storage.qualify(sc.output), "model_version": version,
                   "model": inputs.model.args.name, "objective": inputs.model.objective,
                   "score": inputs.model.list_score, "users_scored": stats["users"],
-                  "fallback_users": stats["fallback"], "rows_written": stats["rows"], "top_n": sc.top_n,
+                  "fallback_users": stats["fallback"], "folded_in_users": stats["folded"],
+                  "model_users": stats["users"] - stats["fallback"] - stats["folded"],
+                  "rows_written": stats["rows"], "top_n": sc.top_n,
                   "items": len(scorer.items.ids), "candidate_items": int(scorer.items.candidate.sum()),
                   "seconds": round(time.time() - started, 2)}
         storage.write_json(f"{tmp}/report.json", report)
         examples = first_lists(long, sc.show_examples)
         long.unpersist()
+        if folded is not None:
+            folded.unpersist()
     LOG.info("score report: %s", json.dumps(report, sort_keys=True))
     return report, examples
+
+
+def _with_folded_users(spark: SparkSession, cfg: Config, inputs, frame: DataFrame, subset: Optional[DataFrame]):
+    """(the users to score, the folded-in users or None): with ``score.ratings``, the users the model does not
+    know take their folded-in factors and the movies they rated (only those in ``score.users`` when it is set)."""
+    sc = cfg.score
+    if not sc.ratings:
+        return frame, None
+    folded = fold_in_frame(newer_ratings(spark, cfg), inputs.model, inputs.items, sc.fold_in_min_ratings,
+                           sc.fold_in_reg, sc.fold_in_newton_steps)
+    if subset is not None:
+        folded = folded.join(subset.select(F.col("user_id").cast("int")), "user_id", "left_semi")
+    folded = folded.persist()
+    return frame.join(folded.select("user_id"), "user_id", "left_anti").unionByName(folded), folded
+
+
+def with_source(long: DataFrame, folded: Optional[DataFrame]) -> DataFrame:
+    """The lists with ``source``: how each user's list was made (``model``, ``folded_in`` or ``fallback``)."""
+    if folded is None:
+        flagged = long.withColumn("_folded", F.lit(False))
+    else:
+        ids = folded.where(F.col("features").isNotNull()).select("user_id", F.lit(True).alias("_folded"))
+        flagged = long.join(F.broadcast(ids), "user_id", "left")
+    source = (F.when(F.col("fallback"), "fallback").when(F.coalesce(F.col("_folded"), F.lit(False)), "folded_in")
+              .otherwise("model"))
+    return flagged.select("user_id", "rank", "item_id", "score", "fallback", source.alias("source"))
 
 
 def first_lists(long: DataFrame, n_users: int) -> Optional[pd.DataFrame]:
