@@ -27,22 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_train import _prepare  # noqa: E402
 from bench.memwatch import run_watched  # noqa: E402
-from cfmodel.config import Config, GenerateConfig, PrepareConfig, SparkConfig  # noqa: E402
+from cfmodel.config import GenerateConfig, SparkConfig  # noqa: E402
 from cfmodel.generate import generate  # noqa: E402
 
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016" / "ratings.csv"
 CF_TRAIN = str(Path(sys.executable).parent / "cf-train")
-
-
-def _prepare(spark, ratings: str, out: Path) -> str:
-    from cfmodel.prepare import run
-
-    if not (out / "_SUCCESS").exists():
-        cfg = Config()
-        cfg.prepare = PrepareConfig(input=ratings, output=str(out))
-        run(spark, cfg, overwrite=True)
-    return str(out)
 
 
 def _train(data: str, out: Path, processes: int, *overrides: str) -> dict:

@@ -13,3 +13,14 @@ def to_url(path: str) -> str:
         return path
     local = parsed.path if parsed.scheme == "file" else path
     return "file://" + os.path.abspath(local)
+
+
+def read_json_file(path: str) -> dict:
+    """A JSON file at a local path or any URL pyarrow reads; FileNotFoundError when there is none."""
+    import json
+
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(to_url(path))
+    with filesystem.open_input_stream(inner) as stream:
+        return json.loads(stream.read().decode("utf-8"))

@@ -12,17 +12,15 @@ Two loaders with one interface (``epoch(n)`` yields tensor triples):
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional, Tuple
 
 import torch
-from pyarrow import fs
 
 from cfmodel.errors import ConfigError, InputError
-from cfmodel.urls import to_url
+from cfmodel.urls import read_json_file, to_url
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 FIELDS = ["user_idx", "item_idx", "rating"]
@@ -132,11 +130,8 @@ class InMemoryLoader:
 
 def read_prepared_meta(path: str) -> dict:
     """The prepare job's ``meta.json`` under ``path`` (local path or any pyarrow-supported URL)."""
-    url = to_url(path.rstrip("/")) + "/meta.json"
-    filesystem, inner = fs.FileSystem.from_uri(url)
     try:
-        with filesystem.open_input_stream(inner) as stream:
-            return json.loads(stream.read().decode("utf-8"))
+        return read_json_file(path.rstrip("/") + "/meta.json")
     except FileNotFoundError as exc:
         raise InputError(f"{path}: no meta.json; is this a prepare job's output?") from exc
 

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from typing import Any, Dict
 
-from pyarrow import fs
-
 from cfmodel.config import TrainConfig
 from cfmodel.errors import InputError
-from cfmodel.urls import to_url
+from cfmodel.urls import read_json_file
 
 LOG = logging.getLogger(__name__)
 BEST = "best.json"
@@ -18,11 +15,8 @@ BEST = "best.json"
 
 def read_best(tuned: str) -> Dict[str, Any]:
     """``<tuned>/best.json`` (a local path or any URL pyarrow reads)."""
-    url = f"{to_url(tuned.rstrip('/'))}/{BEST}"
-    filesystem, inner = fs.FileSystem.from_uri(url)
     try:
-        with filesystem.open_input_stream(inner) as stream:
-            return json.loads(stream.read().decode("utf-8"))
+        return read_json_file(f"{tuned.rstrip('/')}/{BEST}")
     except FileNotFoundError as exc:
         raise InputError(f"train.tuned={tuned}: no {BEST}; is this a tune stage's output?") from exc
 
