@@ -105,3 +105,32 @@ def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, traine
     assert len(twin_list & set(folded["item_id"])) >= 5, (sorted(twin_list), sorted(folded["item_id"]))
     factors = pd.read_parquet(tmp_path / "recs" / "folded_user_factors")
     assert factors["id"].tolist() == [900001] and len(factors["features"].iloc[0]) == 8
+
+
+def test_score_folds_in_a_new_movie_that_then_appears_in_lists(spark, prepared_dir, trained_model, tmp_path):
+    from cfmodel.config import load_config
+    from cfmodel.score import run as score
+
+    train = pd.read_parquet(f"{prepared_dir}/train", columns=["user_id", "item_id", "rating", "timestamp"])
+    base = {"score.model": trained_model, "score.data": prepared_dir, "score.titles": "null",
+            "score.show_examples": "0", "score.formats": "[parquet]"}
+    sets = [f"{k}={v}" for k, v in base.items()]
+    before, _ = score(spark, load_config(None, sets + [f"score.output={tmp_path}/before"]), overwrite=False)
+    lists = pd.read_parquet(tmp_path / "before" / "recommendations")
+    # The movie most often recommended, re-released under a new id and rated as its raters rated it.
+    hit = int(lists["item_id"].value_counts().index[0])
+    clone = train[train["item_id"] == hit].assign(item_id=999999).rename(columns={"user_id": "userId",
+                                                                                "item_id": "movieId"})
+    csv = tmp_path / "newer.csv"
+    clone.to_csv(csv, index=False)
+    report, _ = score(spark, load_config(None, sets + [f"score.output={tmp_path}/after", f"score.ratings={csv}"]),
+                      overwrite=False)
+    assert report["folded_in_items"] == 1 and report["folded_in_users"] == 0
+    after = pd.read_parquet(tmp_path / "after" / "recommendations")
+    got = set(after[after["item_id"] == 999999]["user_id"])
+    wanted = set(lists[lists["item_id"] == hit]["user_id"])
+    # Folded from the same ratings as the movie it copies, it is recommended to most of the same users ...
+    assert len(got & wanted) >= 0.5 * len(wanted), (len(got & wanted), len(wanted))
+    # ... and never to a user who rated it.
+    assert not got & set(clone["userId"])
+    assert np.isfinite(after["score"]).all()

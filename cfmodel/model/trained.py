@@ -160,17 +160,19 @@ class TrainedModel:
         fixed (no retraining; :mod:`cfmodel.model.fold_in`). Biases are 0 for a model without them."""
         return self.fold_in_solver(reg, newton_steps)(items, ratings)
 
-    def fold_in_solver(self, reg: float = 0.1, newton_steps: int = 3) -> Callable:
-        """:meth:`fold_in_users` as a small picklable function of ``(items, ratings)`` (the item table and
-        the model's range bound in): what the score stage broadcasts to its executors."""
+    def fold_in_solver(self, reg: float = 0.1, newton_steps: int = 3, side: str = "user") -> Callable:
+        """:meth:`fold_in_users` as a small picklable function of ``(indices, ratings)`` (the other side's
+        table and the model's range bound in): what the score stage broadcasts to its executors. With
+        ``side="item"`` it solves new movies against the fixed user factors, from the users who rated them."""
         if not getattr(self.module, "bilinear", False) or self.module.has_rank_head:
             raise CfError(f"fold-in needs a dot-product model trained on ratings (dot or dot_bias with the rating "
                           f"objective), not {self.args.name} with objective {self.objective}")
-        weight, bias = self.module.tables("item")
-        item_bias = None if bias is None else bias.weight.detach()[:, 0].double().numpy()
+        other = "user" if side == "item" else "item"
+        weight, bias = self.module.tables(other)
+        fixed_bias = None if bias is None else bias.weight.detach()[:, 0].double().numpy()
         y_range = tuple(self.args.y_range) if self.args.name == "dot_bias" else None
-        return functools.partial(fold_in, weight.weight.detach().double().numpy(), item_bias, y_range, reg=reg,
-                                 newton_steps=newton_steps, fit_bias=self.module.tables("user")[1] is not None)
+        return functools.partial(fold_in, weight.weight.detach().double().numpy(), fixed_bias, y_range, reg=reg,
+                                 newton_steps=newton_steps, fit_bias=self.module.tables(side)[1] is not None)
 
     @torch.no_grad()
     def predict_factors(self, factors: np.ndarray, biases: np.ndarray, items: Sequence[int]) -> np.ndarray:

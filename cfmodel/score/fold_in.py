@@ -7,7 +7,9 @@ solve against the fixed item factors (:meth:`TrainedModel.fold_in_solver
 <cfmodel.model.trained.TrainedModel.fold_in_solver>`), per partition on the
 executors (``mapInArrow``): nothing is collected to the driver. A user with
 fewer than ``score.fold_in_min_ratings`` of them keeps the fallback list; every
-one of them has the movies they rated excluded from their list.
+one of them has the movies they rated excluded from their list. Movies the model
+does not know, rated by that many users it knows, are solved the same way
+against the fixed user factors and join the candidates.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 
 from cfmodel.config import Config
 from cfmodel.model import TrainedModel
@@ -48,6 +51,50 @@ def newer_ratings(spark: SparkSession, cfg: Config) -> DataFrame:
     return drop_duplicates_latest(good_rows(classified)).select("user_id", "item_id", "rating")
 
 
+def _solve_groups(rows: DataFrame, key: str, solver, min_ratings: int) -> DataFrame:
+    """``key, features, bias, seen`` from ``key, items, ratings`` groups (``items``: the other side's indices):
+    each partition's groups solved in one batch by ``solver``; nulls under ``min_ratings``."""
+    shared = rows.sparkSession.sparkContext.broadcast(solver)
+    schema = pa.schema([(key, pa.int32(), False), ("features", pa.list_(pa.float32())), ("bias", pa.float32()),
+                        ("seen", pa.list_(pa.int32()), False)])
+
+    def solve(batches):
+        fold = shared.value
+        for batch in batches:
+            others = [np.asarray(v, np.int64) for v in batch.column("items").to_pylist()]
+            values = [np.asarray(v, np.float64) for v in batch.column("ratings").to_pylist()]
+            enough = np.array([len(o) >= min_ratings for o in others], bool)
+            factors, biases = fold([o for o, e in zip(others, enough) if e],
+                                   [v for v, e in zip(values, enough) if e]) if enough.any() else ([], [])
+            at = np.cumsum(enough) - 1
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(key),
+                 pa.array([factors[at[n]].tolist() if e else None for n, e in enumerate(enough)], pa.list_(pa.float32())),
+                 pa.array([float(biases[at[n]]) if e else None for n, e in enumerate(enough)], pa.float32()),
+                 pa.array([o.astype(np.int32) for o in others], pa.list_(pa.int32()))], schema=schema)
+
+    return rows.mapInArrow(solve, schema=T.StructType([T.StructField(key, T.IntegerType(), False), *FOLDED_SCHEMA[1:]]))
+
+
+def fold_in_items_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame,
+                        min_ratings: int, reg: float, newton_steps: int) -> DataFrame:
+    """``item_id, item_idx, features, bias, n_ratings, mean_rating`` for the movies in ``ratings`` that the model
+    does not know, rated by ``min_ratings`` or more users it knows (their factors fixed): new candidates,
+    indexed after the model's movies."""
+    rows = (ratings.join(items.select("item_id"), "item_id", "left_anti")
+            .join(users.select("user_id", "user_idx"), "user_id")
+            .groupBy("item_id").agg(F.collect_list("user_idx").alias("items"),
+                                    F.collect_list(F.col("rating").cast("double")).alias("ratings"),
+                                    F.avg("rating").cast("float").alias("mean_rating")))
+    stats = rows.select("item_id", "mean_rating")
+    solved = _solve_groups(rows.drop("mean_rating"), "item_id", model.fold_in_solver(reg, newton_steps, "item"),
+                           min_ratings).where(F.col("features").isNotNull())
+    order = Window.orderBy("item_id")
+    return (solved.join(stats, "item_id")
+            .select("item_id", (F.row_number().over(order) - 1 + len(model.item_ids)).cast("int").alias("item_idx"),
+                    "features", "bias", F.size("seen").cast("int").alias("n_ratings"), "mean_rating"))
+
+
 def fold_in_frame(ratings: DataFrame, model: TrainedModel, items: DataFrame, min_ratings: int, reg: float,
                   newton_steps: int) -> DataFrame:
     """``user_id, features, bias, seen`` for every user in ``ratings`` whom the model does not know:
@@ -58,26 +105,4 @@ def fold_in_frame(ratings: DataFrame, model: TrainedModel, items: DataFrame, min
             .join(items.select("item_id", "item_idx"), "item_id")
             .groupBy("user_id").agg(F.collect_list("item_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings")))
-    shared = ratings.sparkSession.sparkContext.broadcast(model.fold_in_solver(reg, newton_steps))
-
-    def solve(batches):
-        solver = shared.value
-        for batch in batches:
-            items_col = [np.asarray(v, np.int64) for v in batch.column("items").to_pylist()]
-            ratings_col = [np.asarray(v, np.float64) for v in batch.column("ratings").to_pylist()]
-            enough = np.array([len(i) >= min_ratings for i in items_col], bool)
-            factors, biases = solver([i for i, e in zip(items_col, enough) if e],
-                                     [r for r, e in zip(ratings_col, enough) if e]) if enough.any() else ([], [])
-            rows_out = iter(range(len(factors)))
-            features, bias = [], []
-            for e in enough:
-                n = next(rows_out) if e else None
-                features.append(None if n is None else factors[n].tolist())
-                bias.append(None if n is None else float(biases[n]))
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("user_id"), pa.array(features, pa.list_(pa.float32())), pa.array(bias, pa.float32()),
-                 pa.array([i.astype(np.int32) for i in items_col], pa.list_(pa.int32()))],
-                schema=pa.schema([("user_id", pa.int32(), False), ("features", pa.list_(pa.float32())),
-                                  ("bias", pa.float32()), ("seen", pa.list_(pa.int32()), False)]))
-
-    return rows.mapInArrow(solve, schema=FOLDED_SCHEMA)
+    return _solve_groups(rows, "user_id", model.fold_in_solver(reg, newton_steps), min_ratings)

@@ -50,6 +50,7 @@ class ScoreInputs:
     items: DataFrame
     list_user_factors: Optional[DataFrame] = None
     list_item_factors: Optional[DataFrame] = None
+    new_items: int = 0  # movies folded in at scoring time, indexed after the model's
 
     def __post_init__(self) -> None:
         if self.list_user_factors is None:
@@ -87,7 +88,7 @@ def build_scorer(inputs: ScoreInputs, cfg: ScoreConfig) -> BlockScorer:
     """The broadcastable scorer: item table (size-checked), fallback ranking, the model's list head."""
     args, head = inputs.model.args, inputs.model.list_head()
     table = item_table(inputs.list_item_factors, inputs.items, cfg,
-                       (args.n_items, args.n_factors + (args.rank_factors or 0)))
+                       (args.n_items + inputs.new_items, args.n_factors + (args.rank_factors or 0)))
     mean_user_bias = inputs.list_user_factors.agg(F.avg("bias")).first()[0] or 0.0
     fallback_idx, fallback_score = fallback_ranking(table, inputs.items, cfg.fallback, mean_user_bias, head)
     return BlockScorer(table, fallback_idx, fallback_score, cfg.top_n, head, cfg.block_size, cfg.torch_threads)

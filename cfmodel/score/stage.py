@@ -17,6 +17,7 @@ example lists printed after the run are a courtesy: a problem with them (a bad
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -28,9 +29,9 @@ from pyspark.sql import functions as F
 
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
-from cfmodel.score.fold_in import fold_in_frame, newer_ratings
-from cfmodel.score.recommend import (build_scorer, load_inputs, output_frames, read_user_list, recommend,
-                                     seen_items, users_to_score)
+from cfmodel.score.fold_in import fold_in_frame, fold_in_items_frame, newer_ratings
+from cfmodel.score.recommend import (ScoreInputs, build_scorer, load_inputs, output_frames, read_user_list,
+                                     recommend, seen_items, users_to_score)
 from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
 from cfmodel.titles import read_titles
@@ -50,13 +51,19 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(sc.block_size, 8192)))
     with atomic_output(storage, sc.output, overwrite) as tmp:
         inputs = load_inputs(spark, storage, sc)
+        known_items = inputs.items
+        newer = newer_ratings(spark, cfg).persist() if sc.ratings else None
+        if newer is not None:
+            inputs = with_new_items(inputs, fold_in_items_frame(newer, inputs.model, inputs.users, known_items,
+                                                                sc.fold_in_min_ratings, sc.fold_in_reg,
+                                                                sc.fold_in_newton_steps))
         scorer = build_scorer(inputs, sc)
         version = sc.model_version or inputs.model.version
 
         subset = read_user_list(spark, sc.users, user_col) if sc.users else None
         frame = users_to_score(inputs.list_user_factors, inputs.users,
                                seen_items(sc.data, spark, sc.exclude_valid), subset)
-        frame, folded = _with_folded_users(spark, cfg, inputs, frame, subset)
+        frame, folded = _with_newer_ratings(cfg, inputs, known_items, frame, subset, newer)
         long = (recommend(frame, scorer, spark, sc.partitions)
                 .withColumn("score", F.col("score").alias("score", metadata={"comment": SCORE_MEANING[
                     inputs.model.list_score]})))
@@ -74,6 +81,7 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
                   "model": inputs.model.args.name, "objective": inputs.model.objective,
                   "score": inputs.model.list_score, "users_scored": stats["users"],
                   "fallback_users": stats["fallback"], "folded_in_users": stats["folded"],
+                  "folded_in_items": inputs.new_items,
                   "model_users": stats["users"] - stats["fallback"] - stats["folded"],
                   "rows_written": stats["rows"], "top_n": sc.top_n,
                   "items": len(scorer.items.ids), "candidate_items": int(scorer.items.candidate.sum()),
@@ -83,22 +91,46 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
         long.unpersist()
         if folded is not None:
             folded.unpersist()
+            newer.unpersist()
     LOG.info("score report: %s", json.dumps(report, sort_keys=True))
     return report, examples
 
 
-def _with_folded_users(spark: SparkSession, cfg: Config, inputs, frame: DataFrame, subset: Optional[DataFrame]):
-    """(the users to score, the folded-in users or None): with ``score.ratings``, the users the model does not
-    know take their folded-in factors and the movies they rated (only those in ``score.users`` when it is set)."""
+def with_new_items(inputs: ScoreInputs, new: DataFrame) -> ScoreInputs:
+    """``inputs`` with the folded-in movies (``fold_in_items_frame``) appended to the item tables and map."""
+    new = new.persist()
+    count = new.count()
+    if not count:
+        new.unpersist()
+        return inputs
+    factors = new.select(F.col("item_id").alias("id"), F.col("item_idx").alias("idx"), "bias", "features")
+    table = inputs.item_factors.select("id", "idx", "bias", "features").unionByName(factors)
+    return dataclasses.replace(
+        inputs, item_factors=table, list_item_factors=table, new_items=count,
+        items=inputs.items.unionByName(new.select("item_id", "item_idx", "n_ratings", "mean_rating"),
+                                       allowMissingColumns=True))
+
+
+def _with_newer_ratings(cfg: Config, inputs: ScoreInputs, known_items: DataFrame, frame: DataFrame,
+                        subset: Optional[DataFrame], newer: Optional[DataFrame]):
+    """(the users to score, the folded-in users or None). With ``score.ratings``, the users the model does not
+    know take their folded-in factors (only those in ``score.users`` when it is set), and every user's newer
+    ratings join the movies their list leaves out."""
     sc = cfg.score
-    if not sc.ratings:
+    if newer is None:
         return frame, None
-    folded = fold_in_frame(newer_ratings(spark, cfg), inputs.model, inputs.items, sc.fold_in_min_ratings,
-                           sc.fold_in_reg, sc.fold_in_newton_steps)
+    folded = fold_in_frame(newer, inputs.model, known_items, sc.fold_in_min_ratings, sc.fold_in_reg,
+                           sc.fold_in_newton_steps)
     if subset is not None:
         folded = folded.join(subset.select(F.col("user_id").cast("int")), "user_id", "left_semi")
     folded = folded.persist()
-    return frame.join(folded.select("user_id"), "user_id", "left_anti").unionByName(folded), folded
+    rated = (newer.join(inputs.items.select("item_id", "item_idx"), "item_id")
+             .groupBy("user_id").agg(F.collect_list("item_idx").alias("_newer")))
+    none = F.array().cast("array<int>")
+    frame = (frame.join(folded.select("user_id"), "user_id", "left_anti").unionByName(folded)
+             .join(rated, "user_id", "left")
+             .withColumn("seen", F.array_union(F.coalesce("seen", none), F.coalesce("_newer", none))).drop("_newer"))
+    return frame, folded
 
 
 def with_source(long: DataFrame, folded: Optional[DataFrame]) -> DataFrame:
