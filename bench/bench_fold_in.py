@@ -51,7 +51,7 @@ def split_users(ratings: pd.DataFrame, seed: int = 42):
     return ratings[~ratings["userId"].isin(held)], fold, new.drop(fold.index)
 
 
-def prepare_and_train(spark, frame: pd.DataFrame, work: Path, name: str) -> tuple:
+def prepare_and_train(spark, frame: pd.DataFrame, work: Path, name: str, objective: str) -> tuple:
     from cfmodel.prepare import run as prepare
     from cfmodel.train import run as train
 
@@ -62,21 +62,24 @@ def prepare_and_train(spark, frame: pd.DataFrame, work: Path, name: str) -> tupl
     prepare(spark, cfg, overwrite=True)
     shipped = load_config(str(ROOT / "conf" / "local.yaml")).train
     tcfg = TrainConfig(**{**vars(shipped), "data": cfg.prepare.output, "output": str(work / f"{name}-model"),
-                          "objective": "rating", "progress": False})
+                          "objective": objective, "progress": False})
     result = train(tcfg, overwrite=True)
     return TrainedModel.load(tcfg.output), cfg.prepare.output, result["fit_seconds"]
 
 
-def scores(model: TrainedModel, users, factors, biases, seen, held: pd.DataFrame) -> dict:
-    """RMSE on the held-out ratings and NDCG@10 of lists that exclude ``seen``, for user ids ``users``."""
+def scores(model: TrainedModel, users, lists, factors, biases, seen, held: pd.DataFrame) -> dict:
+    """RMSE on the held-out ratings (rating ``factors`` and ``biases``; None: no RMSE) and NDCG@10 of the lists
+    the ``lists`` factors make, without ``seen``, for user ids ``users``."""
     item_idx = {int(i): n for n, i in enumerate(model.item_ids)}
     rows = held[held["movieId"].isin(item_idx)]
     pos = {u: n for n, u in enumerate(users)}
-    pred = model.predict_factors(factors[[pos[u] for u in rows["userId"]]], biases[[pos[u] for u in rows["userId"]]],
-                                 [item_idx[i] for i in rows["movieId"]])
-    rmse = float(np.sqrt(np.mean((pred - rows["rating"].to_numpy()) ** 2)))
+    rmse = float("nan")
+    if factors is not None:
+        pick = [pos[u] for u in rows["userId"]]
+        pred = model.predict_factors(factors[pick], biases[pick], [item_idx[i] for i in rows["movieId"]])
+        rmse = float(np.sqrt(np.mean((pred - rows["rating"].to_numpy()) ** 2)))
     weight, bias = model.rank_factors("item")
-    raw = factors @ weight.T + (0 if bias is None else bias[None, :])
+    raw = lists @ weight.T + (0 if bias is None else bias[None, :])
     for n, u in enumerate(users):
         raw[n, [item_idx[i] for i in seen.get(u, []) if i in item_idx]] = -np.inf
     top = np.argsort(-raw, axis=1)[:, :10]
@@ -90,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reg", type=float, nargs="+", default=[0.1], help="one fold-in row per value")
     parser.add_argument("--newton-steps", type=int, default=3)
+    parser.add_argument("--objective", default="rating", help="rating, hybrid, bpr or softmax")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cfmodel-bench-fold-in"))
     args = parser.parse_args()
     from cfmodel.session import spark_session
@@ -98,8 +102,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     base, fold, held = split_users(pd.read_csv(MOVIELENS))
     with spark_session(SparkConfig(master="local[2]", log_level="ERROR", conf={"spark.ui.enabled": "false"})) as spark:
-        first, _, fit_seconds = prepare_and_train(spark, base, work, "base")
-        second, prepared, _ = prepare_and_train(spark, pd.concat([base, fold]), work, "retrain")
+        first, _, fit_seconds = prepare_and_train(spark, base, work, "base", args.objective)
+        second, prepared, _ = prepare_and_train(spark, pd.concat([base, fold]), work, "retrain", args.objective)
     # Fold in exactly the ratings the retrain trained on: the fold-in rows prepare put in its training split.
     trained_on = pd.read_parquet(f"{prepared}/train", columns=["user_id", "item_id", "rating"])
     folded = trained_on[trained_on["user_id"].isin(set(held["userId"]))].rename(
@@ -111,17 +115,27 @@ def main() -> None:
     seen = {u: list(g["movieId"]) for u, g in groups.items()}
     held = held[held["userId"].isin(set(users))]
     folds = {}
+    rates = args.objective in ("rating", "hybrid")
+    rated = [np.array([item_idx[i] for i in groups[u]["movieId"]]) for u in users]
+    values = [groups[u]["rating"].to_numpy() for u in users]
     for reg in args.reg:
         started = time.perf_counter()
-        factors, biases = first.fold_in_users([np.array([item_idx[i] for i in groups[u]["movieId"]]) for u in users],
-                                              [groups[u]["rating"].to_numpy() for u in users], reg, args.newton_steps)
+        lists = first.fold_in_list_factors(rated, values, reg, args.newton_steps, rank_reg=reg)
+        factors, biases = (first.fold_in_solver_unchecked(reg, args.newton_steps)(rated, values) if rates
+                           else (None, None))
         fold_seconds = time.perf_counter() - started
-        folds[f"fold-in {reg:g}"] = scores(first, users, factors, biases, seen, held)
+        folds[f"fold-in {reg:g}"] = scores(first, users, lists, factors, biases, seen, held)
     known = {int(u): n for n, u in enumerate(second.user_ids)}
-    uw, ub = second.rank_factors("user")
-    retrain = scores(second, users, uw[[known[u] for u in users]], ub[[known[u] for u in users]], seen, held)
-    _, user_bias = first.rank_factors("user")
-    fallback = scores(first, users, np.zeros_like(factors), np.full(len(users), float(user_bias.mean())), seen, held)
+    mine = [known[u] for u in users]
+    lw, _ = second.rank_factors("user")
+    rw, rb = ((second.module.u_weight.weight.detach().numpy(), second.module.u_bias.weight.detach().numpy()[:, 0])
+              if rates else (None, None))
+    retrain = scores(second, users, lw[mine], None if rw is None else rw[mine], None if rb is None else rb[mine],
+                     seen, held)
+    zeros = np.zeros((len(users), first.module.u_weight.weight.shape[1]), np.float32)
+    mean_bias = float(first.module.u_bias.weight.detach().mean()) if rates else 0.0
+    fallback = scores(first, users, np.zeros((len(users), lw.shape[1]), np.float32), zeros if rates else None,
+                      np.full(len(users), mean_bias) if rates else None, seen, held)
     print(f"\n{len(users)} held-out users, {len(folded):,} fold-in ratings, {len(held):,} held-out ratings "
           f"(fold-in: reg as named, {args.newton_steps} Gauss-Newton steps)")
     print(f"{'method':<16} {'NDCG@10':>8} {'x retrain':>10} {'RMSE':>8} {'vs retrain':>11}")

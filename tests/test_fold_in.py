@@ -134,3 +134,35 @@ def test_score_folds_in_a_new_movie_that_then_appears_in_lists(spark, prepared_d
     # ... and never to a user who rated it.
     assert not got & set(clone["userId"])
     assert np.isfinite(after["score"]).all()
+
+
+def test_ranking_models_fold_in_their_list_factors():
+    # A hybrid: rating factors from the ratings, the ranking head's from a softmax over the rated items.
+    torch.manual_seed(0)
+    args = ModelArgs("dot_bias", 10, 300, 5, [0.0, 5.5], [10], [0.5], 0.05, rank_factors=3)
+    module = args.build()
+    with torch.no_grad():
+        for table in (module.i_weight, module.i_rank):
+            table.weight.copy_(torch.randn_like(table.weight))
+    model = TrainedModel(args, module.eval(), np.arange(10), np.arange(300), {"objective": "hybrid"})
+    weight, bias = model.rank_factors("item")
+    rng = np.random.default_rng(1)
+    # Users who rate the items a planted ranking vector scores highest.
+    planted = rng.normal(0, 1, (40, 8))
+    items = [np.argsort(-(weight @ p + bias))[:25] for p in planted]
+    ratings = [np.full(25, 4.5) for _ in items]
+    lists = model.fold_in_list_factors(items, ratings)
+    assert lists.shape == (40, 8) and np.isfinite(lists).all()
+    top = [set(np.argsort(-(weight @ x + bias))[:25]) for x in lists]
+    overlap = np.mean([len(t & set(i)) / 25 for t, i in zip(top, items)])
+    assert overlap > 0.3  # 3.6x chance (25 / 300): only the head's 3 factors learn the ranking
+    # A softmax model: its factors are ranking factors, folded in whole.
+    plain = ModelArgs("dot_bias", 10, 300, 8, [0.0, 5.5], [10], [0.5], 0.05).build()
+    with torch.no_grad():
+        plain.i_weight.weight.copy_(torch.randn_like(plain.i_weight.weight))
+    ranker = TrainedModel(plain.args, plain.eval(), np.arange(10), np.arange(300), {"objective": "softmax"})
+    weight, bias = ranker.rank_factors("item")
+    items = [np.argsort(-(weight @ p + bias))[:25] for p in planted]
+    lists = ranker.fold_in_list_factors(items, ratings)
+    top = [set(np.argsort(-(weight @ x + bias))[:25]) for x in lists]
+    assert np.mean([len(t & set(i)) / 25 for t, i in zip(top, items)]) > 0.6

@@ -95,3 +95,29 @@ def _gauss_newton(theta, x, r, c, mask, penalty, y_range) -> torch.Tensor:
     grad = (jac.transpose(1, 2) @ residual[..., None])[..., 0] + (penalty @ theta[..., None])[..., 0]
     hess = jac.transpose(1, 2) @ jac + penalty
     return theta - torch.linalg.solve(hess, grad[..., None])[..., 0]
+
+
+def fold_in_ranking(item_rows: np.ndarray, item_bias: Optional[np.ndarray], offsets: Optional[np.ndarray],
+                    items: Sequence[np.ndarray], reg: float, newton_steps: int = 5) -> np.ndarray:
+    """Ranking factors ``(users, d)`` of users from the items they rated: Newton steps on a full softmax over
+    every item (the rated ones the positives), ``λ n ‖x‖²`` regularised. ``offsets`` ``(users, items)`` holds
+    what the user's score already has (a hybrid's rating part); the item table is fixed."""
+    s = torch.as_tensor(item_rows, dtype=torch.float64)
+    base = torch.zeros((len(items), len(s)), dtype=torch.float64) if offsets is None else \
+        torch.as_tensor(offsets, dtype=torch.float64)
+    if item_bias is not None:
+        base = base + torch.as_tensor(item_bias, dtype=torch.float64)[None, :]
+    counts = torch.tensor([float(len(i)) for i in items], dtype=torch.float64)
+    positives = torch.zeros_like(base)
+    for row, i in enumerate(items):
+        positives[row, torch.as_tensor(np.asarray(i, np.int64))] = 1.0
+    x = torch.zeros((len(items), s.shape[1]), dtype=torch.float64)
+    eye = torch.eye(s.shape[1], dtype=torch.float64)
+    for _ in range(newton_steps):
+        pi = torch.softmax(base + x @ s.T, dim=1)
+        mean = pi @ s                                            # (users, d): E[s] under the softmax
+        grad = counts[:, None] * mean - positives @ s + 2 * reg * counts[:, None] * x
+        second = torch.einsum("ui,id,ie->ude", pi, s, s) - mean[:, :, None] * mean[:, None, :]
+        hess = counts[:, None, None] * second + 2 * reg * counts[:, None, None] * eye + 1e-9 * eye
+        x = x - torch.linalg.solve(hess, grad[..., None])[..., 0]
+    return x.float().numpy()

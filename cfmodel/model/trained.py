@@ -22,7 +22,7 @@ import torch
 
 from cfmodel.errors import CfError, InputError
 from cfmodel.model.factors import factor_table, write_factor_table
-from cfmodel.model.fold_in import fold_in
+from cfmodel.model.fold_in import fold_in, fold_in_ranking
 from cfmodel.model.nets import CFModule, ModelArgs
 from cfmodel.model.topn import BlockScorer, ItemTable
 
@@ -167,12 +167,33 @@ class TrainedModel:
         if not getattr(self.module, "bilinear", False) or self.module.has_rank_head:
             raise CfError(f"fold-in needs a dot-product model trained on ratings (dot or dot_bias with the rating "
                           f"objective), not {self.args.name} with objective {self.objective}")
+        return self.fold_in_solver_unchecked(reg, newton_steps, side)
+
+    def fold_in_solver_unchecked(self, reg: float, newton_steps: int, side: str = "user") -> Callable:
+        """:meth:`fold_in_solver` for any bilinear model: the rating tables of a hybrid too."""
         other = "user" if side == "item" else "item"
         weight, bias = self.module.tables(other)
         fixed_bias = None if bias is None else bias.weight.detach()[:, 0].double().numpy()
         y_range = tuple(self.args.y_range) if self.args.name == "dot_bias" else None
         return functools.partial(fold_in, weight.weight.detach().double().numpy(), fixed_bias, y_range, reg=reg,
                                  newton_steps=newton_steps, fit_bias=self.module.tables(side)[1] is not None)
+
+    def fold_in_list_factors(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
+                             newton_steps: int = 3, rank_reg: float = 0.1) -> np.ndarray:
+        """The factors that rank new users' lists (:meth:`rank_factors`' user side), with the items fixed: the
+        rating factors folded in from the ratings, then, for a model with a ranking head, the head's factors
+        from a full softmax over the rated items; for ``bpr`` and ``softmax`` models the whole vector that way."""
+        if self.objective in ("rating",):
+            return self.fold_in_users(items, ratings, reg, newton_steps)[0]
+        if not getattr(self.module, "bilinear", False):
+            raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
+        weight, bias = self.rank_factors("item")
+        if not self.module.has_rank_head:  # bpr, softmax: the factors are ranking factors
+            return fold_in_ranking(weight, bias, None, items, rank_reg)
+        k = self.args.n_factors
+        rating = self.fold_in_solver_unchecked(reg, newton_steps)(items, ratings)[0]
+        extra = fold_in_ranking(weight[:, k:], bias, rating @ weight[:, :k].T, items, rank_reg)
+        return np.concatenate([rating, extra], axis=1)
 
     @torch.no_grad()
     def predict_factors(self, factors: np.ndarray, biases: np.ndarray, items: Sequence[int]) -> np.ndarray:
