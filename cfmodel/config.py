@@ -18,6 +18,7 @@ import dacite
 import yaml
 
 from cfmodel.errors import ConfigError
+from cfmodel.errors import require as _require
 from cfmodel.train_config import TrainConfig, TuneConfig
 
 
@@ -238,11 +239,6 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 def _check_keys(data: Any, cls: type, where: str, source: str) -> None:

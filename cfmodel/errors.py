@@ -15,6 +15,12 @@ class ConfigError(CfError):
     """The configuration is invalid: unknown key, wrong type, out-of-range value."""
 
 
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` (the config sections' checks)."""
+    if not condition:
+        raise ConfigError(message)
+
+
 class InputError(CfError):
     """The input data is missing, empty or lacks a required column."""
 

@@ -8,12 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-from cfmodel.errors import ConfigError
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+from cfmodel.errors import require as _require
 
 TRAIN_MODELS = ("dot", "dot_bias", "embedding_net")
 SCHEDULES = ("sgdr", "one_cycle", "constant")

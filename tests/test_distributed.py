@@ -1,4 +1,5 @@
 """Data-parallel training through TorchDistributor (local mode, 2 CPU processes, gloo) on real Spark."""
+import dataclasses
 import json
 import os
 import time
@@ -111,3 +112,16 @@ def test_distributed_config_is_checked():
         DistributedConfig(processes=2, backend="nccl")
     with pytest.raises(ConfigError, match="train.distributed.processes must be >= 0"):
         DistributedConfig(processes=-1)
+
+
+def test_each_rank_trains_its_share_of_the_batch_on_petastorm_with_dense_gradients_under_nccl(prepared_dir, tmp_path):
+    from cfmodel.train.distributed import per_rank_config
+
+    cfg = _cfg(prepared_dir, tmp_path / "m", processes=2, batch_size=1024, loader="auto", row_updates="auto")
+    gloo = per_rank_config(cfg, 2, torch.device("cpu"), "gloo")
+    assert (gloo.batch_size, gloo.loader, gloo.row_updates, gloo.device) == (512, "petastorm", "auto", "cpu")
+    assert per_rank_config(cfg, 2, torch.device("cpu"), "nccl").row_updates == "dense"
+    # memory is left for make_loaders to refuse (a shard needs the petastorm loader), not quietly replaced
+    assert per_rank_config(dataclasses.replace(cfg, loader="memory"), 2, torch.device("cpu"), "gloo").loader == "memory"
+    with pytest.raises(ConfigError, match="row_updates=sparse needs the gloo backend"):
+        per_rank_config(dataclasses.replace(cfg, row_updates="sparse"), 2, torch.device("cpu"), "nccl")

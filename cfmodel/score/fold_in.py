@@ -95,13 +95,12 @@ def fold_in_items_frame(ratings: DataFrame, model: TrainedModel, users: DataFram
                     "features", "bias", F.size("seen").cast("int").alias("n_ratings"), "mean_rating"))
 
 
-def fold_in_frame(ratings: DataFrame, model: TrainedModel, items: DataFrame, min_ratings: int, reg: float,
-                  newton_steps: int) -> DataFrame:
-    """``user_id, features, bias, seen`` for every user in ``ratings`` whom the model does not know:
-    folded-in factors with ``min_ratings`` or more ratings of the model's movies, else nulls (the fallback)."""
-    known = F.broadcast(ratings.sparkSession.createDataFrame(
-        [(int(u),) for u in model.user_ids], "user_id int"))
-    rows = (ratings.join(known, "user_id", "left_anti")
+def fold_in_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame, min_ratings: int,
+                  reg: float, newton_steps: int) -> DataFrame:
+    """``user_id, features, bias, seen`` for every user in ``ratings`` whom the model does not know (not in
+    ``users``, the prepare output's map the model was trained on): folded-in factors with ``min_ratings`` or
+    more ratings of the model's movies, else nulls (the fallback)."""
+    rows = (ratings.join(users.select("user_id"), "user_id", "left_anti")
             .join(items.select("item_id", "item_idx"), "item_id")
             .groupBy("user_id").agg(F.collect_list("item_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings")))

@@ -89,9 +89,9 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
         storage.write_json(f"{tmp}/report.json", report)
         examples = first_lists(long, sc.show_examples)
         long.unpersist()
-        if folded is not None:
-            folded.unpersist()
-            newer.unpersist()
+        for cached in (folded, newer):
+            if cached is not None:
+                cached.unpersist()
     LOG.info("score report: %s", json.dumps(report, sort_keys=True))
     return report, examples
 
@@ -119,8 +119,8 @@ def _with_newer_ratings(cfg: Config, inputs: ScoreInputs, known_items: DataFrame
     sc = cfg.score
     if newer is None:
         return frame, None
-    folded = fold_in_frame(newer, inputs.model, known_items, sc.fold_in_min_ratings, sc.fold_in_reg,
-                           sc.fold_in_newton_steps)
+    folded = fold_in_frame(newer, inputs.model, inputs.users, known_items, sc.fold_in_min_ratings,
+                           sc.fold_in_reg, sc.fold_in_newton_steps)
     if subset is not None:
         folded = folded.join(subset.select(F.col("user_id").cast("int")), "user_id", "left_semi")
     folded = folded.persist()

@@ -117,17 +117,17 @@ def _report(cfg: TrainConfig, rank: int, exc: Exception) -> None:
 
 
 def per_rank_config(cfg: TrainConfig, world: int, device: torch.device, backend: str) -> TrainConfig:
-    """What one rank trains with: its share of the batch, the Petastorm loader (it reads shards), its device,
-    and dense gradients under NCCL (which has no sparse all-reduce)."""
-    if cfg.loader == "memory":
-        raise ConfigError("train.distributed reads Petastorm shards: set train.loader to petastorm or auto")
+    """What one rank trains with: its share of the batch, the Petastorm loader for ``auto`` (it reads shards;
+    ``memory`` is refused by :func:`~cfmodel.train.loaders.make_loaders`), its device, and dense gradients
+    under NCCL (which has no sparse all-reduce)."""
     row_updates = cfg.row_updates
     if backend == "nccl":
         if row_updates == "sparse":
             raise ConfigError("train.row_updates=sparse needs the gloo backend: NCCL all-reduces dense gradients "
                               "only (set train.row_updates=auto or dense, or train.distributed.backend=gloo)")
         row_updates = "dense"
-    return dataclasses.replace(cfg, batch_size=max(1, cfg.batch_size // world), loader="petastorm",
+    loader = "petastorm" if cfg.loader == "auto" else cfg.loader
+    return dataclasses.replace(cfg, batch_size=max(1, cfg.batch_size // world), loader=loader,
                                device=str(device), row_updates=row_updates)
 
 
