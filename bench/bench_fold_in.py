@@ -1,22 +1,24 @@
 """Fold-in against a full retrain and the fallback, for users the model never saw (MovieLens small).
 
-    .venv/bin/python bench/bench_fold_in.py [--reg 0.1 0.2] [--newton-steps 3]
+    .venv/bin/python bench/bench_fold_in.py [--objective rating hybrid softmax] [--splits 3] [--reg 0.1 0.2]
 
-Protocol: 10% of the users (seed 42) are held out of training entirely. A
-model is trained on the other users (prepare with the lesson's random 20%
-validation split, then cf-train with the shipped config and ``objective:
-rating``). A second model is trained on the same ratings plus half of each
-held-out user's ratings (their fold-in part); the other half is their held-out
-part. For the held-out users, in the same run:
+Protocol, per split (seeds 42, 43, ...): 10% of the users are held out of
+training entirely. A model is trained on the other users (prepare with the
+lesson's random 20% validation split, then cf-train with the shipped config and
+the named ``objective``). A second model is trained on the same ratings plus half
+of each held-out user's ratings (their fold-in part); the other half is their
+held-out part. For the held-out users, in the same run:
 
 - fold-in: the first model, their factors solved from exactly the fold-in
-  ratings the retrain trained on (those prepare put in its training split);
+  ratings the retrain trained on (those prepare put in its training split),
+  by :meth:`TrainedModel.fold_in_list_solver` as the score stage does;
 - retrain: the second model;
 - fallback: the first model's list for an unknown user (highest movie bias),
   and for RMSE the first model with a zero user vector and the mean user bias.
 
 Lists are top 10 excluding the user's fold-in movies; relevant: held-out
-ratings of 4 or more (NDCG@10 as the evaluate stage computes it). Time: the
+ratings of 4 or more (NDCG@10 as the evaluate stage computes it). Figures are
+pooled over the splits (about 67 users each: one split is noisy). Time: the
 fold-in of every held-out user against the first model's training fit.
 """
 from __future__ import annotations
@@ -51,20 +53,27 @@ def split_users(ratings: pd.DataFrame, seed: int = 42):
     return ratings[~ratings["userId"].isin(held)], fold, new.drop(fold.index)
 
 
-def prepare_and_train(spark, frame: pd.DataFrame, work: Path, name: str, objective: str) -> tuple:
-    from cfmodel.prepare import run as prepare
-    from cfmodel.train import run as train
+def prepare(spark, frame: pd.DataFrame, work: Path, name: str) -> str:
+    """The prepare output of ``frame`` under ``work``, with the default (lesson's) split."""
+    from cfmodel.prepare import run
 
     csv = work / f"{name}.csv"
     frame.to_csv(csv, index=False)
     cfg = Config()
     cfg.prepare = PrepareConfig(input=str(csv), output=str(work / f"{name}-prepared"))
-    prepare(spark, cfg, overwrite=True)
+    run(spark, cfg, overwrite=True)
+    return cfg.prepare.output
+
+
+def train(prepared: str, name: str, objective: str) -> tuple:
+    """(model, fit seconds) of the shipped train config with ``objective`` on ``prepared``."""
+    from cfmodel.train import run
+
     shipped = load_config(str(ROOT / "conf" / "local.yaml")).train
-    tcfg = TrainConfig(**{**vars(shipped), "data": cfg.prepare.output, "output": str(work / f"{name}-model"),
+    tcfg = TrainConfig(**{**vars(shipped), "data": prepared, "output": f"{prepared}-{name}-{objective}",
                           "objective": objective, "progress": False})
-    result = train(tcfg, overwrite=True)
-    return TrainedModel.load(tcfg.output), cfg.prepare.output, result["fit_seconds"]
+    result = run(tcfg, overwrite=True)
+    return TrainedModel.load(tcfg.output), result["fit_seconds"]
 
 
 def scores(model: TrainedModel, users, lists, factors, biases, seen, held: pd.DataFrame) -> dict:
@@ -89,61 +98,92 @@ def scores(model: TrainedModel, users, lists, factors, biases, seen, held: pd.Da
     return {"rmse": rmse, "ndcg": ndcg_at_k({u: list(top[pos[u]]) for u in users}, relevant, 10)}
 
 
+def fold_in_users(prepared: str, held: pd.DataFrame, model: TrainedModel):
+    """(user ids, their fold-in item indices, ratings, movie ids) for the held-out users: the fold-in rows
+    prepare put in the retrain's training split, on the first model's movies."""
+    trained_on = pd.read_parquet(f"{prepared}/train", columns=["user_id", "item_id", "rating"])
+    folded = trained_on[trained_on["user_id"].isin(set(held["userId"]))].rename(
+        columns={"user_id": "userId", "item_id": "movieId"})
+    item_idx = {int(i): n for n, i in enumerate(model.item_ids)}
+    groups = dict(list(folded[folded["movieId"].isin(item_idx)].groupby("userId")))
+    users = sorted(groups)
+    rated = [np.array([item_idx[i] for i in groups[u]["movieId"]]) for u in users]
+    return users, rated, [groups[u]["rating"].to_numpy() for u in users], {u: list(g["movieId"]) for u, g in groups.items()}
+
+
+def compare(first: TrainedModel, second: TrainedModel, prepared: str, held: pd.DataFrame, regs, steps: int):
+    """{method: scores} and fold-in seconds (the last ``reg``'s) for one split and objective."""
+    users, rated, values, seen = fold_in_users(prepared, held, first)
+    held = held[held["userId"].isin(set(users))]
+    rates = first.predicts_ratings
+    out = {}
+    for reg in regs:
+        started = time.perf_counter()
+        lists = first.fold_in_list_factors(rated, values, reg, steps)
+        seconds = time.perf_counter() - started
+        factors, biases = first.fold_in_solver_unchecked(reg, steps)(rated, values) if rates else (None, None)
+        out[f"fold-in {reg:g}"] = scores(first, users, lists, factors, biases, seen, held)
+    known = {int(u): n for n, u in enumerate(second.user_ids)}
+    mine = [known[u] for u in users]
+    lw, _ = second.rank_factors("user")
+    rw, rb = second.factors("user") if rates else (None, None)
+    out["retrain"] = scores(second, users, lw[mine], None if rw is None else rw[mine],
+                            None if rb is None else rb[mine], seen, held)
+    zeros = np.zeros((len(users), first.args.n_factors), np.float32)
+    mean_bias = float(np.mean(first.factors("user")[1])) if rates else 0.0
+    out["fallback"] = scores(first, users, np.zeros((len(users), lw.shape[1]), np.float32),
+                             zeros if rates else None, np.full(len(users), mean_bias) if rates else None, seen, held)
+    return out, seconds, len(users)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reg", type=float, nargs="+", default=[0.1], help="one fold-in row per value")
     parser.add_argument("--newton-steps", type=int, default=3)
-    parser.add_argument("--objective", default="rating", help="rating, hybrid, bpr or softmax")
+    parser.add_argument("--objective", nargs="+", default=["rating", "hybrid", "softmax"],
+                        help="rating, hybrid, bpr or softmax")
+    parser.add_argument("--splits", type=int, default=3, help="held-out user draws (seeds 42, 43, ...)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cfmodel-bench-fold-in"))
     args = parser.parse_args()
     from cfmodel.session import spark_session
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    base, fold, held = split_users(pd.read_csv(MOVIELENS))
+    ratings = pd.read_csv(MOVIELENS)
+    rows = {o: [] for o in args.objective}
     with spark_session(SparkConfig(master="local[2]", log_level="ERROR", conf={"spark.ui.enabled": "false"})) as spark:
-        first, _, fit_seconds = prepare_and_train(spark, base, work, "base", args.objective)
-        second, prepared, _ = prepare_and_train(spark, pd.concat([base, fold]), work, "retrain", args.objective)
-    # Fold in exactly the ratings the retrain trained on: the fold-in rows prepare put in its training split.
-    trained_on = pd.read_parquet(f"{prepared}/train", columns=["user_id", "item_id", "rating"])
-    folded = trained_on[trained_on["user_id"].isin(set(held["userId"]))].rename(
-        columns={"user_id": "userId", "item_id": "movieId"})
-    item_idx = {int(i): n for n, i in enumerate(first.item_ids)}
-    folded = folded[folded["movieId"].isin(item_idx)]
-    groups = dict(list(folded.groupby("userId")))
-    users = sorted(groups)
-    seen = {u: list(g["movieId"]) for u, g in groups.items()}
-    held = held[held["userId"].isin(set(users))]
-    folds = {}
-    rates = args.objective in ("rating", "hybrid")
-    rated = [np.array([item_idx[i] for i in groups[u]["movieId"]]) for u in users]
-    values = [groups[u]["rating"].to_numpy() for u in users]
-    for reg in args.reg:
-        started = time.perf_counter()
-        lists = first.fold_in_list_factors(rated, values, reg, args.newton_steps, rank_reg=reg)
-        factors, biases = (first.fold_in_solver_unchecked(reg, args.newton_steps)(rated, values) if rates
-                           else (None, None))
-        fold_seconds = time.perf_counter() - started
-        folds[f"fold-in {reg:g}"] = scores(first, users, lists, factors, biases, seen, held)
-    known = {int(u): n for n, u in enumerate(second.user_ids)}
-    mine = [known[u] for u in users]
-    lw, _ = second.rank_factors("user")
-    rw, rb = ((second.module.u_weight.weight.detach().numpy(), second.module.u_bias.weight.detach().numpy()[:, 0])
-              if rates else (None, None))
-    retrain = scores(second, users, lw[mine], None if rw is None else rw[mine], None if rb is None else rb[mine],
-                     seen, held)
-    zeros = np.zeros((len(users), first.module.u_weight.weight.shape[1]), np.float32)
-    mean_bias = float(first.module.u_bias.weight.detach().mean()) if rates else 0.0
-    fallback = scores(first, users, np.zeros((len(users), lw.shape[1]), np.float32), zeros if rates else None,
-                      np.full(len(users), mean_bias) if rates else None, seen, held)
-    print(f"\n{len(users)} held-out users, {len(folded):,} fold-in ratings, {len(held):,} held-out ratings "
-          f"(fold-in: reg as named, {args.newton_steps} Gauss-Newton steps)")
-    print(f"{'method':<16} {'NDCG@10':>8} {'x retrain':>10} {'RMSE':>8} {'vs retrain':>11}")
-    for name, got in [("retrain", retrain), *folds.items(), ("fallback", fallback)]:
-        print(f"{name:<16} {got['ndcg']:>8.4f} {got['ndcg'] / retrain['ndcg']:>10.2f} {got['rmse']:>8.4f} "
-              f"{100 * (got['rmse'] / retrain['rmse'] - 1):>+10.1f}%")
-    print(f"fold-in of {len(users)} users: {fold_seconds:.3f} s = {100 * fold_seconds / fit_seconds:.2f}% of the "
-          f"first model's training fit ({fit_seconds:.1f} s)")
+        for split in range(args.splits):
+            base, fold, held = split_users(ratings, 42 + split)
+            first_data = prepare(spark, base, work, f"base{split}")
+            second_data = prepare(spark, pd.concat([base, fold]), work, f"retrain{split}")
+            for objective in args.objective:
+                first, fit_seconds = train(first_data, "model", objective)
+                second, _ = train(second_data, "model", objective)
+                got, seconds, n_users = compare(first, second, second_data, held, args.reg, args.newton_steps)
+                rows[objective].append((got, seconds, fit_seconds, n_users))
+    report(rows, args)
+
+
+def report(rows, args) -> None:
+    """The table: per objective and method, NDCG@10 and RMSE pooled over splits (user-weighted)."""
+    print(f"\n{args.splits} splits, 10% of users held out each; fold-in: {args.newton_steps} Gauss-Newton steps "
+          f"(rating part), reg as named")
+    print(f"{'objective':<9} {'method':<14} {'NDCG@10':>8} {'x retrain':>10} {'RMSE':>8} {'vs retrain':>11} "
+          f"{'per split x retrain':>22}")
+    for objective, runs in rows.items():
+        weights = np.array([n for *_, n in runs], float)
+
+        def pooled(method, key):
+            return float(np.average([got[method][key] for got, *_ in runs], weights=weights))
+        retrain = {k: pooled("retrain", k) for k in ("ndcg", "rmse")}
+        for method in ["retrain", *[f"fold-in {r:g}" for r in args.reg], "fallback"]:
+            ndcg, rmse = pooled(method, "ndcg"), pooled(method, "rmse")
+            each = " ".join(f"{got[method]['ndcg'] / got['retrain']['ndcg']:.2f}" for got, *_ in runs)
+            print(f"{objective:<9} {method:<14} {ndcg:>8.4f} {ndcg / retrain['ndcg']:>10.2f} {rmse:>8.4f} "
+                  f"{100 * (rmse / retrain['rmse'] - 1):>+10.1f}% {each:>22}")
+        share = [100 * s / f for _, s, f, _ in runs]
+        print(f"{objective:<9} fold-in of {int(weights.mean())} users: {np.mean([s for _, s, *_ in runs]):.3f} s, "
+              f"{np.mean(share):.1f}% of a training fit (max {max(share):.1f}%)")
 
 
 if __name__ == "__main__":

@@ -75,10 +75,24 @@ def test_a_model_without_user_biases_gets_none_and_a_net_is_refused():
         _model("embedding_net").fold_in_users(items, ratings)
 
 
-def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, trained_model, tmp_path):
+@pytest.fixture(scope="module")
+def hybrid_model(prepared_dir, tmp_path_factory):
+    """The shipped objective: a dot_bias model with a softmax ranking head, trained by the train stage."""
+    from cfmodel.config import TrainConfig
+    from cfmodel.train import run
+
+    out = str(tmp_path_factory.mktemp("hybrid") / "model")
+    run(TrainConfig(data=prepared_dir, output=out, n_factors=8, epochs=6, wd=0.5, objective="hybrid",
+                    progress=False), overwrite=False)
+    return out
+
+
+@pytest.mark.parametrize("which", ["trained_model", "hybrid_model"])
+def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, which, request, tmp_path):
     from cfmodel.config import load_config
     from cfmodel.score import run as score
 
+    trained_model = request.getfixturevalue(which)
     train = pd.read_parquet(f"{prepared_dir}/train", columns=["user_id", "item_id", "rating", "timestamp"])
     twin = int(train["user_id"].value_counts().index[0])  # the most active user, re-joined as a new one
     mine = train[train["user_id"] == twin].assign(user_id=900001)
@@ -104,35 +118,41 @@ def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, traine
     twin_list = set(recs[recs["user_id"] == twin]["item_id"])
     assert len(twin_list & set(folded["item_id"])) >= 5, (sorted(twin_list), sorted(folded["item_id"]))
     factors = pd.read_parquet(tmp_path / "recs" / "folded_user_factors")
-    assert factors["id"].tolist() == [900001] and len(factors["features"].iloc[0]) == 8
+    width = TrainedModel.load(trained_model).rank_factors("user")[0].shape[1]  # a hybrid's: rating + head
+    assert factors["id"].tolist() == [900001] and len(factors["features"].iloc[0]) == width
 
 
-def test_score_folds_in_a_new_movie_that_then_appears_in_lists(spark, prepared_dir, trained_model, tmp_path):
+@pytest.mark.parametrize("which", ["trained_model", "hybrid_model"])
+def test_score_folds_in_a_new_movie_that_then_appears_in_lists(spark, prepared_dir, which, request, tmp_path):
     from cfmodel.config import load_config
     from cfmodel.score import run as score
 
-    train = pd.read_parquet(f"{prepared_dir}/train", columns=["user_id", "item_id", "rating", "timestamp"])
+    trained_model = request.getfixturevalue(which)
+    every = pd.concat([pd.read_parquet(f"{prepared_dir}/{split}", columns=["user_id", "item_id", "rating", "timestamp"])
+                       for split in ("train", "valid")])
     base = {"score.model": trained_model, "score.data": prepared_dir, "score.titles": "null",
             "score.show_examples": "0", "score.formats": "[parquet]"}
     sets = [f"{k}={v}" for k, v in base.items()]
     before, _ = score(spark, load_config(None, sets + [f"score.output={tmp_path}/before"]), overwrite=False)
     lists = pd.read_parquet(tmp_path / "before" / "recommendations")
-    # The movie most often recommended, re-released under a new id and rated as its raters rated it.
+    # The movie most often recommended, re-released under a new id and rated as its raters rated it; the
+    # newer ratings span the whole history (a ranking model weighs a new movie's raters against every
+    # user's ratings in the same period).
     hit = int(lists["item_id"].value_counts().index[0])
-    clone = train[train["item_id"] == hit].assign(item_id=999999).rename(columns={"user_id": "userId",
-                                                                                "item_id": "movieId"})
+    clone = every[every["item_id"] == hit].assign(item_id=999999)
     csv = tmp_path / "newer.csv"
-    clone.to_csv(csv, index=False)
+    pd.concat([every, clone]).rename(columns={"user_id": "userId", "item_id": "movieId"}).to_csv(csv, index=False)
     report, _ = score(spark, load_config(None, sets + [f"score.output={tmp_path}/after", f"score.ratings={csv}"]),
                       overwrite=False)
     assert report["folded_in_items"] == 1 and report["folded_in_users"] == 0
     after = pd.read_parquet(tmp_path / "after" / "recommendations")
     got = set(after[after["item_id"] == 999999]["user_id"])
-    wanted = set(lists[lists["item_id"] == hit]["user_id"])
+    raters = set(clone["user_id"])
+    wanted = set(lists[lists["item_id"] == hit]["user_id"]) - raters
     # Folded from the same ratings as the movie it copies, it is recommended to most of the same users ...
     assert len(got & wanted) >= 0.5 * len(wanted), (len(got & wanted), len(wanted))
     # ... and never to a user who rated it.
-    assert not got & set(clone["userId"])
+    assert not got & raters
     assert np.isfinite(after["score"]).all()
 
 
@@ -166,3 +186,29 @@ def test_ranking_models_fold_in_their_list_factors():
     lists = ranker.fold_in_list_factors(items, ratings)
     top = [set(np.argsort(-(weight @ x + bias))[:25]) for x in lists]
     assert np.mean([len(t & set(i)) / 25 for t, i in zip(top, items)]) > 0.6
+
+
+def test_a_ranking_model_folds_in_a_new_item_like_the_one_its_raters_chose():
+    """A softmax model's new item, rated by the users most likely to pick a known one, scores users as that
+    one does: Newton steps on its terms in every user's softmax (estimated on a user sample)."""
+    torch.manual_seed(0)
+    args = ModelArgs("dot_bias", 2000, 300, 6, [0.0, 5.5], [10], [0.5], 0.05)
+    module = args.build()
+    with torch.no_grad():
+        module.u_weight.weight.copy_(torch.randn(2000, 6))
+        module.i_weight.weight.copy_(torch.randn(300, 6) * 0.5)
+    model = TrainedModel(args, module.eval(), np.arange(2000), np.arange(300), {"objective": "softmax"})
+    users, _ = model.rank_factors("user")
+    items, bias = model.rank_factors("item")
+    counts = np.full(2000, 50)
+    rng = np.random.default_rng(0)
+    logits = users @ items.T + bias
+    chosen = np.exp(logits - logits.max(1, keepdims=True))
+    chosen /= chosen.sum(1, keepdims=True)
+    targets = [7, 42, 199]
+    # Each user picks each target as often as the model says (50 picks each): who rated the clone.
+    raters = [np.nonzero(rng.poisson(50 * chosen[:, j]))[0] for j in targets]
+    factors, biases = model.fold_in_item_solver(counts, reg=0.01, sample_size=1000)(raters, [np.ones(len(r)) for r in raters])
+    assert np.isfinite(factors).all() and np.isfinite(biases).all()
+    for n, j in enumerate(targets):
+        assert np.corrcoef(users @ factors[n] + biases[n], logits[:, j])[0, 1] > 0.9, j

@@ -22,7 +22,7 @@ import torch
 
 from cfmodel.errors import CfError, InputError
 from cfmodel.model.factors import factor_table, write_factor_table
-from cfmodel.model.fold_in import fold_in, fold_in_ranking
+from cfmodel.model.fold_in import fold_in, fold_in_list_items, fold_in_lists, user_sample
 from cfmodel.model.nets import CFModule, ModelArgs
 from cfmodel.model.topn import BlockScorer, ItemTable
 
@@ -178,22 +178,41 @@ class TrainedModel:
         return functools.partial(fold_in, weight.weight.detach().double().numpy(), fixed_bias, y_range, reg=reg,
                                  newton_steps=newton_steps, fit_bias=self.module.tables(side)[1] is not None)
 
-    def fold_in_list_factors(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
-                             newton_steps: int = 3, rank_reg: float = 0.1) -> np.ndarray:
-        """The factors that rank new users' lists (:meth:`rank_factors`' user side), with the items fixed: the
-        rating factors folded in from the ratings, then, for a model with a ranking head, the head's factors
-        from a full softmax over the rated items; for ``bpr`` and ``softmax`` models the whole vector that way."""
-        if self.objective in ("rating",):
-            return self.fold_in_users(items, ratings, reg, newton_steps)[0]
+    def fold_in_list_solver(self, reg: float = 0.1, newton_steps: int = 3) -> Callable:
+        """A picklable function of ``(indices, ratings)`` giving new users' list factors and biases (what
+        :meth:`rank_factors`' user side holds), the items fixed: a rating model's :meth:`fold_in_solver`;
+        for a hybrid the rating factors so, then its ranking head's factors by Newton steps on a full softmax
+        over the rated items; for ``bpr`` and ``softmax`` models the whole vector that way
+        (:func:`cfmodel.model.fold_in.fold_in_lists`)."""
+        if self.objective == "rating":
+            return self.fold_in_solver(reg, newton_steps)
         if not getattr(self.module, "bilinear", False):
             raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
         weight, bias = self.rank_factors("item")
-        if not self.module.has_rank_head:  # bpr, softmax: the factors are ranking factors
-            return fold_in_ranking(weight, bias, None, items, rank_reg)
-        k = self.args.n_factors
-        rating = self.fold_in_solver_unchecked(reg, newton_steps)(items, ratings)[0]
-        extra = fold_in_ranking(weight[:, k:], bias, rating @ weight[:, :k].T, items, rank_reg)
-        return np.concatenate([rating, extra], axis=1)
+        rating = self.fold_in_solver_unchecked(reg, newton_steps) if self.module.has_rank_head else None
+        return functools.partial(fold_in_lists, rating, weight, bias, reg=reg)
+
+    def fold_in_item_solver(self, user_counts: np.ndarray, reg: float = 0.1, newton_steps: int = 3,
+                            sample_size: int = 4096, seed: int = 0) -> Callable:
+        """A picklable function of ``(user indices, ratings)`` giving new items' list factors and biases (what
+        :meth:`rank_factors`' item side holds), the users fixed: a rating model's :meth:`fold_in_solver` on the
+        item side; for a ranking model each item's terms in every user's full softmax, estimated on
+        ``sample_size`` users (:func:`cfmodel.model.fold_in.fold_in_ranking_items`). ``user_counts``: each
+        known user's ratings, by index, in the ratings the new items' come from."""
+        if self.objective == "rating":
+            return self.fold_in_solver(reg, newton_steps, "item")
+        if not getattr(self.module, "bilinear", False):
+            raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
+        users, _ = self.rank_factors("user")
+        sample = user_sample(users, *self.rank_factors("item"), np.asarray(user_counts), sample_size, seed)
+        rating = self.fold_in_solver_unchecked(reg, newton_steps, "item") if self.module.has_rank_head else None
+        return functools.partial(fold_in_list_items, rating, users, sample, reg=reg)
+
+    def fold_in_list_factors(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
+                             newton_steps: int = 3) -> np.ndarray:
+        """New users' list factors (:meth:`fold_in_list_solver`) from the item indices each rated and the
+        ratings."""
+        return self.fold_in_list_solver(reg, newton_steps)(items, ratings)[0]
 
     @torch.no_grad()
     def predict_factors(self, factors: np.ndarray, biases: np.ndarray, items: Sequence[int]) -> np.ndarray:

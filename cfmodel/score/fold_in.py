@@ -2,14 +2,16 @@
 
 Ratings newer than the model (a prepare output, or a raw file in any format
 prepare reads, cleaned by the same rules) are joined to the model's movies.
-Each user the model does not know gets factors and a bias from a batched ridge
-solve against the fixed item factors (:meth:`TrainedModel.fold_in_solver
-<cfmodel.model.trained.TrainedModel.fold_in_solver>`), per partition on the
-executors (``mapInArrow``): nothing is collected to the driver. A user with
-fewer than ``score.fold_in_min_ratings`` of them keeps the fallback list; every
-one of them has the movies they rated excluded from their list. Movies the model
-does not know, rated by that many users it knows, are solved the same way
-against the fixed user factors and join the candidates.
+Each user the model does not know gets the factors its lists rank with, solved
+against the fixed item tables (:meth:`TrainedModel.fold_in_list_solver
+<cfmodel.model.trained.TrainedModel.fold_in_list_solver>`: a batched ridge
+solve for a rating model, Newton steps on a full softmax for a ranking head),
+per partition on the executors (``mapInArrow``): nothing is collected to the
+driver. A user with fewer than ``score.fold_in_min_ratings`` of them keeps the
+fallback list; every one of them has the movies they rated excluded from their
+list. Movies the model does not know, rated by that many users it knows, are
+solved against the fixed user tables (a ridge solve, or for a ranking model
+Newton steps on their terms in every user's softmax) and join the candidates.
 """
 from __future__ import annotations
 
@@ -79,29 +81,40 @@ def _solve_groups(rows: DataFrame, key: str, solver, min_ratings: int) -> DataFr
 def fold_in_items_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame,
                         min_ratings: int, reg: float, newton_steps: int) -> DataFrame:
     """``item_id, item_idx, features, bias, n_ratings, mean_rating`` for the movies in ``ratings`` that the model
-    does not know, rated by ``min_ratings`` or more users it knows (their factors fixed): new candidates,
-    indexed after the model's movies."""
-    rows = (ratings.join(items.select("item_id"), "item_id", "left_anti")
-            .join(users.select("user_id", "user_idx"), "user_id")
+    does not know, rated by ``min_ratings`` or more users it knows (their factors fixed): new candidates, their
+    list factors (:meth:`TrainedModel.fold_in_item_solver`), indexed after the model's movies."""
+    known = ratings.join(users.select("user_id", "user_idx"), "user_id")
+    rows = (known.join(items.select("item_id"), "item_id", "left_anti")
             .groupBy("item_id").agg(F.collect_list("user_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings"),
                                     F.avg("rating").cast("float").alias("mean_rating")))
     stats = rows.select("item_id", "mean_rating")
-    solved = _solve_groups(rows.drop("mean_rating"), "item_id", model.fold_in_solver(reg, newton_steps, "item"),
-                           min_ratings).where(F.col("features").isNotNull())
+    solver = model.fold_in_item_solver(_user_counts(known, len(model.user_ids)), reg, newton_steps) \
+        if model.objective != "rating" else model.fold_in_solver(reg, newton_steps, "item")
+    solved = _solve_groups(rows.drop("mean_rating"), "item_id", solver, min_ratings).where(F.col("features").isNotNull())
     order = Window.orderBy("item_id")
     return (solved.join(stats, "item_id")
             .select("item_id", (F.row_number().over(order) - 1 + len(model.item_ids)).cast("int").alias("item_idx"),
                     "features", "bias", F.size("seen").cast("int").alias("n_ratings"), "mean_rating"))
 
 
+def _user_counts(rows: DataFrame, n_users: int) -> np.ndarray:
+    """Each known user's ratings in ``rows`` (``user_idx``), by index: at most one int per user to the
+    driver, which holds the model's user table anyway."""
+    counts = np.zeros(n_users, np.int64)
+    frame = rows.groupBy("user_idx").count().toPandas()
+    counts[frame["user_idx"].to_numpy()] = frame["count"].to_numpy()
+    return counts
+
+
 def fold_in_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame, min_ratings: int,
                   reg: float, newton_steps: int) -> DataFrame:
     """``user_id, features, bias, seen`` for every user in ``ratings`` whom the model does not know (not in
-    ``users``, the prepare output's map the model was trained on): folded-in factors with ``min_ratings`` or
-    more ratings of the model's movies, else nulls (the fallback)."""
+    ``users``, the prepare output's map the model was trained on): folded-in list factors (what the model's
+    lists rank with: :meth:`TrainedModel.fold_in_list_solver`) with ``min_ratings`` or more ratings of the
+    model's movies, else nulls (the fallback)."""
     rows = (ratings.join(users.select("user_id"), "user_id", "left_anti")
             .join(items.select("item_id", "item_idx"), "item_id")
             .groupBy("user_id").agg(F.collect_list("item_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings")))
-    return _solve_groups(rows, "user_id", model.fold_in_solver(reg, newton_steps), min_ratings)
+    return _solve_groups(rows, "user_id", model.fold_in_list_solver(reg, newton_steps), min_ratings)

@@ -104,9 +104,11 @@ def with_new_items(inputs: ScoreInputs, new: DataFrame) -> ScoreInputs:
         new.unpersist()
         return inputs
     factors = new.select(F.col("item_id").alias("id"), F.col("item_idx").alias("idx"), "bias", "features")
-    table = inputs.item_factors.select("id", "idx", "bias", "features").unionByName(factors)
+    table = inputs.list_item_factors.select("id", "idx", "bias", "features").unionByName(factors)
+    # The folded factors are list factors: a ranking model's rating table (if any) does not get them.
     return dataclasses.replace(
-        inputs, item_factors=table, list_item_factors=table, new_items=count,
+        inputs, item_factors=table if inputs.model.objective == "rating" else inputs.item_factors,
+        list_item_factors=table, new_items=count,
         items=inputs.items.unionByName(new.select("item_id", "item_idx", "n_ratings", "mean_rating"),
                                        allowMissingColumns=True))
 
