@@ -11,7 +11,9 @@ held-out part. For the held-out users, in the same run:
 
 - fold-in: the first model, their factors solved from exactly the fold-in
   ratings the retrain trained on (those prepare put in its training split),
-  by :meth:`TrainedModel.fold_in_list_solver` as the score stage does;
+  by :meth:`TrainedModel.fold_in_list_solver` as the score stage does: the
+  rating factors by ``adam`` (the training run's AdamW in expectation) and by
+  ``ridge`` (the regularised optimum, per ``--reg``);
 - retrain: the second model;
 - fallback: the first model's list for an unknown user (highest movie bias),
   and for RMSE the first model with a zero user vector and the mean user bias.
@@ -108,21 +110,24 @@ def fold_in_users(prepared: str, held: pd.DataFrame, model: TrainedModel):
     groups = dict(list(folded[folded["movieId"].isin(item_idx)].groupby("userId")))
     users = sorted(groups)
     rated = [np.array([item_idx[i] for i in groups[u]["movieId"]]) for u in users]
-    return users, rated, [groups[u]["rating"].to_numpy() for u in users], {u: list(g["movieId"]) for u, g in groups.items()}
+    values = [groups[u]["rating"].to_numpy() for u in users]
+    return users, rated, values, {u: list(g["movieId"]) for u, g in groups.items()}
 
 
 def compare(first: TrainedModel, second: TrainedModel, prepared: str, held: pd.DataFrame, regs, steps: int):
-    """{method: scores} and fold-in seconds (the last ``reg``'s) for one split and objective."""
+    """{method: scores}, {method: fold-in seconds} and the user count, for one split and objective."""
     users, rated, values, seen = fold_in_users(prepared, held, first)
     held = held[held["userId"].isin(set(users))]
     rates = first.predicts_ratings
-    out = {}
-    for reg in regs:
+    out, seconds = {}, {}
+    for method, reg in [("adam", regs[0])] + [("ridge", reg) for reg in regs]:
+        name = "fold-in adam" if method == "adam" else f"fold-in ridge {reg:g}"
         started = time.perf_counter()
-        lists = first.fold_in_list_factors(rated, values, reg, steps)
-        seconds = time.perf_counter() - started
-        factors, biases = first.fold_in_solver_unchecked(reg, steps)(rated, values) if rates else (None, None)
-        out[f"fold-in {reg:g}"] = scores(first, users, lists, factors, biases, seen, held)
+        lists = first.fold_in_list_factors(rated, values, reg, steps, method)
+        seconds[name] = time.perf_counter() - started
+        factors, biases = (first.fold_in_solver_unchecked(reg, steps, method=method)(rated, values) if rates
+                           else (None, None))
+        out[name] = scores(first, users, lists, factors, biases, seen, held)
     known = {int(u): n for n, u in enumerate(second.user_ids)}
     mine = [known[u] for u in users]
     lw, _ = second.rank_factors("user")
@@ -166,24 +171,25 @@ def main() -> None:
 
 def report(rows, args) -> None:
     """The table: per objective and method, NDCG@10 and RMSE pooled over splits (user-weighted)."""
-    print(f"\n{args.splits} splits, 10% of users held out each; fold-in: {args.newton_steps} Gauss-Newton steps "
-          f"(rating part), reg as named")
-    print(f"{'objective':<9} {'method':<14} {'NDCG@10':>8} {'x retrain':>10} {'RMSE':>8} {'vs retrain':>11} "
-          f"{'per split x retrain':>22}")
+    print(f"\n{args.splits} splits, 10% of users held out each; fold-in adam: the training run's AdamW in "
+          f"expectation; ridge: reg as named, {args.newton_steps} Gauss-Newton steps (the rating part)")
+    print(f"{'objective':<9} {'method':<16} {'NDCG@10':>8} {'x retrain':>10} {'RMSE':>8} {'vs retrain':>11} "
+          f"{'per split x retrain':>20} {'% of fit':>9}")
     for objective, runs in rows.items():
         weights = np.array([n for *_, n in runs], float)
 
         def pooled(method, key):
             return float(np.average([got[method][key] for got, *_ in runs], weights=weights))
         retrain = {k: pooled("retrain", k) for k in ("ndcg", "rmse")}
-        for method in ["retrain", *[f"fold-in {r:g}" for r in args.reg], "fallback"]:
+        for method in ["retrain", *[m for m in runs[0][0] if m not in ("retrain", "fallback")], "fallback"]:
             ndcg, rmse = pooled(method, "ndcg"), pooled(method, "rmse")
             each = " ".join(f"{got[method]['ndcg'] / got['retrain']['ndcg']:.2f}" for got, *_ in runs)
-            print(f"{objective:<9} {method:<14} {ndcg:>8.4f} {ndcg / retrain['ndcg']:>10.2f} {rmse:>8.4f} "
-                  f"{100 * (rmse / retrain['rmse'] - 1):>+10.1f}% {each:>22}")
-        share = [100 * s / f for _, s, f, _ in runs]
-        print(f"{objective:<9} fold-in of {int(weights.mean())} users: {np.mean([s for _, s, *_ in runs]):.3f} s, "
-              f"{np.mean(share):.1f}% of a training fit (max {max(share):.1f}%)")
+            share = [100 * seconds[method] / fit for _, seconds, fit, _ in runs if method in seconds]
+            cost = f"{np.mean(share):.1f}%" if share else ""
+            print(f"{objective:<9} {method:<16} {ndcg:>8.4f} {ndcg / retrain['ndcg']:>10.2f} {rmse:>8.4f} "
+                  f"{100 * (rmse / retrain['rmse'] - 1):>+10.1f}% {each:>20} {cost:>9}")
+        print(f"{objective:<9} about {int(weights.mean())} users a split; training fit "
+              f"{np.mean([fit for _, _, fit, _ in runs]):.2f} s")
 
 
 if __name__ == "__main__":

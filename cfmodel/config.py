@@ -140,6 +140,7 @@ class ScoreConfig:
     show_examples: int = 3
     ratings: Optional[str] = None
     fold_in_min_ratings: int = 5
+    fold_in_method: str = "auto"
     fold_in_reg: float = 0.1
     fold_in_newton_steps: int = 3
 
@@ -154,6 +155,8 @@ class ScoreConfig:
         _require(self.partitions >= 0, "score.partitions must be >= 0 (0: Spark's default parallelism)")
         _require(self.fold_in_min_ratings >= 1 and self.fold_in_reg > 0 and self.fold_in_newton_steps >= 0,
                  "score.fold_in_min_ratings must be >= 1, score.fold_in_reg > 0, score.fold_in_newton_steps >= 0")
+        _require(self.fold_in_method in ("auto", "adam", "ridge"),
+                 f"score.fold_in_method must be auto, adam or ridge, got {self.fold_in_method!r}")
 
 
 BASELINES = ("global_mean", "biases", "popular", "als", "implicit_als", "ease")

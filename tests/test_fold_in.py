@@ -1,4 +1,7 @@
 """Fold-in: new users' factors solved against a trained model's fixed item factors."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,11 +60,13 @@ def test_the_gauss_newton_steps_fit_the_training_loss_better_than_the_ridge_alon
     assert loss[1] < loss[0]
 
 
-def test_never_nan_even_for_one_rating_the_range_ends_or_none():
+@pytest.mark.parametrize("method", ["ridge", "adam"])
+def test_never_nan_even_for_one_rating_the_range_ends_or_none(method):
     model = _model()
+    model.extra["optimizer"] = _record([0.01] * 50, 0.5, 256, 30, lazy=True)
     items = [np.array([3]), np.array([1, 2, 3]), np.array([], dtype=np.int64)]
     ratings = [np.array([5.0]), np.array([0.5, 5.5, 0.0]), np.array([])]
-    factors, biases = model.fold_in_users(items, ratings)
+    factors, biases = model.fold_in_users(items, ratings, method=method)
     assert np.isfinite(factors).all() and np.isfinite(biases).all()
     assert np.allclose(factors[2], 0) and biases[2] == 0  # no ratings: the prior
 
@@ -118,8 +123,13 @@ def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, which,
     twin_list = set(recs[recs["user_id"] == twin]["item_id"])
     assert len(twin_list & set(folded["item_id"])) >= 5, (sorted(twin_list), sorted(folded["item_id"]))
     factors = pd.read_parquet(tmp_path / "recs" / "folded_user_factors")
-    width = TrainedModel.load(trained_model).rank_factors("user")[0].shape[1]  # a hybrid's: rating + head
+    model = TrainedModel.load(trained_model)
+    width = model.rank_factors("user")[0].shape[1]  # a hybrid's: rating + head
     assert factors["id"].tolist() == [900001] and len(factors["features"].iloc[0]) == width
+    # The train stage recorded its optimiser's run up to the exported (best) epoch: fold-in replays it.
+    record, meta = model.extra["optimizer"], json.loads((Path(trained_model) / "meta.json").read_text())
+    assert model.fold_in_method() == "adam"
+    assert sum(s[0] for s in record["segments"]) == meta["best_epoch"] * record["steps_per_epoch"]
 
 
 @pytest.mark.parametrize("which", ["trained_model", "hybrid_model"])
@@ -149,8 +159,11 @@ def test_score_folds_in_a_new_movie_that_then_appears_in_lists(spark, prepared_d
     got = set(after[after["item_id"] == 999999]["user_id"])
     raters = set(clone["user_id"])
     wanted = set(lists[lists["item_id"] == hit]["user_id"]) - raters
-    # Folded from the same ratings as the movie it copies, it is recommended to most of the same users ...
-    assert len(got & wanted) >= 0.5 * len(wanted), (len(got & wanted), len(wanted))
+    # Folded from the same ratings as the movie it copies, it is recommended to many of the same users and
+    # seldom to others (with its users fixed a copy moves less than the original did beside them in
+    # training: on this short run a rating model's copy scores about 0.1 lower, so it takes fewer slots) ...
+    assert len(got) >= 0.25 * len(wanted) and len(got & wanted) >= 0.8 * len(got), (len(got & wanted), len(got),
+                                                                                      len(wanted))
     # ... and never to a user who rated it.
     assert not got & raters
     assert np.isfinite(after["score"]).all()
@@ -212,3 +225,71 @@ def test_a_ranking_model_folds_in_a_new_item_like_the_one_its_raters_chose():
     assert np.isfinite(factors).all() and np.isfinite(biases).all()
     for n, j in enumerate(targets):
         assert np.corrcoef(users @ factors[n] + biases[n], logits[:, j])[0, 1] > 0.9, j
+
+
+def _record(lrs, wd, batch, per_epoch, lazy):
+    """An optimiser record of one segment per step (no compression)."""
+    return {"batch_size": batch, "steps_per_epoch": per_epoch, "betas": [0.9, 0.999], "eps": 1e-8, "lazy": lazy,
+            "segments": [[1, lr, float(np.log1p(-lr * wd)), 0.0] for lr in lrs]}
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_adam_fold_in_is_adamw_exactly_when_every_step_holds_every_rating(lazy):
+    """One step an epoch: every step's gradient is the whole loss's, so the expectation is the run itself."""
+    model = _model(n_items=50)
+    _, _, items, ratings = _planted(model, users=6, per_user=12)
+    lrs, wd, batch = list(np.linspace(0.002, 0.05, 30)) + list(np.linspace(0.05, 0.001, 30)), 0.5, 64
+    model.extra["optimizer"] = _record(lrs, wd, batch, 1, lazy)
+    got, got_bias = model.fold_in_users(items, ratings, method="adam")
+    p = torch.nn.Parameter(torch.zeros(6, 5, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    opt = torch.optim.AdamW([{"params": [p], "weight_decay": wd}, {"params": [b], "weight_decay": 0.0}], lr=lrs[0])
+    rows = torch.as_tensor(np.concatenate([np.full(len(i), u) for u, i in enumerate(items)]))
+    item = model.module.rows("item", torch.as_tensor(np.concatenate(items)))
+    target = torch.as_tensor(np.concatenate(ratings))
+    for lr in lrs:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        pred = model.module.score_pairs(p[rows], item[0].detach().double(), b[rows], item[1].detach().double())
+        (((pred - target) ** 2).sum() / batch).backward()
+        opt.step()
+    assert np.allclose(got, p.detach().numpy(), atol=1e-5) and np.allclose(got_bias, b.detach().numpy(), atol=1e-5)
+
+
+def test_adam_fold_in_recovers_planted_users_and_shrinks_the_sparse_ones_more():
+    from cfmodel.config import TrainConfig
+    from cfmodel.train.optim import optimizer_record
+
+    model = _model()
+    p, b, items, ratings = _planted(model, users=150, per_user=40)
+    cfg = TrainConfig(lr=0.05, wd=0.1, epochs=8, batch_size=256)
+    probe = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    model.extra["optimizer"] = optimizer_record(cfg, probe, 20, 8 * 20)
+    assert len(model.extra["optimizer"]["segments"]) == 64
+    assert sum(s[0] for s in model.extra["optimizer"]["segments"]) == 160
+    factors, biases = model.fold_in_users(items, ratings)  # auto: the model records its optimiser
+    assert np.corrcoef(factors.ravel(), p.ravel())[0, 1] > 0.9 and np.corrcoef(biases, b)[0, 1] > 0.9
+    # The same users with 4 ratings each: Adam moves a row that few batches touch much less.
+    few, _ = model.fold_in_users([i[:4] for i in items], [r[:4] for r in ratings])
+    assert np.linalg.norm(few, axis=1).mean() < 0.7 * np.linalg.norm(factors, axis=1).mean()
+    ridge, _ = model.fold_in_users([i[:4] for i in items], [r[:4] for r in ratings], method="ridge")
+    assert np.linalg.norm(few, axis=1).mean() < np.linalg.norm(ridge, axis=1).mean()
+    with pytest.raises(CfError, match="fold-in method"):
+        model.fold_in_users(items, ratings, method="sgd")
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_rows_solved_in_small_chunks_equal_one_batch(padded):
+    """A partition's rows are solved in length-sorted runs under a memory budget, returned in their order."""
+    from cfmodel.model.fold_in import fold_in, in_chunks
+
+    model = _model()
+    _, _, items, ratings = _planted(model, users=30, per_user=20)
+    items = [i[:n] for n, i in zip(np.random.default_rng(0).integers(1, 21, 30), items)]
+    ratings = [r[:len(i)] for i, r in zip(items, ratings)]
+    q, c = model.factors("item")
+    whole = fold_in(q, c, (0.0, 5.5), items, ratings, reg=0.1)
+    chunked = in_chunks(lambda i, r: fold_in(q, c, (0.0, 5.5), i, r, reg=0.1), items, ratings, width=6,
+                        padded=padded, budget=200)
+    assert np.allclose(whole[0], chunked[0], atol=1e-5) and np.allclose(whole[1], chunked[1], atol=1e-5)

@@ -47,6 +47,35 @@ def _padded(items: Sequence[np.ndarray], ratings: Sequence[np.ndarray]):
     return idx, val, mask
 
 
+def in_chunks(solve: Callable, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], width: int,
+              padded: bool = True, budget: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``solve(items, ratings)`` (a row solver: factors and biases by row) on runs of rows sorted by length,
+    each run's design at most ``budget`` floats of ``width`` (``padded``: rows × the longest, else the sum of
+    lengths): a partition's batch of thousands of users, one of them with thousands of ratings, stays
+    within memory."""
+    budget = budget or CHUNK_ELEMENTS
+    if not len(items):
+        return solve(items, ratings)
+    order = np.argsort([len(i) for i in items], kind="stable")
+    factors, biases = [None] * len(items), np.zeros(len(items), np.float32)
+    start = 0
+    while start < len(order):
+        end, size = start + 1, max(1, len(items[order[start]])) * width
+        while end < len(order):
+            length = max(1, len(items[order[end]])) * width
+            size = (end + 1 - start) * length if padded else size + length
+            if size > budget:
+                break
+            end += 1
+        pick = order[start:end]
+        f, b = solve([items[n] for n in pick], [ratings[n] for n in pick])
+        for row, n in enumerate(pick):
+            factors[n] = f[row]
+        biases[pick] = b
+        start = end
+    return np.stack(factors), biases
+
+
 def _design(q: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``(users, ratings, k + 1)``: each rated item's factors and a 1 for the user's bias; padding is 0."""
     x = q[idx]
@@ -73,7 +102,8 @@ def fold_in(item_factors: np.ndarray, item_bias: Optional[np.ndarray], y_range: 
     if any(len(i) != len(r) for i, r in zip(items, ratings)):
         raise CfError("fold-in: every user needs as many ratings as rated items")
     q = torch.as_tensor(item_factors, dtype=torch.float64)
-    c = torch.zeros(len(q), dtype=torch.float64) if item_bias is None else torch.as_tensor(item_bias, dtype=torch.float64)
+    c = (torch.zeros(len(q), dtype=torch.float64) if item_bias is None
+         else torch.as_tensor(item_bias, dtype=torch.float64))
     k = q.shape[1]
     idx, r, mask = _padded(items, ratings)
     x, counts = _design(q, idx, mask), mask.sum(1)
@@ -127,7 +157,8 @@ def fold_in_ranking(item_rows: np.ndarray, item_bias: Optional[np.ndarray],
 
 def _softmax_newton(s: torch.Tensor, base: torch.Tensor, items: Sequence[np.ndarray], reg: float,
                     newton_steps: int) -> np.ndarray:
-    """Newton's method on ``Σ_u [n_u log Σ_i exp(base_ui + x_u·s_i) − Σ_{rated} (base + x_u·s) + λ n_u ‖x_u‖²]``
+    """Newton's method on
+    ``Σ_u [n_u log Σ_i exp(base_ui + x_u·s_i) − Σ_{rated} (base + x_u·s) + λ n_u ‖x_u‖²]``
     for one chunk of users; float32, which agrees with float64 to the objective's 1e-6."""
     counts = torch.tensor([float(len(i)) for i in items])
     positives = torch.zeros_like(base)
@@ -147,7 +178,8 @@ def _softmax_newton(s: torch.Tensor, base: torch.Tensor, items: Sequence[np.ndar
 
 
 def fold_in_lists(rating_solver: Optional[Callable], item_rows: np.ndarray, item_bias: Optional[np.ndarray],
-                  items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float) -> Tuple[np.ndarray, np.ndarray]:
+                  items: Sequence[np.ndarray], ratings: Sequence[np.ndarray],
+                  reg: float) -> Tuple[np.ndarray, np.ndarray]:
     """(list factors ``(users, d)``, list biases ``(users,)``: zeros, a ranking score's user bias changes no
     order) of a ranking model's new users. ``item_rows``/``item_bias``: the item side the lists rank with.
     ``rating_solver`` None (bpr, softmax): the whole vector from the softmax; else (a hybrid) the rating
@@ -196,22 +228,35 @@ def fold_in_ranking_items(user_rows: np.ndarray, sample: UserSample, raters: Seq
     In every user's full softmax a new item j adds ``Σ_{u rated j} s_uj − Σ_u n_u exp(s_uj − log Z_u)`` to
     the log-likelihood (``Z_u`` barely moves for one item; ``n_u``: u's ratings in the same period as j's,
     so a week-old movie is weighed against a week of everyone's ratings), a Poisson regression in
-    ``(q_j, b_j)`` whose second sum ``sample`` estimates; Newton steps from the best bias alone, ``λ n_j ‖q‖²`` regularised.
+    ``(q_j, b_j)`` whose second sum ``sample`` estimates; Newton steps from the best bias alone,
+    ``λ n_j ‖q‖²`` regularised.
     ``offsets``: (user rows, item rows) whose products the score already has (a hybrid's rating part).
     """
     x = torch.as_tensor(user_rows, dtype=torch.float32)
     design = torch.cat([x[torch.as_tensor(sample.index)], torch.ones(len(sample.index), 1)], dim=1)
     shift = torch.as_tensor(np.log(sample.weight) - sample.log_norm, dtype=torch.float32)
+    chunk = max(1, CHUNK_ELEMENTS // max(1, design.shape[0] * design.shape[1]))
+    factors, biases = np.zeros((len(raters), x.shape[1]), np.float32), np.zeros(len(raters), np.float32)
+    for at in range(0, len(raters), chunk):
+        rows = slice(at, at + chunk)
+        base = shift[None, :].expand(len(raters[rows]), -1)
+        if offsets is not None:
+            base = base + torch.as_tensor(offsets[1][rows], dtype=torch.float32) @ \
+                torch.as_tensor(offsets[0][sample.index], dtype=torch.float32).T
+        factors[rows], biases[rows] = _poisson_newton(x, design, base, raters[rows], reg, newton_steps)
+    return factors, biases
+
+
+def _poisson_newton(x: torch.Tensor, design: torch.Tensor, base: torch.Tensor, raters: Sequence[np.ndarray],
+                    reg: float, newton_steps: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Newton's method for one chunk of new items: maximise ``Σ_{raters} (x·q + b) − Σ_sample exp(base +
+    x·q + b) − λ n ‖q‖²`` from the best bias alone."""
     d = x.shape[1]
     penalty = torch.eye(d + 1)
     penalty[d, d] = 0.0
     counts = torch.tensor([float(len(r)) for r in raters])
     rated = torch.stack([torch.cat([x[torch.as_tensor(np.asarray(r, np.int64))].sum(0), counts[n:n + 1]])
                          for n, r in enumerate(raters)]) if len(raters) else torch.zeros(0, d + 1)
-    base = shift[None, :].expand(len(raters), -1)
-    if offsets is not None:
-        base = base + torch.as_tensor(offsets[1], dtype=torch.float32) @ \
-            torch.as_tensor(offsets[0][sample.index], dtype=torch.float32).T
     theta = torch.zeros(len(raters), d + 1)
     theta[:, d] = torch.log(counts.clamp(min=1.0)) - torch.logsumexp(base, dim=1)
     ridge = 2 * reg * counts[:, None, None] * penalty + 1e-6 * torch.eye(d + 1)

@@ -22,7 +22,8 @@ import torch
 
 from cfmodel.errors import CfError, InputError
 from cfmodel.model.factors import factor_table, write_factor_table
-from cfmodel.model.fold_in import fold_in, fold_in_list_items, fold_in_lists, user_sample
+from cfmodel.model.fold_in import CHUNK_ELEMENTS, fold_in, fold_in_list_items, fold_in_lists, in_chunks, user_sample
+from cfmodel.model.fold_in_adam import fold_in_adam
 from cfmodel.model.nets import CFModule, ModelArgs
 from cfmodel.model.topn import BlockScorer, ItemTable
 
@@ -155,64 +156,91 @@ class TrainedModel:
 
     # -- users the model has not seen ----------------------------------------------
     def fold_in_users(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
-                      newton_steps: int = 3) -> Tuple[np.ndarray, np.ndarray]:
+                      newton_steps: int = 3, method: str = "auto") -> Tuple[np.ndarray, np.ndarray]:
         """(factors, biases) of new users from the item indices each rated and the ratings, with the items
-        fixed (no retraining; :mod:`cfmodel.model.fold_in`). Biases are 0 for a model without them."""
-        return self.fold_in_solver(reg, newton_steps)(items, ratings)
+        fixed (no retraining). Biases are 0 for a model without them. ``method``: ``adam`` refits them as
+        the training run's optimiser would have, in expectation (:mod:`cfmodel.model.fold_in_adam`);
+        ``ridge`` solves for the optimum (:mod:`cfmodel.model.fold_in`, ``reg`` and ``newton_steps``);
+        ``auto`` is ``adam`` where the model records its optimiser's run, else ``ridge``."""
+        return self.fold_in_solver(reg, newton_steps, method=method)(items, ratings)
 
-    def fold_in_solver(self, reg: float = 0.1, newton_steps: int = 3, side: str = "user") -> Callable:
+    def fold_in_solver(self, reg: float = 0.1, newton_steps: int = 3, side: str = "user",
+                       method: str = "auto") -> Callable:
         """:meth:`fold_in_users` as a small picklable function of ``(indices, ratings)`` (the other side's
         table and the model's range bound in): what the score stage broadcasts to its executors. With
         ``side="item"`` it solves new movies against the fixed user factors, from the users who rated them."""
         if not getattr(self.module, "bilinear", False) or self.module.has_rank_head:
             raise CfError(f"fold-in needs a dot-product model trained on ratings (dot or dot_bias with the rating "
                           f"objective), not {self.args.name} with objective {self.objective}")
-        return self.fold_in_solver_unchecked(reg, newton_steps, side)
+        return self.fold_in_solver_unchecked(reg, newton_steps, side, method)
 
-    def fold_in_solver_unchecked(self, reg: float, newton_steps: int, side: str = "user") -> Callable:
+    def fold_in_method(self, method: str = "auto") -> str:
+        """``method`` with ``auto`` resolved: ``adam`` when the model records its optimiser's run (trained by
+        AdamW with decoupled decay), else ``ridge``."""
+        if method not in ("auto", "adam", "ridge"):
+            raise CfError(f"fold-in method must be auto, adam or ridge, not {method!r}")
+        record = self.extra.get("optimizer")
+        if method == "adam" and not record:
+            raise CfError("fold-in method adam needs a model that records its optimiser's run (trained by this "
+                          "cfmodel with wd_mode adamw); use ridge")
+        return method if method != "auto" else ("adam" if record else "ridge")
+
+    def fold_in_solver_unchecked(self, reg: float, newton_steps: int, side: str = "user",
+                                 method: str = "auto") -> Callable:
         """:meth:`fold_in_solver` for any bilinear model: the rating tables of a hybrid too."""
         other = "user" if side == "item" else "item"
         weight, bias = self.module.tables(other)
         fixed_bias = None if bias is None else bias.weight.detach()[:, 0].double().numpy()
         y_range = tuple(self.args.y_range) if self.args.name == "dot_bias" else None
-        return functools.partial(fold_in, weight.weight.detach().double().numpy(), fixed_bias, y_range, reg=reg,
-                                 newton_steps=newton_steps, fit_bias=self.module.tables(side)[1] is not None)
+        fit_bias = self.module.tables(side)[1] is not None
+        table = weight.weight.detach().double().numpy()
+        if self.fold_in_method(method) == "adam":
+            solve = functools.partial(fold_in_adam, table, fixed_bias, y_range, record=self.extra["optimizer"],
+                                      fit_bias=fit_bias)
+            # A quarter of the padded budget: each of the run's segments makes several ratings-long temporaries.
+            return functools.partial(in_chunks, solve, width=table.shape[1] + 1, padded=False,
+                                     budget=CHUNK_ELEMENTS // 4)
+        solve = functools.partial(fold_in, table, fixed_bias, y_range, reg=reg, newton_steps=newton_steps,
+                                  fit_bias=fit_bias)
+        return functools.partial(in_chunks, solve, width=table.shape[1] + 1)
 
-    def fold_in_list_solver(self, reg: float = 0.1, newton_steps: int = 3) -> Callable:
+    def fold_in_list_solver(self, reg: float = 0.1, newton_steps: int = 3, method: str = "auto") -> Callable:
         """A picklable function of ``(indices, ratings)`` giving new users' list factors and biases (what
         :meth:`rank_factors`' user side holds), the items fixed: a rating model's :meth:`fold_in_solver`;
         for a hybrid the rating factors so, then its ranking head's factors by Newton steps on a full softmax
         over the rated items; for ``bpr`` and ``softmax`` models the whole vector that way
-        (:func:`cfmodel.model.fold_in.fold_in_lists`)."""
+        (:func:`cfmodel.model.fold_in.fold_in_lists`). ``method`` as :meth:`fold_in_users`, for the rating
+        factors."""
         if self.objective == "rating":
-            return self.fold_in_solver(reg, newton_steps)
+            return self.fold_in_solver(reg, newton_steps, method=method)
         if not getattr(self.module, "bilinear", False):
             raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
         weight, bias = self.rank_factors("item")
-        rating = self.fold_in_solver_unchecked(reg, newton_steps) if self.module.has_rank_head else None
+        rating = self.fold_in_solver_unchecked(reg, newton_steps, method=method) if self.module.has_rank_head else None
         return functools.partial(fold_in_lists, rating, weight, bias, reg=reg)
 
-    def fold_in_item_solver(self, user_counts: np.ndarray, reg: float = 0.1, newton_steps: int = 3,
-                            sample_size: int = 4096, seed: int = 0) -> Callable:
+    def fold_in_item_solver(self, user_counts: Optional[np.ndarray], reg: float = 0.1, newton_steps: int = 3,
+                            method: str = "auto", sample_size: int = 4096, seed: int = 0) -> Callable:
         """A picklable function of ``(user indices, ratings)`` giving new items' list factors and biases (what
         :meth:`rank_factors`' item side holds), the users fixed: a rating model's :meth:`fold_in_solver` on the
         item side; for a ranking model each item's terms in every user's full softmax, estimated on
         ``sample_size`` users (:func:`cfmodel.model.fold_in.fold_in_ranking_items`). ``user_counts``: each
-        known user's ratings, by index, in the ratings the new items' come from."""
+        known user's ratings, by index, in the ratings the new items' come from (unused by a rating model)."""
         if self.objective == "rating":
-            return self.fold_in_solver(reg, newton_steps, "item")
+            return self.fold_in_solver(reg, newton_steps, "item", method)
         if not getattr(self.module, "bilinear", False):
             raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
         users, _ = self.rank_factors("user")
         sample = user_sample(users, *self.rank_factors("item"), np.asarray(user_counts), sample_size, seed)
-        rating = self.fold_in_solver_unchecked(reg, newton_steps, "item") if self.module.has_rank_head else None
+        rating = self.fold_in_solver_unchecked(reg, newton_steps, "item", method) if self.module.has_rank_head \
+            else None
         return functools.partial(fold_in_list_items, rating, users, sample, reg=reg)
 
     def fold_in_list_factors(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
-                             newton_steps: int = 3) -> np.ndarray:
+                             newton_steps: int = 3, method: str = "auto") -> np.ndarray:
         """New users' list factors (:meth:`fold_in_list_solver`) from the item indices each rated and the
         ratings."""
-        return self.fold_in_list_solver(reg, newton_steps)(items, ratings)[0]
+        return self.fold_in_list_solver(reg, newton_steps, method)(items, ratings)[0]
 
     @torch.no_grad()
     def predict_factors(self, factors: np.ndarray, biases: np.ndarray, items: Sequence[int]) -> np.ndarray:

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from cfmodel.config import Config
+from cfmodel.config import Config, ScoreConfig
 from cfmodel.model import TrainedModel
 from cfmodel.prepare.clean import drop_duplicates_latest, good_rows
 from cfmodel.prepare.source import read_ratings
@@ -79,19 +79,21 @@ def _solve_groups(rows: DataFrame, key: str, solver, min_ratings: int) -> DataFr
 
 
 def fold_in_items_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame,
-                        min_ratings: int, reg: float, newton_steps: int) -> DataFrame:
+                        sc: ScoreConfig) -> DataFrame:
     """``item_id, item_idx, features, bias, n_ratings, mean_rating`` for the movies in ``ratings`` that the model
-    does not know, rated by ``min_ratings`` or more users it knows (their factors fixed): new candidates, their
-    list factors (:meth:`TrainedModel.fold_in_item_solver`), indexed after the model's movies."""
+    does not know, rated by ``sc.fold_in_min_ratings`` or more users it knows (their factors fixed): new
+    candidates, their list factors (:meth:`TrainedModel.fold_in_item_solver`), indexed after the model's movies."""
     known = ratings.join(users.select("user_id", "user_idx"), "user_id")
     rows = (known.join(items.select("item_id"), "item_id", "left_anti")
             .groupBy("item_id").agg(F.collect_list("user_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings"),
                                     F.avg("rating").cast("float").alias("mean_rating")))
     stats = rows.select("item_id", "mean_rating")
-    solver = model.fold_in_item_solver(_user_counts(known, len(model.user_ids)), reg, newton_steps) \
-        if model.objective != "rating" else model.fold_in_solver(reg, newton_steps, "item")
-    solved = _solve_groups(rows.drop("mean_rating"), "item_id", solver, min_ratings).where(F.col("features").isNotNull())
+    # Only a ranking model weighs a new movie's raters against everyone's ratings (a small collect).
+    counts = _user_counts(known, len(model.user_ids)) if model.objective != "rating" else None
+    solver = model.fold_in_item_solver(counts, sc.fold_in_reg, sc.fold_in_newton_steps, sc.fold_in_method)
+    solved = _solve_groups(rows.drop("mean_rating"), "item_id", solver, sc.fold_in_min_ratings) \
+        .where(F.col("features").isNotNull())
     order = Window.orderBy("item_id")
     return (solved.join(stats, "item_id")
             .select("item_id", (F.row_number().over(order) - 1 + len(model.item_ids)).cast("int").alias("item_idx"),
@@ -107,14 +109,15 @@ def _user_counts(rows: DataFrame, n_users: int) -> np.ndarray:
     return counts
 
 
-def fold_in_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame, min_ratings: int,
-                  reg: float, newton_steps: int) -> DataFrame:
+def fold_in_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame,
+                  sc: ScoreConfig) -> DataFrame:
     """``user_id, features, bias, seen`` for every user in ``ratings`` whom the model does not know (not in
     ``users``, the prepare output's map the model was trained on): folded-in list factors (what the model's
-    lists rank with: :meth:`TrainedModel.fold_in_list_solver`) with ``min_ratings`` or more ratings of the
-    model's movies, else nulls (the fallback)."""
+    lists rank with: :meth:`TrainedModel.fold_in_list_solver`) with ``sc.fold_in_min_ratings`` or more
+    ratings of the model's movies, else nulls (the fallback)."""
     rows = (ratings.join(users.select("user_id"), "user_id", "left_anti")
             .join(items.select("item_id", "item_idx"), "item_id")
             .groupBy("user_id").agg(F.collect_list("item_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings")))
-    return _solve_groups(rows, "user_id", model.fold_in_list_solver(reg, newton_steps), min_ratings)
+    solver = model.fold_in_list_solver(sc.fold_in_reg, sc.fold_in_newton_steps, sc.fold_in_method)
+    return _solve_groups(rows, "user_id", solver, sc.fold_in_min_ratings)

@@ -54,9 +54,7 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
         known_items = inputs.items
         newer = newer_ratings(spark, cfg).persist() if sc.ratings else None
         if newer is not None:
-            inputs = with_new_items(inputs, fold_in_items_frame(newer, inputs.model, inputs.users, known_items,
-                                                                sc.fold_in_min_ratings, sc.fold_in_reg,
-                                                                sc.fold_in_newton_steps))
+            inputs = with_new_items(inputs, fold_in_items_frame(newer, inputs.model, inputs.users, known_items, sc))
         scorer = build_scorer(inputs, sc)
         version = sc.model_version or inputs.model.version
 
@@ -121,8 +119,7 @@ def _with_newer_ratings(cfg: Config, inputs: ScoreInputs, known_items: DataFrame
     sc = cfg.score
     if newer is None:
         return frame, None
-    folded = fold_in_frame(newer, inputs.model, inputs.users, known_items, sc.fold_in_min_ratings,
-                           sc.fold_in_reg, sc.fold_in_newton_steps)
+    folded = fold_in_frame(newer, inputs.model, inputs.users, known_items, sc)
     if subset is not None:
         folded = folded.join(subset.select(F.col("user_id").cast("int")), "user_id", "left_semi")
     folded = folded.persist()

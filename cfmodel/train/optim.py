@@ -1,6 +1,9 @@
 """The optimiser and learning-rate schedule of a training run, and the L2 penalty of ``wd_mode: l2``."""
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
+import numpy as np
 import torch
 
 from cfmodel.config import TrainConfig
@@ -84,3 +87,29 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     return sched, total
+
+
+def optimizer_record(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int, steps_run: int,
+                     segments: int = 64) -> Optional[Dict[str, Any]]:
+    """What the optimiser did to the weights a model exports, for folding in new rows the same way
+    (:mod:`cfmodel.model.fold_in_adam`): the first ``steps_run`` steps of the run's schedule cut into at most
+    ``segments`` pieces, each (steps, Σ lr, Σ log(1 − lr·wd), the same for the biases' decay), with
+    ``opt``'s constants, the batch size and whether moments were lazy (:class:`SparseAdamW`). None for
+    ``wd_mode: l2``, whose coupled penalty the record does not describe."""
+    if cfg.wd_mode != "adamw" or steps_run < 1:
+        return None
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, total = make_scheduler(probe, cfg, steps_per_epoch)
+    lrs = []
+    for step in range(steps_run):  # as the trainer: the step's lr, then the schedule moves on
+        lrs.append(probe.param_groups[0]["lr"])
+        if step < total:
+            probe.step()
+            sched.step()
+    lrs = np.asarray(lrs, np.float64)
+    cuts = np.unique(np.linspace(0, steps_run, min(segments, steps_run) + 1).astype(int))
+    pieces = [[int(b - a), float(lrs[a:b].sum()), float(np.log1p(-lrs[a:b] * cfg.weight_decay).sum()),
+               float(np.log1p(-lrs[a:b] * cfg.bias_wd).sum())] for a, b in zip(cuts[:-1], cuts[1:])]
+    return {"batch_size": cfg.batch_size, "steps_per_epoch": steps_per_epoch,
+            "betas": [float(b) for b in opt.defaults["betas"]], "eps": float(opt.defaults["eps"]),
+            "lazy": isinstance(opt, SparseAdamW), "segments": pieces}

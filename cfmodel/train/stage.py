@@ -38,6 +38,7 @@ from cfmodel.model.factors import read_id_map
 from cfmodel.storage import LocalStorage, atomic_output
 from cfmodel.train.loaders import make_loaders, read_prepared_meta
 from cfmodel.train.sparse_adamw import SparseAdamW
+from cfmodel.train.optim import optimizer_record
 from cfmodel.urls import to_url
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
@@ -142,7 +143,10 @@ def fit_and_publish(cfg: TrainConfig, resume: bool, ranks: Ranks = SINGLE) -> Op
     best_epoch = next(m for m in history if m.epoch == best["epoch"])
     trained = TrainedModel(model.args, model.cpu().eval(), user_ids, item_ids,
                            {"valid_mse": best_epoch.valid_mse if rates else None, "data": data_fingerprint,
-                            "objective": cfg.objective})
+                            "objective": cfg.objective,
+                            # How the optimiser moved the exported weights: fold-in moves new rows alike.
+                            "optimizer": optimizer_record(cfg, trainer.opt, trainer.steps_per_epoch,
+                                                          best_epoch.epoch * trainer.steps_per_epoch)})
     result = {"stage": "train", "model": cfg.model, "objective": cfg.objective, "device": str(device),
               "loader": kind, "row_updates": "sparse" if isinstance(trainer.opt, SparseAdamW) else "dense",
               "best_epoch": best_epoch.epoch, "valid_loss": round(best_epoch.valid_loss, 5),
