@@ -16,7 +16,10 @@ Protocols (k = 10, lists exclude each user's training items):
 For each protocol the models of ``train.objective`` rating, bpr, softmax and
 hybrid are trained with the defaults (``conf/local.yaml``'s train section,
 objective changed only) and evaluated beside most popular, explicit ALS
-(rank 10), implicit ALS (its grid, best by NDCG) and EASE (lambda 300). It
+(rank 10), implicit ALS (its grid, best by NDCG) and EASE (lambda 300); then
+softmax once more with its settings chosen by ``cf-tune`` from a grid of as
+many points as implicit ALS's, on the same split by the same NDCG (both
+flattered alike). It
 prints NDCG@10, P@10, R@10, MAP@10, coverage and RMSE where defined, each
 method's NDCG over most popular's, fit seconds, and each objective's training
 speed (ratings/s per epoch) over the rating objective's, measured in the same run.
@@ -32,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cfmodel import prepare, train  # noqa: E402
+from cfmodel import prepare, train, tune  # noqa: E402
 from cfmodel.config import load_config  # noqa: E402
 from cfmodel.evaluate.compare import evaluate_all, load_split  # noqa: E402
 from cfmodel.score.recommend import load_inputs  # noqa: E402
@@ -45,20 +48,24 @@ PROTOCOLS = {"random": ["prepare.split=random", "prepare.valid_fraction=0.2", "e
              "per_user": ["prepare.split=per_user", "prepare.valid_fraction=0.25",
                           "evaluate.relevance_threshold=null"]}
 BASELINES = "evaluate.baselines=[popular, als, implicit_als, ease]"
+# The softmax objective's search: 12 points, as many as implicit ALS's grid (rank x regParam x alpha).
+TUNE_SPACE = "tune.space={n_factors: [32, 64], wd: [0.03, 0.1, 0.3], lr: [0.005, 0.02]}"
 
 
-def run_protocol(spark, name: str, out: Path) -> list:
-    """Rows of the table for one protocol."""
+def run_protocol(spark, name: str, out: Path, tuned: bool = True, objectives=OBJECTIVES, extra=(),
+                 baselines: str = BASELINES) -> list:
+    """Rows of the table for one protocol (``extra``: more ``--set`` overrides; the baselines are evaluated
+    beside the first objective)."""
     sets = [f"prepare.input={MOVIELENS / 'ratings.csv'}", f"prepare.output={out}/prepared", "spark.log_level=ERROR",
-            f"train.data={out}/prepared", "train.progress=false", "train.loader=memory", *PROTOCOLS[name]]
+            f"train.data={out}/prepared", "train.progress=false", "train.loader=memory", *PROTOCOLS[name], *extra]
     cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets)
     prepare.run(spark, cfg, overwrite=True)
     split = load_split(spark, cfg.prepare.output)
     rows, speed = [], {}
-    for objective in OBJECTIVES:
+    for objective in objectives:
         cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets + [
             f"train.objective={objective}", f"train.output={out}/{objective}", f"evaluate.model={out}/{objective}",
-            f"evaluate.data={out}/prepared", BASELINES if objective == "rating" else "evaluate.baselines=[]"])
+            f"evaluate.data={out}/prepared", baselines if objective == objectives[0] else "evaluate.baselines=[]"])
         trained = train.run(cfg.train, overwrite=True)
         speed[objective] = trained["ratings_per_s"]
         started = time.time()
@@ -67,11 +74,36 @@ def run_protocol(spark, name: str, out: Path) -> list:
         for i, row in enumerate(table):
             fit = trained["fit_seconds"] if i == 0 else row["seconds"]
             rows.append({**row, "protocol": name, "fit_s": fit,
-                         "speed": speed[objective] / speed["rating"] if i == 0 else None})
+                         "speed": speed[objective] / speed[objectives[0]] if i == 0 else None})
         print(f"[{name}] {objective}: trained in {trained['fit_seconds']} s, evaluated in "
               f"{time.time() - started:.0f} s", flush=True)
+    if tuned:
+        rows.append(tuned_softmax(spark, name, sets, out, split))
     split.release()
     return rows
+
+
+def tuned_softmax(spark, name: str, sets: list, out: Path, split) -> dict:
+    """The softmax row with its settings chosen by ``cf-tune`` on the same split, as implicit ALS's are chosen
+    from its grid: as many points (12), by NDCG@10 with the protocol's relevance."""
+    relevance = PROTOCOLS[name][-1].replace("evaluate.", "tune.")
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets + [
+        "train.objective=softmax", f"train.output={out}/softmax-tuned", f"train.tuned={out}/tune",
+        f"tune.data={out}/prepared", f"tune.output={out}/tune", TUNE_SPACE, relevance,
+        f"evaluate.model={out}/softmax-tuned", f"evaluate.data={out}/prepared", "evaluate.baselines=[]"])
+    started = time.time()
+    best = tune.run(spark, cfg, overwrite=True)["best"]["params"]
+    searched = time.time() - started
+    trained = train.run(cfg.train, overwrite=True)
+    row = evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg.evaluate), cfg.evaluate,
+                       (cfg.prepare.rating_min, cfg.prepare.rating_max))["table"][0]
+    print(f"[{name}] softmax tuned: {best} in {searched:.0f} s", flush=True)
+    return {**row, "method": f"{row['method']} (cf-tune: {_short(best)})", "protocol": name,
+            "fit_s": searched + trained["fit_seconds"], "speed": None}
+
+
+def _short(best: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(best.items()))
 
 
 def print_table(rows: list) -> None:
@@ -85,13 +117,18 @@ def print_table(rows: list) -> None:
         print(f"{r['protocol']:<9} {r['method']:<44} {f('ndcg')} {r['ndcg'] / popular[r['protocol']]:>5.2f} "
               f"{f('precision')} {f('recall')} {f('map')} {f('coverage')} {f('rmse')} {f('fit_s', '6.1f')} "
               f"{f('speed', '6.2f')}")
-    print("\nxpop: NDCG@10 over most popular's. speed: the objective's training ratings/s over the rating "
+    print("\nxpop: NDCG@10 over most popular's. speed: the objective's training ratings/s over the first "
           "objective's (per epoch, same run).")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    parser.add_argument("--no-tune", action="store_true", help="skip the tuned softmax row")
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES),
+                        help="the first is the speed reference and is evaluated beside the baselines")
+    parser.add_argument("--baselines", default=BASELINES.split("=", 1)[1], help="evaluate.baselines to run")
+    parser.add_argument("--set", action="append", default=[], help="a config override for every model")
     args = parser.parse_args(argv)
     if not (MOVIELENS / "ratings.csv").exists():
         raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
@@ -99,7 +136,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, spark_session(cfg.spark) as spark:
         for name in args.protocols:
-            rows += run_protocol(spark, name, Path(tmp) / name)
+            rows += run_protocol(spark, name, Path(tmp) / name, not args.no_tune, args.objectives, args.set,
+                                 f"evaluate.baselines={args.baselines}")
     print_table(rows)
     return 0
 

@@ -141,6 +141,7 @@ class ScoreConfig:
     ratings: Optional[str] = None
     fold_in_min_ratings: int = 5
     fold_in_method: str = "auto"
+    fold_in_refresh: bool = False
     fold_in_reg: float = 0.1
     fold_in_newton_steps: int = 3
 

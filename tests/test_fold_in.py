@@ -132,6 +132,33 @@ def test_score_folds_in_new_users_from_newer_ratings(spark, prepared_dir, which,
     assert sum(s[0] for s in record["segments"]) == meta["best_epoch"] * record["steps_per_epoch"]
 
 
+def test_score_refreshes_users_it_knows_from_their_history_and_newer_ratings_when_asked(
+        spark, prepared_dir, trained_model, tmp_path):
+    from cfmodel.config import load_config
+    from cfmodel.score import run as score
+
+    train = pd.read_parquet(f"{prepared_dir}/train", columns=["user_id", "item_id", "rating", "timestamp"])
+    user = int(train["user_id"].value_counts().index[0])
+    # Three newer ratings (under fold_in_min_ratings alone): with their history the user has plenty.
+    newer = train[train["user_id"] == user].head(3).rename(columns={"user_id": "userId", "item_id": "movieId"})
+    csv = tmp_path / "newer.csv"
+    newer.to_csv(csv, index=False)
+    sets = [f"score.model={trained_model}", f"score.data={prepared_dir}", f"score.ratings={csv}",
+            "score.titles=null", "score.show_examples=0", "score.formats=[parquet]"]
+    lists = {}
+    for refresh in (False, True):
+        report, _ = score(spark, load_config(None, sets + [f"score.output={tmp_path}/{refresh}",
+                                                           f"score.fold_in_refresh={str(refresh).lower()}"]),
+                          overwrite=False)
+        recs = pd.read_parquet(tmp_path / str(refresh) / "recommendations")
+        lists[refresh] = recs[recs["user_id"] == user]
+        assert report["refreshed_users"] == report["folded_in_users"] == int(refresh)
+    assert set(lists[False]["source"]) == {"model"} and set(lists[True]["source"]) == {"folded_in"}
+    # Solved afresh from the ratings it was trained on, the user's list stays much like the trained one.
+    assert len(set(lists[True]["item_id"]) & set(lists[False]["item_id"])) >= 5
+    assert not set(lists[True]["item_id"]) & set(train[train["user_id"] == user]["item_id"])
+
+
 @pytest.mark.parametrize("which", ["trained_model", "hybrid_model"])
 def test_score_folds_in_a_new_movie_that_then_appears_in_lists(spark, prepared_dir, which, request, tmp_path):
     from cfmodel.config import load_config

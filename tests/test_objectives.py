@@ -195,3 +195,46 @@ def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, t
     assert [m.valid_mse for m in trained["hybrid"][1]] == pytest.approx([m.valid_mse for m in trained["rating"][1]])
     for key in ("u_rank.weight", "i_rank.weight", "r_bias.weight"):  # the ranking head learned
         assert (hybrid[key] - untrained[key]).abs().max() > 1e-3, key
+
+
+def test_hybrid_softmax_term_equals_the_whole_row_formula_in_value_and_head_gradients():
+    """The hybrid's term skips the backward pass through the (detached) rating columns: the same loss and the
+    same gradients of the head as [rating | head] rows scored whole."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = ModelArgs("dot_bias", 30, 40, 6, [0.0, 5.5], [10], [0.5], 0.05, rank_factors=3).build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    users, items = torch.randint(0, 30, (64,)), torch.randint(0, 40, (64,))
+    sampler = NegativeSampler(RatedPairs(users, items, 40), "popularity", exclude_rated=False, seed=3)
+    objective = make_objective("hybrid", sampler, 1, 16, None, 1.0, "softmax")
+    (u, _), (i, _) = model.rows("user", users), model.rows("item", items)
+    head = [model.u_rank.weight, model.i_rank.weight, model.r_bias.weight]
+    got = objective.ranking.term(model, users, items, (u.detach(), i.detach()))
+    got_grads = torch.autograd.grad(got, head)
+    sampler.reseed(3)
+    drawn, log_q = sampler.draw(16), sampler.log_q
+    uu, _ = model.rank_rows("user", users, factors=u.detach())
+    ii, ib = model.rank_rows("item", items, factors=i.detach())
+    dd, db = model.rank_rows("item", drawn, factors=model.i_weight(drawn).detach())
+    pos = (uu * ii).sum(1) + ib - log_q[items]
+    others = (uu @ dd.T + db - log_q[drawn]).masked_fill(drawn[None, :] == items[:, None], float("-inf"))
+    want = F.cross_entropy(torch.cat([pos[:, None], others], dim=1), torch.zeros(64, dtype=torch.long))
+    want_grads = torch.autograd.grad(want, head)
+    assert torch.allclose(got, want, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, atol=1e-5)
+
+
+def test_collisions_are_exactly_the_rows_whose_item_was_drawn():
+    from cfmodel.train.objectives import _collisions
+
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        items, drawn = torch.randint(0, 30, (50,), generator=g), torch.randint(0, 30, (40,), generator=g)
+        rows, cols = _collisions(items, drawn)
+        found = torch.zeros(50, 40, dtype=torch.bool)
+        found[rows, cols] = True
+        assert torch.equal(found, items[:, None] == drawn[None, :]) and len(rows) == int(found.sum())

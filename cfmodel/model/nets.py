@@ -152,9 +152,13 @@ class CFModule(nn.Module):
             rows, bias = self.rows(side, idx)
             return (rows if factors is None else factors), bias
         weight, _ = self.tables(side)
+        extra, bias = self.head_rows(side, idx)
+        return torch.cat([weight(idx) if factors is None else factors, extra], dim=1), bias
+
+    def head_rows(self, side: str, idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(the ranking head's own factor rows, the item ranking bias or None) of ``side``'s ``idx``."""
         extra = self.u_rank if side == "user" else self.i_rank
-        bias = None if side == "user" else self.r_bias(idx).squeeze(1)
-        return torch.cat([weight(idx) if factors is None else factors, extra(idx)], dim=1), bias
+        return extra(idx), None if side == "user" else self.r_bias(idx).squeeze(1)
 
     def rank_logits_block(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Ranking scores of every user index against every item index: ``(len(users), len(items))``."""

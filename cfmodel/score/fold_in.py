@@ -16,6 +16,7 @@ Newton steps on their terms in every user's softmax) and join the candidates.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -44,13 +45,18 @@ def newer_ratings(spark: SparkSession, cfg: Config) -> DataFrame:
     cleaned as prepare does (its quarantine gate included; duplicates keep the latest rating)."""
     path = cfg.score.ratings.rstrip("/")
     if Storage(spark).exists(f"{path}/meta.json"):
-        frames = [spark.read.parquet(f"{path}/{split}").select("user_id", "item_id", "rating")
-                  for split in ("train", "valid")]
-        return frames[0].unionByName(frames[1])
+        return prepared_ratings(spark, path)
     prep = dataclasses.replace(cfg.prepare, input=path)
     raw = read_ratings(spark, path, column_spec(prep), prep.input_format).frame
     classified, _, _, _ = classify_input(raw, prep)
     return drop_duplicates_latest(good_rows(classified)).select("user_id", "item_id", "rating")
+
+
+def prepared_ratings(spark: SparkSession, path: str) -> DataFrame:
+    """``user_id, item_id, rating`` of a prepare output (both splits)."""
+    frames = [spark.read.parquet(f"{path.rstrip('/')}/{split}").select("user_id", "item_id", "rating")
+              for split in ("train", "valid")]
+    return frames[0].unionByName(frames[1])
 
 
 def _solve_groups(rows: DataFrame, key: str, solver, min_ratings: int) -> DataFrame:
@@ -110,14 +116,31 @@ def _user_counts(rows: DataFrame, n_users: int) -> np.ndarray:
 
 
 def fold_in_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame,
-                  sc: ScoreConfig) -> DataFrame:
+                  sc: ScoreConfig, history: Optional[DataFrame] = None) -> DataFrame:
     """``user_id, features, bias, seen`` for every user in ``ratings`` whom the model does not know (not in
     ``users``, the prepare output's map the model was trained on): folded-in list factors (what the model's
     lists rank with: :meth:`TrainedModel.fold_in_list_solver`) with ``sc.fold_in_min_ratings`` or more
-    ratings of the model's movies, else nulls (the fallback)."""
-    rows = (ratings.join(users.select("user_id"), "user_id", "left_anti")
-            .join(items.select("item_id", "item_idx"), "item_id")
+    ratings of the model's movies, else nulls (the fallback).
+
+    With ``history`` (``user_id, item_id, rating``: what the model was trained on; ``score.fold_in_refresh``)
+    the users it knows who have newer ratings are refreshed too: solved afresh from their history and their
+    newer ratings together, a newer rating of the same movie replacing the old one.
+    """
+    rated = ratings.join(users.select("user_id"), "user_id", "left_anti")
+    if history is not None:
+        returning = ratings.join(users.select("user_id"), "user_id", "left_semi")
+        past = (history.join(returning.select("user_id").distinct(), "user_id", "left_semi")
+                .join(returning.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti"))
+        rated = rated.unionByName(returning).unionByName(past)
+    rows = (rated.join(items.select("item_id", "item_idx"), "item_id")
             .groupBy("user_id").agg(F.collect_list("item_idx").alias("items"),
                                     F.collect_list(F.col("rating").cast("double")).alias("ratings")))
     solver = model.fold_in_list_solver(sc.fold_in_reg, sc.fold_in_newton_steps, sc.fold_in_method)
     return _solve_groups(rows, "user_id", solver, sc.fold_in_min_ratings)
+
+
+def refreshed_users(folded: Optional[DataFrame], users: DataFrame) -> int:
+    """How many of the folded-in users the model knew (refreshed by ``score.fold_in_refresh``)."""
+    if folded is None:
+        return 0
+    return folded.where(F.col("features").isNotNull()).join(users.select("user_id"), "user_id", "left_semi").count()

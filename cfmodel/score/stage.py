@@ -29,7 +29,8 @@ from pyspark.sql import functions as F
 
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
-from cfmodel.score.fold_in import fold_in_frame, fold_in_items_frame, newer_ratings
+from cfmodel.score.fold_in import (fold_in_frame, fold_in_items_frame, newer_ratings, prepared_ratings,
+                                   refreshed_users)
 from cfmodel.score.recommend import (ScoreInputs, build_scorer, load_inputs, output_frames, read_user_list,
                                      recommend, seen_items, users_to_score)
 from cfmodel.session import spark_session
@@ -79,6 +80,7 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
                   "model": inputs.model.args.name, "objective": inputs.model.objective,
                   "score": inputs.model.list_score, "users_scored": stats["users"],
                   "fallback_users": stats["fallback"], "folded_in_users": stats["folded"],
+                  "refreshed_users": refreshed_users(folded, inputs.users) if sc.fold_in_refresh else 0,
                   "folded_in_items": inputs.new_items,
                   "model_users": stats["users"] - stats["fallback"] - stats["folded"],
                   "rows_written": stats["rows"], "top_n": sc.top_n,
@@ -119,7 +121,8 @@ def _with_newer_ratings(cfg: Config, inputs: ScoreInputs, known_items: DataFrame
     sc = cfg.score
     if newer is None:
         return frame, None
-    folded = fold_in_frame(newer, inputs.model, inputs.users, known_items, sc)
+    history = prepared_ratings(newer.sparkSession, sc.data) if sc.fold_in_refresh else None
+    folded = fold_in_frame(newer, inputs.model, inputs.users, known_items, sc, history)
     if subset is not None:
         folded = folded.join(subset.select(F.col("user_id").cast("int")), "user_id", "left_semi")
     folded = folded.persist()
