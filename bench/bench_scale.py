@@ -9,8 +9,9 @@ are written once as **one** CSV file (557 MB at 20M ratings) and once split
 into ``--files`` files, under ``--work`` (kept between runs). For each layout
 ``cf-pipeline`` with ``pipeline.stages: [prepare, train, score]`` runs with ``conf/local.yaml`` and
 one training epoch, watched from outside: each stage's seconds (the run's
-manifest), its rows/s, and the peak resident memory of the whole process tree
-(driver JVM, Python driver and workers) while the stage ran; then the trainer
+manifest), its rows/s, and the peak memory of the whole process tree (driver
+JVM, Python driver and workers; summed PSS, which counts a page shared by forked
+workers once, beside the summed RSS, which counts it in each) while the stage ran; then the trainer
 alone on the prepared split (``cf-train``, one epoch, each loader) and Spark
 MLlib ALS's fit on the same training split (rank 50, ``--als-iter``
 iterations), for scale.
@@ -32,7 +33,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.memwatch import run_watched, tree_rss  # noqa: E402
+from bench.memwatch import run_watched, tree_memory  # noqa: E402
 from cfmodel.config import GenerateConfig  # noqa: E402
 from cfmodel.generate import generate  # noqa: E402
 
@@ -66,7 +67,7 @@ def watch_pipeline(cmd: list, stages: list) -> tuple:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done, current, tail = threading.Event(), [0], []
-    peaks = {s: {"all": 0.0, "jvm": 0.0, "driver": 0.0, "workers": 0.0} for s in stages}
+    peaks = {s: {"all": 0.0, "jvm": 0.0, "driver": 0.0, "workers": 0.0, "rss": 0.0} for s in stages}
 
     def read_log() -> None:
         for line in proc.stderr:
@@ -81,7 +82,7 @@ def watch_pipeline(cmd: list, stages: list) -> tuple:
         while not done.is_set():
             if current[0] < len(stages):
                 peak = peaks[stages[current[0]]]
-                for part, size in tree_rss(root).items():
+                for part, size in tree_memory(root).items():
                     peak[part] = max(peak[part], size / 2**20)
             done.wait(0.2)
 
@@ -116,7 +117,8 @@ def run_layout(name: str, path: str, titles: str, work: Path, extra: list) -> di
 
 def print_layouts(results: list) -> None:
     print(f"\n{'input':>9} {'stage':>8} {'seconds':>8} {'rows/s':>11} {'peak MiB':>9} {'JVM':>6} {'driver':>6} "
-          f"{'workers':>7}  notes (peaks: of the whole tree, and of each part alone)")
+          f"{'workers':>7} {'RSS MiB':>8}  notes (peaks of PSS: of the whole tree, and of each part alone; "
+          f"RSS: summed resident sizes, shared pages once per process)")
     for r in results:
         for stage in ("prepare", "train", "score"):
             entry = r["stages"][stage]
@@ -130,7 +132,7 @@ def print_layouts(results: list) -> None:
                     "score": f"{rep.get('users_scored', 0):,} users' top {rep.get('top_n')} (rows/s: users/s)"}.get(stage, "")
             peak = r["peaks"][stage]
             print(f"{r['layout']:>9} {stage:>8} {entry['seconds']:>8.1f} {rate:>11,.0f} {peak['all']:>9,.0f} "
-                  f"{peak['jvm']:>6,.0f} {peak['driver']:>6,.0f} {peak['workers']:>7,.0f}  {note}")
+                  f"{peak['jvm']:>6,.0f} {peak['driver']:>6,.0f} {peak['workers']:>7,.0f} {peak['rss']:>8,.0f}  {note}")
         total = sum(e["seconds"] for e in r["stages"].values())
         print(f"{r['layout']:>9} {'all':>8} {r['seconds']:>8.1f} {'':>11} {max(p['all'] for p in r['peaks'].values()):>9,.0f}  "
               f"wall of the cf-pipeline process (stages {total:.1f} s, the rest JVM start and stop)")

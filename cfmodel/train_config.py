@@ -164,7 +164,7 @@ class TuneConfig:
     trials: int = 0                # 0: every point of the space's grid; N: N points drawn from it
     metric: str = "auto"           # auto: valid_rmse when the objective predicts ratings, else ndcg
     k: int = 10                    # ndcg@k
-    relevance_threshold: float = 4.0
+    relevance_threshold: Optional[float] = 4.0  # None: every validation rating is relevant
     min_epochs: int = 2            # rung 0's epochs; each rung multiplies them by eta
     eta: int = 2                   # each rung keeps the best 1/eta of the trials
     seed: int = 42

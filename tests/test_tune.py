@@ -88,3 +88,14 @@ def test_pipeline_tune_stage_chooses_what_train_uses_and_the_report_shows_it(spa
     assert manifest["stages"]["tune"]["report"]["trials"] == 4
     report = (run_dir / "evaluate" / "report.html").read_text()
     assert "Hyperparameter search (cf-tune)" in report and (run_dir / "evaluate" / "plots" / "tune.png").exists()
+
+
+def test_validation_ndcg_counts_every_rating_relevant_without_a_threshold(prepared_dir, trained_model):
+    """``tune.relevance_threshold: null``, as the per-user protocol's evaluation counts relevance."""
+    from cfmodel.model import TrainedModel
+    from cfmodel.tune.trial import validation_ndcg
+
+    model = TrainedModel.load(trained_model)
+    every = validation_ndcg(model, prepared_dir, 10, None)
+    assert every == validation_ndcg(model, prepared_dir, 10, 0.0)
+    assert 0 < every < 1 and every != validation_ndcg(model, prepared_dir, 10, 4.0)

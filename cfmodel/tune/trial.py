@@ -7,7 +7,7 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Dict, Set
+from typing import Any, Dict, Optional, Set
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -26,7 +26,7 @@ def trial_config(base: TrainConfig, params: Dict[str, Any], epochs: int, output:
                                distributed=DistributedConfig(), tuned=None, early_stopping=0)
 
 
-def run_trial(base: TrainConfig, metric: str, k: int, threshold: float, task: tuple) -> Dict[str, Any]:
+def run_trial(base: TrainConfig, metric: str, k: int, threshold: Optional[float], task: tuple) -> Dict[str, Any]:
     """Train trial ``task = (trial id, rung, params, epochs)`` and measure ``metric`` on the validation split.
 
     A trial whose loss diverges scores NaN (status ``diverged``) rather than failing the search.
@@ -58,12 +58,12 @@ def _read(data: str, split: str, columns) -> Dict[str, np.ndarray]:
     return {c: table.column(c).to_numpy() for c in columns}
 
 
-def validation_ndcg(model: TrainedModel, data: str, k: int, threshold: float) -> float:
+def validation_ndcg(model: TrainedModel, data: str, k: int, threshold: Optional[float]) -> float:
     """NDCG@k of the model's top-k lists (training items excluded) against each user's validation items
-    rated at or above ``threshold``."""
+    rated at or above ``threshold`` (None: all of them)."""
     valid = _read(data, "valid", ["user_idx", "item_idx", "rating"])
     train = _read(data, "train", ["user_idx", "item_idx"])
-    keep = valid["rating"] >= threshold
+    keep = valid["rating"] >= (-np.inf if threshold is None else threshold)
     relevant: Dict[int, Set[int]] = {}
     for u, i in zip(valid["user_idx"][keep], valid["item_idx"][keep]):
         relevant.setdefault(int(u), set()).add(int(i))
