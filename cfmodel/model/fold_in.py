@@ -35,6 +35,17 @@ RANK_NEWTON_STEPS = 4
 CHUNK_ELEMENTS = 16_000_000
 
 
+def rows_per_chunk(floats_per_row: int) -> int:
+    """How many rows of ``floats_per_row`` floats one chunk holds within :data:`CHUNK_ELEMENTS` (at least 1)."""
+    return max(1, CHUNK_ELEMENTS // max(1, floats_per_row))
+
+
+def fixed_side(table: np.ndarray, bias: Optional[np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(factors, biases) of the side a fold-in holds fixed, as float64 tensors; biases 0 when it has none."""
+    q = torch.as_tensor(table, dtype=torch.float64)
+    return q, torch.zeros(len(q), dtype=torch.float64) if bias is None else torch.as_tensor(bias, dtype=torch.float64)
+
+
 def _padded(items: Sequence[np.ndarray], ratings: Sequence[np.ndarray]):
     width = max((len(i) for i in items), default=0)
     idx = torch.zeros((len(items), max(width, 1)), dtype=torch.long)
@@ -101,9 +112,7 @@ def fold_in(item_factors: np.ndarray, item_bias: Optional[np.ndarray], y_range: 
     """
     if any(len(i) != len(r) for i, r in zip(items, ratings)):
         raise CfError("fold-in: every user needs as many ratings as rated items")
-    q = torch.as_tensor(item_factors, dtype=torch.float64)
-    c = (torch.zeros(len(q), dtype=torch.float64) if item_bias is None
-         else torch.as_tensor(item_bias, dtype=torch.float64))
+    q, c = fixed_side(item_factors, item_bias)
     k = q.shape[1]
     idx, r, mask = _padded(items, ratings)
     x, counts = _design(q, idx, mask), mask.sum(1)
@@ -145,7 +154,7 @@ def fold_in_ranking(item_rows: np.ndarray, item_bias: Optional[np.ndarray],
     """
     s = torch.as_tensor(item_rows, dtype=torch.float32)
     bias = None if item_bias is None else torch.as_tensor(item_bias, dtype=torch.float32)
-    chunk = max(1, CHUNK_ELEMENTS // max(1, s.shape[0] * s.shape[1]))
+    chunk = rows_per_chunk(s.shape[0] * s.shape[1])
     out = np.zeros((len(items), s.shape[1]), np.float32)
     for at in range(0, len(items), chunk):
         rows = slice(at, at + chunk)
@@ -212,7 +221,7 @@ def user_sample(user_rows: np.ndarray, item_rows: np.ndarray, item_bias: Optiona
     pick = np.sort(np.random.default_rng(seed).choice(active, min(size, len(active)), replace=False))
     items = torch.as_tensor(item_rows, dtype=torch.float32)
     bias = torch.zeros(len(items)) if item_bias is None else torch.as_tensor(item_bias, dtype=torch.float32)
-    chunk = max(1, CHUNK_ELEMENTS // max(1, len(items)))
+    chunk = rows_per_chunk(len(items))
     norm = np.concatenate([torch.logsumexp(torch.as_tensor(user_rows[pick[at:at + chunk]], dtype=torch.float32)
                                            @ items.T + bias, dim=1).numpy()
                            for at in range(0, len(pick), chunk)] + [np.zeros(0, np.float32)])
@@ -235,7 +244,7 @@ def fold_in_ranking_items(user_rows: np.ndarray, sample: UserSample, raters: Seq
     x = torch.as_tensor(user_rows, dtype=torch.float32)
     design = torch.cat([x[torch.as_tensor(sample.index)], torch.ones(len(sample.index), 1)], dim=1)
     shift = torch.as_tensor(np.log(sample.weight) - sample.log_norm, dtype=torch.float32)
-    chunk = max(1, CHUNK_ELEMENTS // max(1, design.shape[0] * design.shape[1]))
+    chunk = rows_per_chunk(design.shape[0] * design.shape[1])
     factors, biases = np.zeros((len(raters), x.shape[1]), np.float32), np.zeros(len(raters), np.float32)
     for at in range(0, len(raters), chunk):
         rows = slice(at, at + chunk)

@@ -35,6 +35,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from cfmodel.model.fold_in import fixed_side
 
 
 def fold_in_adam(other: np.ndarray, other_bias: Optional[np.ndarray], y_range: Optional[Tuple[float, float]],
@@ -45,9 +46,7 @@ def fold_in_adam(other: np.ndarray, other_bias: Optional[np.ndarray], y_range: O
 
     ``y_range`` is the sigmoid range of ``dot_bias`` (None: the identity of ``dot``); the rows start at 0.
     """
-    q = torch.as_tensor(other, dtype=torch.float64)
-    c = torch.zeros(len(q), dtype=torch.float64) if other_bias is None else \
-        torch.as_tensor(other_bias, dtype=torch.float64)
+    q, c = fixed_side(other, other_bias)
     k = q.shape[1]
     # Flat, not padded: every segment touches every rating, and one long row would pad all the others.
     counts = torch.tensor([float(len(i)) for i in items], dtype=torch.float64)

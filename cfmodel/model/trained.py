@@ -213,8 +213,7 @@ class TrainedModel:
         factors."""
         if self.objective == "rating":
             return self.fold_in_solver(reg, newton_steps, method=method)
-        if not getattr(self.module, "bilinear", False):
-            raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
+        self._require_bilinear()
         weight, bias = self.rank_factors("item")
         rating = self.fold_in_solver_unchecked(reg, newton_steps, method=method) if self.module.has_rank_head else None
         return functools.partial(fold_in_lists, rating, weight, bias, reg=reg)
@@ -228,13 +227,16 @@ class TrainedModel:
         known user's ratings, by index, in the ratings the new items' come from (unused by a rating model)."""
         if self.objective == "rating":
             return self.fold_in_solver(reg, newton_steps, "item", method)
-        if not getattr(self.module, "bilinear", False):
-            raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
+        self._require_bilinear()
         users, _ = self.rank_factors("user")
         sample = user_sample(users, *self.rank_factors("item"), np.asarray(user_counts), sample_size, seed)
         rating = self.fold_in_solver_unchecked(reg, newton_steps, "item", method) if self.module.has_rank_head \
             else None
         return functools.partial(fold_in_list_items, rating, users, sample, reg=reg)
+
+    def _require_bilinear(self) -> None:
+        if not getattr(self.module, "bilinear", False):
+            raise CfError(f"fold-in needs a dot-product model, not {self.args.name}")
 
     def fold_in_list_factors(self, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], reg: float = 0.1,
                              newton_steps: int = 3, method: str = "auto") -> np.ndarray:
