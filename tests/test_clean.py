@@ -1,6 +1,7 @@
 from pyspark.sql import Row
 
-from cfmodel.prepare.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
+from cfmodel.prepare.clean import (RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows,
+                                   latest_by_pair)
 
 RULE = RatingRule(0.5, 5.0, 0.5)
 
@@ -73,6 +74,18 @@ def test_duplicates_keep_latest_then_highest(spark):
     # A dated rating beats an undated one; among undated ones the highest rating stays.
     assert got == [(1, 1, 4.0, 200), (2, 1, 5.0, 5), (3, 3, 2.0, 1), (4, 4, 1.0, 10), (5, 5, 3.5, None)]
     assert drop_duplicates_latest(df).columns == ["user_id", "item_id", "rating", "timestamp"]
+
+
+def test_latest_by_pair_counts_rows_pairs_and_reasons_in_one_aggregation(raw_frame):
+    rows = [("1", "1", "3.0", "100"), ("1", "1", "4.0", "200"), ("1", "1", "2.0", "150"),   # latest wins
+            ("2", "1", "1.0", "5"), ("2", "1", "5.0", "5"),                                 # tie: highest
+            ("3", "3", "2.0", "1"),
+            ("x", "1", "3.0", "1"), ("y", "2", "3.0", "1"), ("1", "2", "9.0", "1")]       # 2 + 1 bad
+    pairs = latest_by_pair(classify(raw_frame(rows).repartition(3), RULE)).collect()
+    good = sorted((r.user_id, r.item_id, r.rating, r.timestamp, r.n) for r in pairs if r.reason is None)
+    assert good == [(1, 1, 4.0, 200, 3), (2, 1, 5.0, 5, 2), (3, 3, 2.0, 1, 1)]
+    bad = sorted((r.reason, r.n, r.user_id, r.rating) for r in pairs if r.reason is not None)
+    assert bad == [("bad_user_id", 2, None, None), ("rating_out_of_range", 1, None, None)]
 
 
 def test_min_counts(spark):

@@ -121,3 +121,17 @@ def test_a_crashed_attempts_temporaries_are_removed_by_the_next(spark, tmp_path,
                                                           "prepared.checkpoints"]
     assert (tmp_path / "prepared" / "done.txt").read_text() == "yes"
     assert remove_stale_temporaries(storage, str(tmp_path / "prepared")) == []
+
+
+def test_clean_input_counts_and_an_empty_quarantine_without_a_second_read(raw_frame):
+    from cfmodel.prepare.transforms import clean_input
+    rows = _good_rows()
+    clean = clean_input(raw_frame(rows + [rows[0]]), PrepareConfig())
+    assert (clean.n_input, clean.n_good, clean.n_pairs, clean.by_reason) == (len(rows) + 1, len(rows) + 1, len(rows), {})
+    assert clean.ratings.count() == len(rows)
+    assert abs(clean.n_users - 30) <= 2 and abs(clean.n_items - 12) <= 1  # HyperLogLog estimates
+    # No bad row: the quarantine is an empty frame of the same schema, not a plan that reads the input again.
+    assert "RLIKE" not in clean.quarantine._jdf.queryExecution().executedPlan().toString()
+    assert clean.quarantine.count() == 0 and clean.quarantine.columns == ["user", "item", "rating", "timestamp",
+                                                                          "raw_line", "_source_file", "reason"]
+    clean.cached.unpersist()

@@ -97,3 +97,19 @@ def test_unknown_extension_needs_format(tmp_path):
     with pytest.raises(InputError, match="input_format"):
         resolve_format("x.xlsx", ["file:/x.xlsx"], "auto")
     assert resolve_format("x.xlsx", ["file:/x.xlsx"], "csv") == "csv"
+
+
+def test_a_large_file_is_read_in_several_splits_a_core(spark, tmp_path):
+    from cfmodel.prepare.source import MIN_SPLITS, SPLITS_PER_CORE
+    # 9 MB: one split under Spark's default; 4 splits a core (never under 4 MB each) make it 3.
+    path = _write(tmp_path, "big.csv", b"userId,movieId,rating,timestamp\n" + b"1,10,4.0,1000000000\n" * 450_000)
+    spark.conf.unset(MIN_SPLITS)
+    try:
+        raw = read_ratings(spark, path, SPEC)
+        assert spark.conf.get(MIN_SPLITS) == str(SPLITS_PER_CORE * spark.sparkContext.defaultParallelism)
+        assert raw.frame.rdd.getNumPartitions() == 3
+        spark.conf.set(MIN_SPLITS, "1")  # a value the job's config sets wins
+        raw = read_ratings(spark, path, SPEC)
+        assert spark.conf.get(MIN_SPLITS) == "1" and raw.frame.rdd.getNumPartitions() == 1
+    finally:
+        spark.conf.unset(MIN_SPLITS)

@@ -1,4 +1,5 @@
 """Hash split and id indexing: deterministic whatever the partitioning."""
+import pytest
 from pyspark.sql import functions as F
 
 from cfmodel.prepare.index import apply_index, build_index
@@ -41,6 +42,9 @@ def test_apply_index_keeps_every_row(spark):
     out = apply_index(df, idx, "item_id", "item_idx")
     assert out.count() == df.count()
     assert out.agg(F.max("item_idx")).first()[0] == idx.count() - 1
+    sent = apply_index(df, idx, "item_id", "item_idx", broadcast=True)
+    assert "BroadcastHashJoin" in sent._jdf.queryExecution().executedPlan().toString()
+    assert sorted(sent.collect()) == sorted(out.collect())
 
 
 def _cold_frame(spark):
@@ -49,8 +53,12 @@ def _cold_frame(spark):
     return spark.createDataFrame(rows, "user_id int, item_id int, is_valid boolean")
 
 
-def test_cold_start_policies(spark):
-    flagged = cold_start_rows(_cold_frame(spark))
+@pytest.mark.parametrize("broadcast", [(False, False), (True, True)])
+def test_cold_start_policies(spark, broadcast):
+    flagged = cold_start_rows(_cold_frame(spark), broadcast=broadcast)
+    joins = flagged._jdf.queryExecution().executedPlan().toString()
+    # The broadcast form sends the training ids to the tasks (no shuffle of the ratings); results are equal.
+    assert ("BroadcastHashJoin" in joins) == broadcast[0]
     cold = {(r.user_id, r.item_id) for r in flagged.where("is_cold").collect()}
     assert cold == {(9, 1), (1, 99)}
 

@@ -26,6 +26,9 @@ def build_index(ratings: DataFrame, id_col: str, idx_col: str) -> DataFrame:
     return spark.createDataFrame(indexed, schema)
 
 
-def apply_index(ratings: DataFrame, index: DataFrame, id_col: str, idx_col: str) -> DataFrame:
-    """Add ``idx_col`` to ratings from an index built by :func:`build_index`."""
-    return ratings.join(index.select(id_col, idx_col), on=id_col, how="inner")
+def apply_index(ratings: DataFrame, index: DataFrame, id_col: str, idx_col: str,
+                broadcast: bool = False) -> DataFrame:
+    """Add ``idx_col`` to ratings from an index built by :func:`build_index`; ``broadcast`` sends the index to
+    every task (for an index small enough), so the ratings are not shuffled to meet it."""
+    ids = index.select(id_col, idx_col)
+    return ratings.join(F.broadcast(ids) if broadcast else ids, on=id_col, how="inner")

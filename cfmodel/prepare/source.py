@@ -20,6 +20,12 @@ from cfmodel.storage import Storage
 
 LOG = logging.getLogger(__name__)
 
+# Input splits a core: Spark's default (one a core, none over 128 MB) cuts a 557 MB file into 5 splits, so
+# on 2 cores the last wave runs on one core; 4 a core keeps every core busy to the end of the read. Splits
+# never go under spark.sql.files.openCostInBytes (4 MB), so small inputs stay in one.
+SPLITS_PER_CORE = 4
+MIN_SPLITS = "spark.sql.files.minPartitionNum"
+
 CANONICAL = ("user", "item", "rating", "timestamp")
 CORRUPT = "_corrupt_record"
 SOURCE = "_source_file"
@@ -107,6 +113,8 @@ def read_ratings(spark: SparkSession, path: str, spec: ColumnSpec, input_format:
     if not files or all(storage.size(f) == 0 for f in files):
         raise InputError(f"input is empty: {path}")
     fmt = resolve_format(path, files, input_format)
+    if spark.conf.get(MIN_SPLITS, None) is None:  # a value the job's config sets wins
+        spark.conf.set(MIN_SPLITS, str(SPLITS_PER_CORE * spark.sparkContext.defaultParallelism))
 
     extra: List[str] = []
     if fmt == "parquet":

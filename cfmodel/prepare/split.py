@@ -54,13 +54,21 @@ def split_rows(ratings: DataFrame, method: str, valid_fraction: float, seed: int
     raise ValueError(f"unknown split {method!r}")
 
 
-def cold_start_rows(ratings: DataFrame, user: str = "user_id", item: str = "item_id") -> DataFrame:
-    """Add ``is_cold``: a validation row whose user or item has no training row."""
+def cold_start_rows(ratings: DataFrame, user: str = "user_id", item: str = "item_id",
+                    broadcast: Tuple[bool, bool] = (False, False)) -> DataFrame:
+    """Add ``is_cold``: a validation row whose user or item has no training row.
+
+    ``broadcast``: (users, items) few enough to send the training ids to every task, so the ratings need
+    not be shuffled to meet them.
+    """
     train = ratings.where(~F.col("is_valid"))
-    train_users = train.select(user).distinct().withColumn("_u_warm", F.lit(True))
-    train_items = train.select(item).distinct().withColumn("_i_warm", F.lit(True))
-    return (ratings.join(train_users, on=user, how="left").join(train_items, on=item, how="left")
-            .withColumn("is_cold", F.col("is_valid") & (F.col("_u_warm").isNull() | F.col("_i_warm").isNull()))
+    warm = []
+    for col, flag, small in ((user, "_u_warm", broadcast[0]), (item, "_i_warm", broadcast[1])):
+        ids = train.select(col).distinct().withColumn(flag, F.lit(True))
+        warm.append((F.broadcast(ids) if small else ids, col))
+    for ids, col in warm:
+        ratings = ratings.join(ids, on=col, how="left")
+    return (ratings.withColumn("is_cold", F.col("is_valid") & (F.col("_u_warm").isNull() | F.col("_i_warm").isNull()))
             .drop("_u_warm", "_i_warm"))
 
 

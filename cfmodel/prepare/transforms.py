@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 import cfmodel
-from cfmodel.prepare.clean import RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows
+from cfmodel.prepare.clean import RatingRule, bad_rows, classify, filter_min_counts, latest_by_pair
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, QualityGateError
 from cfmodel.prepare.index import apply_index, build_index
@@ -29,6 +29,10 @@ from cfmodel.prepare.source import ColumnSpec
 from cfmodel.prepare.split import apply_cold_start, cold_start_rows, split_frames, split_rows
 
 LOG = logging.getLogger(__name__)
+
+# Id sets up to this many rows are broadcast to the joins that need them (about 20 bytes an id), so the
+# ratings are not shuffled to meet them; larger ones are joined by shuffling both sides.
+BROADCAST_MAX_ROWS = 1_000_000
 
 
 @dataclass
@@ -66,27 +70,56 @@ def _quarantine_message(n_input: int, n_bad: int, by_reason: Dict[str, int], bad
             f"{limit:.1%} (prepare.max_quarantine_fraction): {reasons}{where}")
 
 
-def classify_input(raw: DataFrame, cfg: PrepareConfig):
-    """(classified rows, quarantine, bad rows by reason, good row count); applies the quarantine gate."""
+@dataclass
+class Cleaned:
+    """Classified input: the deduplicated good ratings (cached), the quarantine and the counts of each."""
+
+    ratings: DataFrame
+    quarantine: DataFrame
+    by_reason: Dict[str, int]
+    n_good: int
+    n_pairs: int
+    n_users: int
+    n_items: int
+    cached: DataFrame
+
+    @property
+    def n_input(self) -> int:
+        return self.n_good + sum(self.by_reason.values())
+
+
+def clean_input(raw: DataFrame, cfg: PrepareConfig) -> Cleaned:
+    """Classify raw rows, count them by reason, keep each pair's latest good rating; applies the quarantine gate.
+
+    The input is parsed once for all of it (:func:`latest_by_pair`). The quarantine is a second, lazy read
+    of the input, made only when rows were quarantined (the gate's message or the written output).
+    ``n_users`` and ``n_items`` are estimates (HyperLogLog), for choosing joins.
+    """
     rule = RatingRule(cfg.rating_min, cfg.rating_max, cfg.rating_step, cfg.timestamp_col is not None)
-    parsed = classify(raw, rule)
-    # Cached narrow: a good row needs only its parsed values, and its raw text (the source path above all)
-    # would fill the heap at scale; a quarantined row keeps its text for the quarantine output.
-    bad = F.col("reason").isNotNull()
-    raw_text = [F.when(bad, F.col(c)).alias(c) for c in raw.columns]
-    classified = parsed.select(*raw_text, *[c for c in parsed.columns if c not in raw.columns]).persist()
-    by_reason = {r["reason"]: r["count"] for r in classified.groupBy("reason").count().collect()}
-    n_good = by_reason.pop(None, 0)
+    classified = classify(raw, rule)
+    pairs = latest_by_pair(classified).persist()
+    stats = {r["reason"]: r for r in pairs.groupBy("reason").agg(
+        F.sum("n").alias("rows"), F.count(F.lit(1)).alias("pairs"),
+        F.approx_count_distinct("user_id").alias("users"), F.approx_count_distinct("item_id").alias("items"),
+    ).collect()}
+    good = stats.pop(None, None)
+    by_reason = {reason: row["rows"] for reason, row in stats.items()}
     n_bad = sum(by_reason.values())
-    n_input = n_good + n_bad
-    if n_input == 0:
-        raise InputError(f"{cfg.input}: no data rows (empty or header only)")
     quarantine = bad_rows(classified)
+    if not n_bad:
+        quarantine = raw.sparkSession.createDataFrame([], quarantine.schema)
+    cleaned = Cleaned(ratings=pairs.where(F.col("reason").isNull()).drop("reason", "n"), quarantine=quarantine,
+                      by_reason=by_reason, n_good=good["rows"] if good else 0, n_pairs=good["pairs"] if good else 0,
+                      n_users=good["users"] if good else 0, n_items=good["items"] if good else 0, cached=pairs)
+    n_input = cleaned.n_input
+    if n_input == 0:
+        pairs.unpersist()
+        raise InputError(f"{cfg.input}: no data rows (empty or header only)")
     if n_bad > cfg.max_quarantine_fraction * n_input:
         message = _quarantine_message(n_input, n_bad, by_reason, quarantine, cfg.max_quarantine_fraction)
-        classified.unpersist()
+        pairs.unpersist()
         raise QualityGateError(message)
-    return classified, quarantine, by_reason, n_good
+    return cleaned
 
 
 def _reconciled(counts: Dict[str, Any]) -> Dict[str, Any]:
@@ -101,15 +134,26 @@ def _reconciled(counts: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _indexed_split(kept: DataFrame):
-    """(users, items, train, valid): the id maps, and the rows with indices split by ``is_valid``."""
+    """(users, items, train, valid, n_users, n_items): the id maps (cached), and the rows with indices split
+    by ``is_valid``."""
     users = build_index(kept, "user_id", "user_idx").persist()
     items = build_index(kept, "item_id", "item_idx").persist()
-    indexed = apply_index(apply_index(kept, users, "user_id", "user_idx"), items, "item_id", "item_idx")
+    n_users, n_items = users.count(), items.count()
+    indexed = apply_index(kept, users, "user_id", "user_idx", broadcast=n_users <= BROADCAST_MAX_ROWS)
+    indexed = apply_index(indexed, items, "item_id", "item_idx", broadcast=n_items <= BROADCAST_MAX_ROWS)
     train, valid = split_frames(indexed.select(
         F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), F.col("rating").cast("float"),
         F.col("user_id").cast("int"), F.col("item_id").cast("int"), F.col("timestamp").cast("long"),
         "is_valid", "is_cold"))
-    return users, items, train, valid
+    return users, items, train, valid, n_users, n_items
+
+
+def _min_counts(ratings: DataFrame, n_rows: int, column: str, minimum: int):
+    """(rows whose ``column`` value has ``minimum`` ratings or more, their count, the frame cached or None)."""
+    if minimum <= 1:
+        return ratings, n_rows, None
+    kept = filter_min_counts(ratings, column, minimum).persist()
+    return kept, kept.count(), kept
 
 
 def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
@@ -129,46 +173,41 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     QualityGateError
         The quarantined share exceeds ``max_quarantine_fraction``.
     """
-    classified, quarantine, by_reason, n_good = classify_input(raw, cfg)
-    n_bad = sum(by_reason.values())
-    n_input = n_good + n_bad
+    cleaned = clean_input(raw, cfg)
+    by_user, n_by_user, user_cache = _min_counts(cleaned.ratings, cleaned.n_pairs, "user_id", cfg.min_user_ratings)
+    by_item, n_by_item, item_cache = _min_counts(by_user, n_by_user, "item_id", cfg.min_item_ratings)
 
-    deduped = drop_duplicates_latest(good_rows(classified)).persist()
-    n_deduped = deduped.count()
-    by_user = filter_min_counts(deduped, "user_id", cfg.min_user_ratings).persist()
-    n_by_user = by_user.count()
-    by_item = filter_min_counts(by_user, "item_id", cfg.min_item_ratings)
-
-    flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed))
+    flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed),
+                              broadcast=(cleaned.n_users <= BROADCAST_MAX_ROWS, cleaned.n_items <= BROADCAST_MAX_ROWS))
     kept = apply_cold_start(flagged, cfg.cold_start).persist()
     summary = kept.agg(F.count(F.lit(1)).alias("n"),
                        F.sum(F.col("is_valid").cast("int")).alias("valid"),
                        F.sum(F.col("is_cold").cast("int")).alias("cold")).first()
     n_kept, n_valid, n_cold_kept = summary["n"], summary["valid"] or 0, summary["cold"] or 0
-    n_by_item = by_item.count()
+    for frame in (cleaned.cached, user_cache, item_cache):
+        if frame is not None:
+            frame.unpersist()  # kept is cached whole now: free the memory before indexing
     if n_kept == 0:
         raise InputError(f"{cfg.input}: no ratings left after cleaning and minimum counts")
 
-    users, items, train, valid = _indexed_split(kept)
+    users, items, train, valid, n_users, n_items = _indexed_split(kept)
     counts = _reconciled({
-        "input_rows": n_input,
-        "quarantined": n_bad,
-        "quarantined_by_reason": dict(sorted(by_reason.items())),
-        "duplicates_dropped": n_good - n_deduped,
-        "removed_min_user": n_deduped - n_by_user,
+        "input_rows": cleaned.n_input,
+        "quarantined": cleaned.n_input - cleaned.n_good,
+        "quarantined_by_reason": dict(sorted(cleaned.by_reason.items())),
+        "duplicates_dropped": cleaned.n_good - cleaned.n_pairs,
+        "removed_min_user": cleaned.n_pairs - n_by_user,
         "removed_min_item": n_by_user - n_by_item,
         "cold_start_rows": n_cold_kept if cfg.cold_start != "drop" else n_by_item - n_kept,
         "cold_start_policy": cfg.cold_start,
         "cold_start_dropped": n_by_item - n_kept,
         "train_rows": n_kept - n_valid,
         "valid_rows": n_valid,
-        "n_users": users.count(),
-        "n_items": items.count(),
+        "n_users": n_users,
+        "n_items": n_items,
     })
-    deduped.unpersist()
-    by_user.unpersist()
-    return Prepared(train=train, valid=valid, users=users, items=items, quarantine=quarantine, counts=counts,
-                    cached=[classified, kept, users, items])
+    return Prepared(train=train, valid=valid, users=users, items=items, quarantine=cleaned.quarantine,
+                    counts=counts, cached=[kept, users, items])
 
 
 def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any]) -> Dict[str, Any]:
@@ -194,8 +233,9 @@ def _shuffled(frame: DataFrame, rows: int, rows_per_file: int, min_files: int, s
     # At least min_files files: data-parallel training reads one Petastorm shard (whole row groups) per
     # process, and Petastorm refuses more shards than row groups.
     files = max(1, min(rows, max(min_files, math.ceil(rows / rows_per_file))))
+    # Hashed, not ranged, into the files: the key is a hash already, and a range needs a sampling pass.
     key = F.xxhash64("user_idx", "item_idx", F.lit(int(seed) + 1))
-    return frame.repartitionByRange(files, key).sortWithinPartitions(key)
+    return frame.repartition(files, key).sortWithinPartitions(key)
 
 
 def write_prepared(prepared: Prepared, out: str, cfg: PrepareConfig) -> None:

@@ -27,9 +27,8 @@ from pyspark.sql.window import Window
 
 from cfmodel.config import Config, ScoreConfig
 from cfmodel.model import TrainedModel
-from cfmodel.prepare.clean import drop_duplicates_latest, good_rows
 from cfmodel.prepare.source import read_ratings
-from cfmodel.prepare.transforms import classify_input, column_spec
+from cfmodel.prepare.transforms import clean_input, column_spec
 from cfmodel.storage import Storage
 
 FOLDED_SCHEMA = T.StructType([
@@ -48,8 +47,7 @@ def newer_ratings(spark: SparkSession, cfg: Config) -> DataFrame:
         return prepared_ratings(spark, path)
     prep = dataclasses.replace(cfg.prepare, input=path)
     raw = read_ratings(spark, path, column_spec(prep), prep.input_format).frame
-    classified, _, _, _ = classify_input(raw, prep)
-    return drop_duplicates_latest(good_rows(classified)).select("user_id", "item_id", "rating")
+    return clean_input(raw, prep).ratings.select("user_id", "item_id", "rating")
 
 
 def prepared_ratings(spark: SparkSession, path: str) -> DataFrame:
