@@ -228,13 +228,32 @@ def test_hybrid_softmax_term_equals_the_whole_row_formula_in_value_and_head_grad
         assert torch.allclose(g, w, atol=1e-5)
 
 
-def test_collisions_are_exactly_the_rows_whose_item_was_drawn():
-    from cfmodel.train.objectives import _collisions
+@pytest.mark.parametrize("kind", ["dot", "dot_bias"])
+def test_softmax_term_of_a_bilinear_model_equals_the_composed_formula(kind):
+    """The fused sampled softmax (one autograd function over the (rows, drawn) block) gives the loss and
+    every gradient of log-softmax over [positive | drawn], log-q corrected, the row's own item masked."""
+    import torch.nn.functional as F
 
-    for seed in range(10):
-        g = torch.Generator().manual_seed(seed)
-        items, drawn = torch.randint(0, 30, (50,), generator=g), torch.randint(0, 30, (40,), generator=g)
-        rows, cols = _collisions(items, drawn)
-        found = torch.zeros(50, 40, dtype=torch.bool)
-        found[rows, cols] = True
-        assert torch.equal(found, items[:, None] == drawn[None, :]) and len(rows) == int(found.sum())
+    torch.manual_seed(1)
+    model = ModelArgs(kind, 30, 40, 6, [0.0, 5.5], [10], [0.5], 0.05).build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    users, items = torch.randint(0, 30, (64,)), torch.randint(0, 40, (64,))
+    sampler = NegativeSampler(RatedPairs(users, items, 40), "popularity", exclude_rated=False, seed=5)
+    objective = make_objective("softmax", sampler, 1, 16, None, 1.0, "softmax")
+    weights = [p for p in model.parameters() if p.requires_grad]
+    got = objective.term(model, users, items, None)
+    got_grads = torch.autograd.grad(got, weights, allow_unused=True)
+    sampler.reseed(5)
+    drawn, log_q = sampler.draw(16), sampler.log_q
+    assert bool((drawn[None, :] == items[:, None]).any())  # some rows meet their own item among the drawn
+    (u, _), (i, ib), (d, db) = model.rows("user", users), model.rows("item", items), model.rows("item", drawn)
+    pos = (u * i).sum(1) + (0 if ib is None else ib) - log_q[items]
+    others = (u @ d.T + (0 if db is None else db) - log_q[drawn]).masked_fill(drawn[None, :] == items[:, None],
+                                                                              float("-inf"))
+    want = F.cross_entropy(torch.cat([pos[:, None], others], dim=1), torch.zeros(64, dtype=torch.long))
+    want_grads = torch.autograd.grad(want, weights, allow_unused=True)
+    assert torch.allclose(got, want, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert (g is None) == (w is None) and (g is None or torch.allclose(g, w, atol=1e-5))
