@@ -197,19 +197,25 @@ def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, t
         assert (hybrid[key] - untrained[key]).abs().max() > 1e-3, key
 
 
+def _random_case(kind: str, objective: str, seed: int, sampler_seed: int, rank_factors=None):
+    """(model with N(0, 1) weights, 64 users, their items, sampler, objective drawing 16 items) over 30 users
+    and 40 items: small enough that some rows meet their own item among the drawn."""
+    torch.manual_seed(seed)
+    model = ModelArgs(kind, 30, 40, 6, [0.0, 5.5], [10], [0.5], 0.05, rank_factors=rank_factors).build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    users, items = torch.randint(0, 30, (64,)), torch.randint(0, 40, (64,))
+    sampler = NegativeSampler(RatedPairs(users, items, 40), "popularity", exclude_rated=False, seed=sampler_seed)
+    return model, users, items, sampler, make_objective(objective, sampler, 1, 16, None, 1.0, "softmax")
+
+
 def test_hybrid_softmax_term_equals_the_whole_row_formula_in_value_and_head_gradients():
     """The hybrid's term skips the backward pass through the (detached) rating columns: the same loss and the
     same gradients of the head as [rating | head] rows scored whole."""
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    model = ModelArgs("dot_bias", 30, 40, 6, [0.0, 5.5], [10], [0.5], 0.05, rank_factors=3).build()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_()
-    users, items = torch.randint(0, 30, (64,)), torch.randint(0, 40, (64,))
-    sampler = NegativeSampler(RatedPairs(users, items, 40), "popularity", exclude_rated=False, seed=3)
-    objective = make_objective("hybrid", sampler, 1, 16, None, 1.0, "softmax")
+    model, users, items, sampler, objective = _random_case("dot_bias", "hybrid", seed=0, sampler_seed=3, rank_factors=3)
     (u, _), (i, _) = model.rows("user", users), model.rows("item", items)
     head = [model.u_rank.weight, model.i_rank.weight, model.r_bias.weight]
     got = objective.ranking.term(model, users, items, (u.detach(), i.detach()))
@@ -234,14 +240,7 @@ def test_softmax_term_of_a_bilinear_model_equals_the_composed_formula(kind):
     every gradient of log-softmax over [positive | drawn], log-q corrected, the row's own item masked."""
     import torch.nn.functional as F
 
-    torch.manual_seed(1)
-    model = ModelArgs(kind, 30, 40, 6, [0.0, 5.5], [10], [0.5], 0.05).build()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_()
-    users, items = torch.randint(0, 30, (64,)), torch.randint(0, 40, (64,))
-    sampler = NegativeSampler(RatedPairs(users, items, 40), "popularity", exclude_rated=False, seed=5)
-    objective = make_objective("softmax", sampler, 1, 16, None, 1.0, "softmax")
+    model, users, items, sampler, objective = _random_case(kind, "softmax", seed=1, sampler_seed=5)
     weights = [p for p in model.parameters() if p.requires_grad]
     got = objective.term(model, users, items, None)
     got_grads = torch.autograd.grad(got, weights, allow_unused=True)

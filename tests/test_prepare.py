@@ -127,7 +127,8 @@ def test_clean_input_counts_and_an_empty_quarantine_without_a_second_read(raw_fr
     from cfmodel.prepare.transforms import clean_input
     rows = _good_rows()
     clean = clean_input(raw_frame(rows + [rows[0]]), PrepareConfig())
-    assert (clean.n_input, clean.n_good, clean.n_pairs, clean.by_reason) == (len(rows) + 1, len(rows) + 1, len(rows), {})
+    counts = (clean.n_input, clean.n_good, clean.n_pairs, clean.by_reason)
+    assert counts == (len(rows) + 1, len(rows) + 1, len(rows), {})
     assert clean.ratings.count() == len(rows)
     assert abs(clean.n_users - 30) <= 2 and abs(clean.n_items - 12) <= 1  # HyperLogLog estimates
     # No bad row: the quarantine is an empty frame of the same schema, not a plan that reads the input again.
