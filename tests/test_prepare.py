@@ -130,7 +130,7 @@ def test_clean_input_counts_and_an_empty_quarantine_without_a_second_read(raw_fr
     counts = (clean.n_input, clean.n_good, clean.n_pairs, clean.by_reason)
     assert counts == (len(rows) + 1, len(rows) + 1, len(rows), {})
     assert clean.ratings.count() == len(rows)
-    assert abs(clean.n_users - 30) <= 2 and abs(clean.n_items - 12) <= 1  # HyperLogLog estimates
+    assert abs(clean.approx_users - 30) <= 2 and abs(clean.approx_items - 12) <= 1  # HyperLogLog estimates
     # No bad row: the quarantine is an empty frame of the same schema, not a plan that reads the input again.
     assert "RLIKE" not in clean.quarantine._jdf.queryExecution().executedPlan().toString()
     assert clean.quarantine.count() == 0 and clean.quarantine.columns == ["user", "item", "rating", "timestamp",

@@ -119,6 +119,15 @@ def bad_rows(classified: DataFrame) -> DataFrame:
         "user", "item", "rating", "timestamp", F.col(CORRUPT).alias("raw_line"), "_source_file", "reason")
 
 
+def _latest(ratings: DataFrame, keys: list) -> DataFrame:
+    """``*keys, rating, timestamp, n``: per key, the latest timestamp's rating (a null timestamp loses, then
+    the highest rating wins) and the rows it stands for."""
+    latest = F.max(F.struct("timestamp", "rating")).alias("_latest")
+    return (ratings.groupBy(*keys).agg(latest, F.count(F.lit(1)).alias("n"))
+            .select(*keys, F.col("_latest.rating").alias("rating"), F.col("_latest.timestamp").alias("timestamp"),
+                    "n"))
+
+
 def drop_duplicates_latest(ratings: DataFrame) -> DataFrame:
     """Keep one row per (user_id, item_id): the latest timestamp (a null one loses), then the highest rating.
 
@@ -126,26 +135,20 @@ def drop_duplicates_latest(ratings: DataFrame) -> DataFrame:
     ordered first) rather than a window: Spark combines rows before its
     shuffle and sorts nothing, and the result does not depend on partitioning.
     """
-    latest = F.max(F.struct("timestamp", "rating")).alias("_latest")
-    return (ratings.groupBy("user_id", "item_id").agg(latest)
-            .select("user_id", "item_id", F.col("_latest.rating").alias("rating"),
-                    F.col("_latest.timestamp").alias("timestamp")))
+    return _latest(ratings, ["user_id", "item_id"]).drop("n")
 
 
 def latest_by_pair(classified: DataFrame) -> DataFrame:
     """One row per good (user_id, item_id) pair, as :func:`drop_duplicates_latest` keeps it, and one per
     quarantine reason; each with ``n``, the input rows it stands for.
 
-    Returns ``user_id, item_id, rating, timestamp, reason, n``: a reason's row has null ids and values. One
+    Returns ``user_id, item_id, reason, rating, timestamp, n``: a reason's row has null ids and values. One
     aggregation counts the good rows, the pairs and the rows of each reason exactly (task retries
     included, unlike an accumulator), so the input is read once for all three.
     """
     rows = classified.select("user_id", "item_id", F.col("rating_value").alias("rating"),
                              F.col("ts").alias("timestamp"), "reason")
-    latest = F.max(F.struct("timestamp", "rating")).alias("_latest")
-    return (rows.groupBy("user_id", "item_id", "reason").agg(latest, F.count(F.lit(1)).alias("n"))
-            .select("user_id", "item_id", F.col("_latest.rating").alias("rating"),
-                    F.col("_latest.timestamp").alias("timestamp"), "reason", "n"))
+    return _latest(rows, ["user_id", "item_id", "reason"])
 
 
 def filter_min_counts(ratings: DataFrame, column: str, minimum: int) -> DataFrame:

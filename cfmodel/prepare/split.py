@@ -62,12 +62,9 @@ def cold_start_rows(ratings: DataFrame, user: str = "user_id", item: str = "item
     not be shuffled to meet them.
     """
     train = ratings.where(~F.col("is_valid"))
-    warm = []
     for col, flag, small in ((user, "_u_warm", broadcast[0]), (item, "_i_warm", broadcast[1])):
         ids = train.select(col).distinct().withColumn(flag, F.lit(True))
-        warm.append((F.broadcast(ids) if small else ids, col))
-    for ids, col in warm:
-        ratings = ratings.join(ids, on=col, how="left")
+        ratings = ratings.join(F.broadcast(ids) if small else ids, on=col, how="left")
     return (ratings.withColumn("is_cold", F.col("is_valid") & (F.col("_u_warm").isNull() | F.col("_i_warm").isNull()))
             .drop("_u_warm", "_i_warm"))
 

@@ -79,8 +79,8 @@ class Cleaned:
     by_reason: Dict[str, int]
     n_good: int
     n_pairs: int
-    n_users: int
-    n_items: int
+    approx_users: int  # HyperLogLog estimates, for choosing joins
+    approx_items: int
     cached: DataFrame
 
     @property
@@ -93,7 +93,6 @@ def clean_input(raw: DataFrame, cfg: PrepareConfig) -> Cleaned:
 
     The input is parsed once for all of it (:func:`latest_by_pair`). The quarantine is a second, lazy read
     of the input, made only when rows were quarantined (the gate's message or the written output).
-    ``n_users`` and ``n_items`` are estimates (HyperLogLog), for choosing joins.
     """
     rule = RatingRule(cfg.rating_min, cfg.rating_max, cfg.rating_step, cfg.timestamp_col is not None)
     classified = classify(raw, rule)
@@ -102,15 +101,15 @@ def clean_input(raw: DataFrame, cfg: PrepareConfig) -> Cleaned:
         F.sum("n").alias("rows"), F.count(F.lit(1)).alias("pairs"),
         F.approx_count_distinct("user_id").alias("users"), F.approx_count_distinct("item_id").alias("items"),
     ).collect()}
-    good = stats.pop(None, None)
+    good = stats.pop(None, {"rows": 0, "pairs": 0, "users": 0, "items": 0})
     by_reason = {reason: row["rows"] for reason, row in stats.items()}
     n_bad = sum(by_reason.values())
     quarantine = bad_rows(classified)
     if not n_bad:
         quarantine = raw.sparkSession.createDataFrame([], quarantine.schema)
     cleaned = Cleaned(ratings=pairs.where(F.col("reason").isNull()).drop("reason", "n"), quarantine=quarantine,
-                      by_reason=by_reason, n_good=good["rows"] if good else 0, n_pairs=good["pairs"] if good else 0,
-                      n_users=good["users"] if good else 0, n_items=good["items"] if good else 0, cached=pairs)
+                      by_reason=by_reason, n_good=good["rows"], n_pairs=good["pairs"], approx_users=good["users"],
+                      approx_items=good["items"], cached=pairs)
     n_input = cleaned.n_input
     if n_input == 0:
         pairs.unpersist()
@@ -178,7 +177,8 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     by_item, n_by_item, item_cache = _min_counts(by_user, n_by_user, "item_id", cfg.min_item_ratings)
 
     flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed),
-                              broadcast=(cleaned.n_users <= BROADCAST_MAX_ROWS, cleaned.n_items <= BROADCAST_MAX_ROWS))
+                              broadcast=(cleaned.approx_users <= BROADCAST_MAX_ROWS,
+                                         cleaned.approx_items <= BROADCAST_MAX_ROWS))
     kept = apply_cold_start(flagged, cfg.cold_start).persist()
     summary = kept.agg(F.count(F.lit(1)).alias("n"),
                        F.sum(F.col("is_valid").cast("int")).alias("valid"),

@@ -105,10 +105,8 @@ class Softmax(_Ranking):
             return _head_softmax(model, users, items, cand, log_q, shared)
         u, (i, ib), (c, cb) = _item_rows(model, users, items, cand)
         if model.bilinear:  # the block is u @ c.T + the drawn items' biases: the fused form
-            shift = -log_q[cand] if cb is None else cb - log_q[cand]
-            return _BlockSoftmaxLoss.apply(model.raw_pairs(u, i, None, ib).float() - log_q[items], u, c, shift,
-                                           u.new_zeros(len(u), len(c), dtype=torch.float32),
-                                           items[:, None] == cand[None, :])
+            return _fused_softmax(model.raw_pairs(u, i, None, ib), u, c, cb,
+                                  u.new_zeros(len(u), len(c), dtype=torch.float32), items, cand, log_q)
         pos, others = model.raw_pairs(u, i, None, ib), model.raw_block(u, c, None, cb)
         # log-q correction: each item's logit less the log of its sampling probability.
         pos, others = pos.float() - log_q[items], others.float() - log_q[cand][None, :]
@@ -167,10 +165,16 @@ def _head_softmax(model: CFModule, users, items, drawn, log_q, shared: tuple) ->
     (i_head, i_bias), (d_head, d_bias) = (rows[:n], bias[:n]), (rows[n:], bias[n:])
     with torch.no_grad():
         fixed_pos, fixed_block = (u_rating * i_rating).sum(1), u_rating @ drawn_rating.T
-    pos = (fixed_pos + (u_head * i_head).sum(1) + i_bias).float() - log_q[items]
-    # The row's own item among the drawn ones would count as its own negative: masked out.
-    return _BlockSoftmaxLoss.apply(pos, u_head, d_head, d_bias - log_q[drawn], fixed_block,
-                                items[:, None] == drawn[None, :])
+    return _fused_softmax(fixed_pos + (u_head * i_head).sum(1) + i_bias, u_head, d_head, d_bias, fixed_block,
+                          items, drawn, log_q)
+
+
+def _fused_softmax(pos, u, d, d_bias: Optional[torch.Tensor], fixed, items, drawn, log_q) -> torch.Tensor:
+    """:class:`_BlockSoftmaxLoss` of ``[pos | fixed + d_bias + u @ d.T]``, each logit less the log of its item's
+    sampling probability (the log-q correction), the row's own item among the drawn ones masked out (it
+    would count as its own negative)."""
+    shift = -log_q[drawn] if d_bias is None else d_bias - log_q[drawn]
+    return _BlockSoftmaxLoss.apply(pos.float() - log_q[items], u, d, shift, fixed, items[:, None] == drawn[None, :])
 
 
 class _BlockSoftmaxLoss(torch.autograd.Function):
