@@ -19,17 +19,29 @@ CASES = [
     (("abc", "2", "3.5", "100"), "bad_user_id"),
     (("2147483648", "2", "3.5", "100"), "bad_user_id"),
     (("3.0", "2", "3.5", "100"), "bad_user_id"),
+    # Text the cast reads as a number but the id rule rejects: sign, trailing dot, control character.
+    (("+5", "2", "3.5", "100"), "bad_user_id"),
+    (("5.", "2", "3.5", "100"), "bad_user_id"),
+    (("\x015", "2", "3.5", "100"), "bad_user_id"),
     (("1", "99999999999", "3.5", "100"), "bad_item_id"),
     (("1", "x", "3.5", "100"), "bad_item_id"),
     (("1", "2", "abc", "100"), "bad_rating"),
     (("1", "2", "NaN", "100"), "bad_rating"),
     (("1", "2", "Infinity", "100"), "bad_rating"),
+    # Java's parseDouble reads these; a plain decimal number they are not.
+    (("1", "2", "4d", "100"), "bad_rating"),
+    (("1", "2", "4.0f", "100"), "bad_rating"),
+    (("1", "2", "0x1p2", "100"), "bad_rating"),
     (("1", "2", "7", "100"), "rating_out_of_range"),
     (("1", "2", "-1", "100"), "rating_out_of_range"),
     (("1", "2", "0", "100"), "rating_out_of_range"),
     (("1", "2", "3.7", "100"), "rating_off_step"),
     (("1", "2", "3.5", "yesterday"), "bad_timestamp"),
     (("1", "2", "3.5", "-5"), "bad_timestamp"),
+    (("1", "2", "3.5", "100.0"), "bad_timestamp"),
+    # 17 digits and a sign: 18 characters whose value, as a double, rounds up to 10**17.
+    (("1", "2", "3.5", "+99999999999999999"), "bad_timestamp"),
+    (("1", "2", "3.5", "1234567890123456789"), "bad_timestamp"),
 ]
 
 
@@ -44,12 +56,18 @@ def test_each_rule_quarantines_with_its_reason(raw_frame):
 
 
 def test_good_rows_parse_with_whitespace_and_cr(raw_frame):
-    raw = raw_frame([(" 7", "0042", "4.5\r", "1700000000\r"), ("2147483647", "1", "0.5", "0")])
+    raw = raw_frame([(" 7", "0042", "4.5\r", "1700000000\r"), ("2147483647", "1", "0.5", "0"),
+                     # Valid, though not as Spark would write them: leading zeros, a sign, an exponent.
+                     ("0003", "10", "+4", "007"), ("9", "1000000000", "5e-1", "100000000000000000"),
+                     ("8", "20", ".5", "1")])
     c = classify(raw, RULE)
     assert c.where("reason is not null").count() == 0
     rows = sorted(good_rows(c).collect())
-    assert rows[0] == Row(user_id=7, item_id=42, rating=4.5, timestamp=1700000000)
-    assert rows[1]["user_id"] == 2147483647
+    assert rows[0] == Row(user_id=3, item_id=10, rating=4.0, timestamp=7)
+    assert rows[1] == Row(user_id=7, item_id=42, rating=4.5, timestamp=1700000000)
+    assert rows[2] == Row(user_id=8, item_id=20, rating=0.5, timestamp=1)
+    assert rows[3] == Row(user_id=9, item_id=1000000000, rating=0.5, timestamp=10 ** 17)
+    assert rows[4]["user_id"] == 2147483647
 
 
 def test_step_and_timestamp_optional(raw_frame):
@@ -94,3 +112,13 @@ def test_min_counts(spark):
     assert users == [1, 3]
     assert filter_min_counts(df, "item_id", 3).count() == 3
     assert filter_min_counts(df, "item_id", 1).count() == 6
+
+
+def test_rules_hold_under_ansi_mode(raw_frame, spark):
+    # With spark.sql.ansi.enabled a failing cast fails the job: bad text must still be quarantined.
+    spark.conf.set("spark.sql.ansi.enabled", "true")
+    try:
+        out = classify(raw_frame([row for row, _ in CASES]), RULE).collect()
+    finally:
+        spark.conf.unset("spark.sql.ansi.enabled")
+    assert sorted(r["reason"] for r in out) == sorted(reason for _, reason in CASES)

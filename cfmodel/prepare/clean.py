@@ -18,8 +18,6 @@ from cfmodel.prepare.source import CORRUPT
 INT32_MAX = 2_147_483_647
 # A plain decimal number; rejects NaN, Infinity, hex and empty strings.
 NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-POSITIVE_INT = r"^[0-9]{1,10}$"
-TIMESTAMP = r"^[0-9]{1,18}$"
 
 # Quarantine reasons, in the order the rules are checked.
 REASONS = ("malformed_row", "missing_user", "missing_item", "missing_rating", "missing_timestamp",
@@ -53,7 +51,35 @@ def _blank(col: Column) -> Column:
 def positive_int32(col: Column) -> Column:
     """True where a trimmed text column holds an id in 1..2**31-1 (null where the text is null)."""
     value = col.cast("long")
-    return col.rlike(POSITIVE_INT) & (value >= 1) & (value <= INT32_MAX)
+    return col.rlike(r"^[0-9]{1,10}$") & (value >= 1) & (value <= INT32_MAX)
+
+
+def _try_cast(name: str, to: str) -> Column:
+    # Null where the text does not parse, even under spark.sql.ansi.enabled (where cast would fail the job).
+    return F.expr(f"try_cast(`{name}` AS {to})")
+
+
+def _id_ok(text: Column, value: Column) -> Column:
+    # positive_int32 with the text parsed already (value) and the regex only where arithmetic cannot decide.
+    return _all_digits(text, value, 10) & (value >= 1) & (value <= INT32_MAX)
+
+
+def _all_digits(text: Column, value: Column, max_digits: int) -> Column:
+    """True where ``text`` is 1 to ``max_digits`` decimal digits; ``value``: ``text`` cast to long.
+
+    Arithmetic vouches for the usual text (a value of exactly ``len(text)`` digits has no sign, dot,
+    space or leading zero), and the regex decides the rest: run on every row, the regexes cost a
+    third of parsing 20M ratings."""
+    length = F.length(text)
+    canonical = (length <= max_digits) & (value >= F.pow(F.lit(10), length - 1).cast("long"))
+    return F.when(canonical, F.lit(True)).otherwise(text.rlike(f"^[0-9]{{1,{max_digits}}}$"))
+
+
+def _number(text: Column, value: Column, rule: "RatingRule") -> Column:
+    """True where ``text`` is a plain decimal number (:data:`NUMBER`); ``value``: ``text`` cast to double.
+    Text that reads back as Spark writes the value, in range (so neither NaN nor infinite), needs no regex."""
+    canonical = (value.cast("string") == text) & (value >= rule.minimum) & (value <= rule.maximum)
+    return F.when(canonical, F.lit(True)).otherwise(text.rlike(NUMBER))
 
 
 def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
@@ -75,34 +101,37 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
     """
     stripped = raw.select("*", *[_stripped(c).alias(f"_{c}") for c in ("user", "item", "rating", "timestamp")])
     user, item, rating, ts = (F.col(f"_{c}") for c in ("user", "item", "rating", "timestamp"))
-    value = rating.cast("double")
+    # Each text parsed once, in its own projection: the checks and the output read the numbers.
+    parsed = stripped.select("*", *[_try_cast(f"_{c}", to).alias(f"_{c}_n") for c, to in (
+        ("user", "bigint"), ("item", "bigint"), ("rating", "double"), ("timestamp", "bigint"))])
+    user_n, item_n, value, ts_n = (F.col(f"_{c}_n") for c in ("user", "item", "rating", "timestamp"))
     checks = [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
         (_blank(user), "missing_user"),
         (_blank(item), "missing_item"),
         (_blank(rating), "missing_rating"),
         (F.lit(rule.require_timestamp) & _blank(ts), "missing_timestamp"),
-        (~positive_int32(user), "bad_user_id"),
-        (~positive_int32(item), "bad_item_id"),
-        (~rating.rlike(NUMBER), "bad_rating"),
+        (~_id_ok(user, user_n), "bad_user_id"),
+        (~_id_ok(item, item_n), "bad_item_id"),
+        (~_number(rating, value, rule), "bad_rating"),
         ((value < rule.minimum - 1e-9) | (value > rule.maximum + 1e-9), "rating_out_of_range"),
     ]
     if rule.step is not None:
         steps = (value - rule.minimum) / rule.step
         checks.append((F.abs(steps - F.round(steps)) > 1e-6, "rating_off_step"))
-    checks.append((~_blank(ts) & ~ts.rlike(TIMESTAMP), "bad_timestamp"))
+    checks.append((~_blank(ts) & ~_all_digits(ts, ts_n, 18), "bad_timestamp"))
 
     reason = F.lit(None).cast("string")
     for condition, name in reversed(checks):
         reason = F.when(condition, F.lit(name)).otherwise(reason)
-    with_reason = stripped.withColumn("reason", reason)
+    with_reason = parsed.withColumn("reason", reason)
     good = F.col("reason").isNull()
     return with_reason.select(
         *raw.columns,
-        F.when(good, user.cast("int")).alias("user_id"),
-        F.when(good, item.cast("int")).alias("item_id"),
+        F.when(good, user_n.cast("int")).alias("user_id"),
+        F.when(good, item_n.cast("int")).alias("item_id"),
         F.when(good, value).alias("rating_value"),
-        F.when(good, ts.cast("long")).alias("ts"),
+        F.when(good, ts_n).alias("ts"),
         "reason",
     )
 
