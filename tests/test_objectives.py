@@ -1,6 +1,7 @@
 """Ranking objectives: negative sampling, a planted case where popularity and taste disagree, resume,
 and what score and evaluate make of a model that ranks but does not predict ratings."""
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from cfmodel.model import ModelArgs, TrainedModel
 from cfmodel.train.loaders import InMemoryLoader
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
-from cfmodel.train.trainer import Trainer
+from cfmodel.train.trainer import Trainer, validation_mse, validation_sums
 
 
 def test_sampler_never_returns_a_rated_item_when_asked_not_to():
@@ -256,3 +257,22 @@ def test_softmax_term_of_a_bilinear_model_equals_the_composed_formula(kind):
     assert torch.allclose(got, want, atol=1e-5)
     for g, w in zip(got_grads, want_grads):
         assert (g is None) == (w is None) and (g is None or torch.allclose(g, w, atol=1e-5))
+
+
+def test_validation_estimates_a_ranking_term_on_its_first_rows_and_sums_every_squared_error():
+    torch.manual_seed(0)
+    users, items = torch.randint(0, 30, (1000,)), torch.randint(0, 40, (1000,))
+    ratings = torch.rand(1000) * 4.5 + 0.5
+    model = ModelArgs("dot_bias", 30, 40, n_factors=4, rank_factors=3).build()
+    sampler = NegativeSampler(RatedPairs(users, items, 40), "popularity", exclude_rated=False, seed=1)
+    hybrid = make_objective("hybrid", sampler, 4, 16, None, 1.0, "softmax")
+    loader = InMemoryLoader(users, items, ratings, 100, shuffle=False)
+    total, n_loss, sq, n = validation_sums(model, hybrid, loader, torch.device("cpu"), seed=5, ranking_rows=250)
+    assert (n_loss, n) == (300, 1000)  # the batch that crosses 250 rows counts whole
+    assert sq / n == pytest.approx(validation_mse(model, loader, torch.device("cpu")), rel=1e-6)
+    first = InMemoryLoader(users[:300], items[:300], ratings[:300], 100, shuffle=False)
+    whole_total, whole_n, _, _ = validation_sums(model, hybrid, first, torch.device("cpu"), seed=5)
+    assert (total, n_loss) == (pytest.approx(whole_total, rel=1e-6), whole_n)
+    softmax = make_objective("softmax", sampler, 4, 16, None, 1.0, "softmax")
+    total, n_loss, sq, n = validation_sums(model, softmax, loader, torch.device("cpu"), seed=5, ranking_rows=250)
+    assert n_loss == 300 and math.isnan(sq)
