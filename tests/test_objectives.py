@@ -13,7 +13,8 @@ from cfmodel.model import ModelArgs, TrainedModel
 from cfmodel.train.loaders import InMemoryLoader
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
-from cfmodel.train.trainer import Trainer, validation_mse, validation_sums
+from cfmodel.train.trainer import Trainer
+from cfmodel.train.validation import validation_mse, validation_sums
 
 
 def test_sampler_never_returns_a_rated_item_when_asked_not_to():

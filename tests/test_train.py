@@ -13,7 +13,8 @@ from cfmodel.train.lr_find import lr_find, plot_lr_find
 from cfmodel.model import TrainedModel
 from cfmodel.model.factors import read_id_map
 from cfmodel.train.stage import model_args
-from cfmodel.train.trainer import Trainer, TrainingDivergedError, validation_mse
+from cfmodel.train.trainer import Trainer, TrainingDivergedError
+from cfmodel.train.validation import validation_mse
 
 CFG = TrainConfig(n_factors=8, batch_size=256, lr=0.01, wd=0.05, schedule="one_cycle", epochs=6,
                   progress=False, y_range=[0.0, 5.5])
