@@ -15,7 +15,7 @@ from cfmodel.errors import ConfigError
 from cfmodel.score import run as score
 from cfmodel.model import TrainedModel
 from cfmodel.train import run
-from cfmodel.train.distributed import DistributedTrainingError, check_shardable
+from cfmodel.train.distributed import DistributedTrainingError, check_shardable, with_port_retries
 from cfmodel.train.loaders import PetastormLoader, read_prepared_meta
 
 BASE = dict(n_factors=8, epochs=8, wd=0.5, batch_size=256, progress=False, loader="petastorm")
@@ -125,3 +125,48 @@ def test_each_rank_trains_its_share_of_the_batch_on_petastorm_with_dense_gradien
     assert per_rank_config(dataclasses.replace(cfg, loader="memory"), 2, torch.device("cpu"), "gloo").loader == "memory"
     with pytest.raises(ConfigError, match="row_updates=sparse needs the gloo backend"):
         per_rank_config(dataclasses.replace(cfg, row_updates="sparse"), 2, torch.device("cpu"), "nccl")
+
+
+def test_a_run_whose_rendezvous_port_was_taken_starts_again_and_other_failures_do_not(tmp_path):
+    failed = str(tmp_path / "failed")
+    calls = []
+
+    def port_taken_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("torchrun failed: The server socket has failed to listen on any local network "
+                               "address. port: 40123, code: -98, name: EADDRINUSE, message: address already in use")
+        return {"best_epoch": 1}
+
+    assert with_port_retries(port_taken_once, failed) == {"best_epoch": 1} and len(calls) == 2
+
+    def always_taken():
+        calls.append(1)
+        raise RuntimeError("Address already in use")
+
+    calls.clear()
+    with pytest.raises(DistributedTrainingError, match="Address already in use"):
+        with_port_retries(always_taken, failed, retries=2)
+    assert len(calls) == 3  # the first try and two retries
+
+    def rank_failed_after_starting():
+        # A rank that ran left its error: whatever the message says, the run is not started again.
+        calls.append(1)
+        os.makedirs(failed, exist_ok=True)
+        with open(os.path.join(failed, "rank-1.json"), "w") as fh:
+            json.dump({"rank": 1, "error": "OSError", "message": "address already in use", "exit_code": None}, fh)
+        raise RuntimeError("rank 1 exited: address already in use")
+
+    calls.clear()
+    with pytest.raises(DistributedTrainingError, match="training process 1 failed: OSError"):
+        with_port_retries(rank_failed_after_starting, failed)
+    assert len(calls) == 1
+
+    def other_failure():
+        calls.append(1)
+        raise RuntimeError("Command torchrun failed with return code 1")
+
+    calls.clear()
+    with pytest.raises(DistributedTrainingError, match="return code 1"):
+        with_port_retries(other_failure, failed)
+    assert len(calls) == 1

@@ -37,7 +37,7 @@ import os
 import shutil
 import sys
 from datetime import timedelta
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import torch
 
@@ -48,6 +48,11 @@ from cfmodel.train.ranks import Ranks
 LOG = logging.getLogger(__name__)
 # How a failing rank marks its error in its log.
 ERROR_MARK = "CFMODEL_RANK_ERROR "
+# TorchDistributor's barrier mode picks the rendezvous port by binding port 0 and letting it go, and torchrun
+# binds it again later: another process can take it in between (EADDRINUSE, seen now and then on the test
+# cluster). Nothing has trained then, so the run starts again, this many times at most.
+PORT_RACE_RETRIES = 2
+T = TypeVar("T")
 
 
 class DistributedTrainingError(CfError):
@@ -70,12 +75,25 @@ def run_distributed(cfg: TrainConfig, resume: bool, spark: Any) -> Dict[str, Any
     LOG.info("training on %d processes through TorchDistributor (%s, %s)", d.processes,
              "on this machine" if d.local_mode else "as barrier tasks on the executors", "GPU" if d.use_gpu else "CPU")
     distributor = TorchDistributor(num_processes=d.processes, local_mode=d.local_mode, use_gpu=d.use_gpu)
-    failed = failure_dir(cfg)
-    shutil.rmtree(failed, ignore_errors=True)
-    try:
-        return distributor.run(rank_main, cfg, resume)
-    except Exception as exc:  # noqa: BLE001 - TorchDistributor reports a rank's failure as a bare RuntimeError
-        raise rank_failure(failed, exc) from exc
+    return with_port_retries(lambda: distributor.run(rank_main, cfg, resume), failure_dir(cfg))
+
+
+def with_port_retries(run: Callable[[], T], failed: str, retries: int = PORT_RACE_RETRIES) -> T:
+    """``run()``, started again when its rendezvous port was taken before any rank ran (no rank left an error
+    under ``failed``); any other failure, or the last, raises :func:`rank_failure`'s error."""
+    attempt = 0
+    while True:
+        shutil.rmtree(failed, ignore_errors=True)
+        try:
+            return run()
+        except Exception as exc:  # noqa: BLE001 - TorchDistributor reports a rank's failure as a bare RuntimeError
+            taken = "address already in use" in str(exc).lower() or "EADDRINUSE" in str(exc)
+            if attempt < retries and taken and not glob.glob(os.path.join(failed, "rank-*.json")):
+                attempt += 1
+                LOG.warning("distributed training: the rendezvous port was taken before torchrun bound it; "
+                            "starting again (%d of %d)", attempt, retries)
+                continue
+            raise rank_failure(failed, exc) from exc
 
 
 def failure_dir(cfg: TrainConfig) -> str:
