@@ -1,7 +1,7 @@
 from pyspark.sql import Row
+from pyspark.sql import functions as F
 
-from cfmodel.prepare.clean import (RatingRule, bad_rows, classify, drop_duplicates_latest, filter_min_counts, good_rows,
-                                   latest_by_pair)
+from cfmodel.prepare.clean import RatingRule, bad_rows, classify, filter_min_counts, latest_by_pair
 
 RULE = RatingRule(0.5, 5.0, 0.5)
 
@@ -62,7 +62,8 @@ def test_good_rows_parse_with_whitespace_and_cr(raw_frame):
                      ("8", "20", ".5", "1")])
     c = classify(raw, RULE)
     assert c.where("reason is not null").count() == 0
-    rows = sorted(good_rows(c).collect())
+    rows = sorted(c.where("reason is null").select("user_id", "item_id", F.col("rating_value").alias("rating"),
+                                                    F.col("ts").alias("timestamp")).collect())
     assert rows[0] == Row(user_id=3, item_id=10, rating=4.0, timestamp=7)
     assert rows[1] == Row(user_id=7, item_id=42, rating=4.5, timestamp=1700000000)
     assert rows[2] == Row(user_id=8, item_id=20, rating=0.5, timestamp=1)
@@ -83,15 +84,16 @@ def test_bad_rows_keep_raw_text_and_source(raw_frame):
     assert (bad[0]["user"], bad[0]["_source_file"], bad[0]["reason"]) == ("u1", "file:/x/r.csv", "bad_user_id")
 
 
-def test_duplicates_keep_latest_then_highest(spark):
-    df = spark.createDataFrame(
-        [(1, 1, 3.0, 100), (1, 1, 4.0, 200), (1, 1, 2.0, 150), (2, 1, 1.0, 5), (2, 1, 5.0, 5), (3, 3, 2.0, 1),
-         (3, 3, 2.0, 1), (4, 4, 5.0, None), (4, 4, 1.0, 10), (5, 5, 2.5, None), (5, 5, 3.5, None)],
-        "user_id int, item_id int, rating double, timestamp long")
-    got = sorted(tuple(r) for r in drop_duplicates_latest(df.repartition(3)).collect())
+def test_duplicates_keep_latest_then_highest(raw_frame):
+    rows = [("1", "1", "3.0", "100"), ("1", "1", "4.0", "200"), ("1", "1", "2.0", "150"), ("2", "1", "1.0", "5"),
+            ("2", "1", "5.0", "5"), ("3", "3", "2.0", "1"), ("3", "3", "2.0", "1"), ("4", "4", "5.0", None),
+            ("4", "4", "1.0", "10"), ("5", "5", "2.5", None), ("5", "5", "3.5", None)]
+    rule = RatingRule(0.5, 5.0, 0.5, require_timestamp=False)
+    pairs = latest_by_pair(classify(raw_frame(rows).repartition(3), rule))
+    got = sorted((r.user_id, r.item_id, r.rating, r.timestamp) for r in pairs.collect())
     # A dated rating beats an undated one; among undated ones the highest rating stays.
     assert got == [(1, 1, 4.0, 200), (2, 1, 5.0, 5), (3, 3, 2.0, 1), (4, 4, 1.0, 10), (5, 5, 3.5, None)]
-    assert drop_duplicates_latest(df).columns == ["user_id", "item_id", "rating", "timestamp"]
+    assert pairs.columns == ["user_id", "item_id", "reason", "rating", "timestamp", "n"]
 
 
 def test_latest_by_pair_counts_rows_pairs_and_reasons_in_one_aggregation(raw_frame):

@@ -48,10 +48,9 @@ def _blank(col: Column) -> Column:
     return col.isNull() | (col == "")
 
 
-def positive_int32(col: Column) -> Column:
-    """True where a trimmed text column holds an id in 1..2**31-1 (null where the text is null)."""
-    value = col.cast("long")
-    return col.rlike(r"^[0-9]{1,10}$") & (value >= 1) & (value <= INT32_MAX)
+def positive_int32(name: str) -> Column:
+    """True where the trimmed text column ``name`` holds an id in 1..2**31-1 (null where the text is null)."""
+    return _id_ok(F.col(name), _try_cast(name, "bigint"))
 
 
 def _try_cast(name: str, to: str) -> Column:
@@ -60,7 +59,7 @@ def _try_cast(name: str, to: str) -> Column:
 
 
 def _id_ok(text: Column, value: Column) -> Column:
-    # positive_int32 with the text parsed already (value) and the regex only where arithmetic cannot decide.
+    # positive_int32 of text whose value (text cast to long) the caller has already computed.
     return _all_digits(text, value, 10) & (value >= 1) & (value <= INT32_MAX)
 
 
@@ -136,48 +135,30 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
     )
 
 
-def good_rows(classified: DataFrame) -> DataFrame:
-    """Rows that passed every rule, as ``user_id, item_id, rating, timestamp``."""
-    return (classified.where(F.col("reason").isNull())
-            .select("user_id", "item_id", F.col("rating_value").alias("rating"), F.col("ts").alias("timestamp")))
-
-
 def bad_rows(classified: DataFrame) -> DataFrame:
     """Rows that broke a rule, with their raw text, ``reason`` and source file."""
     return classified.where(F.col("reason").isNotNull()).select(
         "user", "item", "rating", "timestamp", F.col(CORRUPT).alias("raw_line"), "_source_file", "reason")
 
 
-def _latest(ratings: DataFrame, keys: list) -> DataFrame:
-    """``*keys, rating, timestamp, n``: per key, the latest timestamp's rating (a null timestamp loses, then
-    the highest rating wins) and the rows it stands for."""
-    latest = F.max(F.struct("timestamp", "rating")).alias("_latest")
-    return (ratings.groupBy(*keys).agg(latest, F.count(F.lit(1)).alias("n"))
-            .select(*keys, F.col("_latest.rating").alias("rating"), F.col("_latest.timestamp").alias("timestamp"),
-                    "n"))
-
-
-def drop_duplicates_latest(ratings: DataFrame) -> DataFrame:
-    """Keep one row per (user_id, item_id): the latest timestamp (a null one loses), then the highest rating.
-
-    An aggregation (the greatest ``(timestamp, rating)`` pair per key, nulls
-    ordered first) rather than a window: Spark combines rows before its
-    shuffle and sorts nothing, and the result does not depend on partitioning.
-    """
-    return _latest(ratings, ["user_id", "item_id"]).drop("n")
-
-
 def latest_by_pair(classified: DataFrame) -> DataFrame:
-    """One row per good (user_id, item_id) pair, as :func:`drop_duplicates_latest` keeps it, and one per
-    quarantine reason; each with ``n``, the input rows it stands for.
+    """One row per good (user_id, item_id) pair, keeping its latest rating (the latest timestamp, a null one
+    losing, then the highest rating), and one per quarantine reason; each with ``n``, the input rows it
+    stands for.
 
     Returns ``user_id, item_id, reason, rating, timestamp, n``: a reason's row has null ids and values. One
-    aggregation counts the good rows, the pairs and the rows of each reason exactly (task retries
-    included, unlike an accumulator), so the input is read once for all three.
+    aggregation (the greatest ``(timestamp, rating)`` pair per key, nulls ordered first) counts the good
+    rows, the pairs and the rows of each reason exactly (task retries included, unlike an accumulator), so
+    the input is read once for all three; an aggregation rather than a window, so the result does not
+    depend on partitioning.
     """
+    keys = ["user_id", "item_id", "reason"]
     rows = classified.select("user_id", "item_id", F.col("rating_value").alias("rating"),
                              F.col("ts").alias("timestamp"), "reason")
-    return _latest(rows, ["user_id", "item_id", "reason"])
+    latest = F.max(F.struct("timestamp", "rating")).alias("_latest")
+    return (rows.groupBy(*keys).agg(latest, F.count(F.lit(1)).alias("n"))
+            .select(*keys, F.col("_latest.rating").alias("rating"), F.col("_latest.timestamp").alias("timestamp"),
+                    "n"))
 
 
 def filter_min_counts(ratings: DataFrame, column: str, minimum: int) -> DataFrame:

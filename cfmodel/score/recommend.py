@@ -196,7 +196,7 @@ def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
         raise InputError(f"{path}: user list needs a '{user_col}' column (or a single column); found {frame.columns}")
     ids = frame.select(F.trim(F.col(f"`{column}`").cast("string")).alias("raw"))
     # The same id rule as the prepare job's cleaning; a blank cell is no id either.
-    bad = ids.where(F.col("raw").isNull() | ~positive_int32(F.col("raw"))).first()
+    bad = ids.where(F.col("raw").isNull() | ~positive_int32("raw")).first()
     if bad is not None:
         raise InputError(f"{path}: user id {bad['raw']!r} in column '{column}' is not a positive int32")
     return ids.select(F.col("raw").cast("int").alias("user_id"))
