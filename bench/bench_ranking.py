@@ -49,7 +49,7 @@ PROTOCOLS = {"random": ["prepare.split=random", "prepare.valid_fraction=0.2", "e
                           "evaluate.relevance_threshold=null"]}
 BASELINES = "evaluate.baselines=[popular, als, implicit_als, ease]"
 # The softmax objective's search: 12 points, as many as implicit ALS's grid (rank x regParam x alpha).
-TUNE_SPACE = "tune.space={n_factors: [32, 64], wd: [0.03, 0.1, 0.3], lr: [0.005, 0.02]}"
+TUNE_SPACE = "tune.space={n_factors: [32, 64], wd: [0.25, 0.5, 1.0], lr: [0.005, 0.02]}"
 
 
 def run_protocol(spark, name: str, out: Path, tuned: bool = True, objectives=OBJECTIVES, extra=(),

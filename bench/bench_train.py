@@ -102,7 +102,7 @@ def quality(out: Path) -> None:
 
     print(f"\nquality on MovieLens small, lesson split (valid_fraction 0.2, seed 42), {os.cpu_count()} cores")
     print(f"default: model {defaults.model}, n_factors {defaults.n_factors}, {defaults.wd_mode} wd {defaults.wd}, "
-          f"{defaults.schedule} lr {defaults.lr}, {defaults.epochs} epochs, batch {defaults.batch_size}")
+          f"{defaults.schedule} lr {defaults.lr}, {defaults.run_epochs} epochs, batch {defaults.batch_size}")
     print(f"{'model':<40} {'valid MSE':>10} {'RMSE':>7} {'fit s':>7} {'rows scored':>12}")
     for name, r in ours:
         print(f"{'cfmodel ' + name:<40} {r['valid_mse']:>10.4f} {r['valid_rmse']:>7.4f} {r['fit_seconds']:>7.1f} "

@@ -61,7 +61,7 @@ class TrainConfig:
     wd_mode: str = "adamw"
     row_updates: str = "auto"
     schedule: str = "one_cycle"
-    epochs: int = 8
+    epochs: Optional[int] = None
     n_cycles: int = 3
     cycle_len: int = 1
     cycle_mult: int = 2
@@ -116,8 +116,8 @@ class TrainConfig:
         _require(len(self.y_range) == 2 and self.y_range[0] < self.y_range[1],
                  "train.y_range must be [low, high] with low < high")
         _require(len(self.hidden) == len(self.dropouts), "train.hidden and train.dropouts must have the same length")
-        _require(self.n_factors >= 1 and self.batch_size >= 1 and self.epochs >= 1,
-                 "train.n_factors, train.batch_size and train.epochs must be >= 1")
+        _require(self.n_factors >= 1 and self.batch_size >= 1 and (self.epochs is None or self.epochs >= 1),
+                 "train.n_factors, train.batch_size and train.epochs (or null) must be >= 1")
         _require(self.n_cycles >= 1 and self.cycle_len >= 1 and self.cycle_mult >= 1,
                  "train.n_cycles, train.cycle_len and train.cycle_mult must be >= 1")
         _require(self.lr > 0 and (self.wd is None or self.wd >= 0) and self.bias_wd >= 0,
@@ -128,10 +128,20 @@ class TrainConfig:
     @property
     def weight_decay(self) -> float:
         """``wd``, or when null the objective's: 1.5 for ``rating`` and ``hybrid`` (the rating tables),
-        0.1 for ``bpr`` and ``softmax`` (ranking from sparse positives wants far less)."""
+        0.5 for ``bpr`` and ``softmax`` (with their longer schedule, see :attr:`run_epochs`)."""
         if self.wd is not None:
             return self.wd
-        return 1.5 if self.objective in ("rating", "hybrid") else 0.1
+        return 1.5 if self.objective in ("rating", "hybrid") else 0.5
+
+    @property
+    def run_epochs(self) -> int:
+        """``epochs``, or when null the objective's: 8 for ``rating`` and ``hybrid``, 24 for ``bpr`` and
+        ``softmax``. A ranking-only model gains from three times the Adam steps with stronger decay (on
+        MovieLens small, NDCG@10 1.62 -> 1.82x most popular; README "Ranking objectives"); an epoch
+        costs the same, and a rating model overfits sooner."""
+        if self.epochs is not None:
+            return self.epochs
+        return 8 if self.objective in ("rating", "hybrid") else 24
 
     @property
     def sampling_method(self) -> str:
@@ -146,7 +156,7 @@ class TrainConfig:
         """Epochs the schedule runs: SGDR's cycles add up, the others use ``epochs``."""
         if self.schedule == "sgdr":
             return sum(self.cycle_len * self.cycle_mult ** k for k in range(self.n_cycles))
-        return self.epochs
+        return self.run_epochs
 
 
 

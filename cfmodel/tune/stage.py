@@ -52,7 +52,7 @@ def search(spark: SparkSession, tune: TuneConfig, base: TrainConfig) -> List[Dic
     """Every rung's trial results (successive halving over the space's trials)."""
     metric = resolve_metric(tune, base)
     points = trials(tune.space, tune.trials, tune.seed)
-    full = [trial_config(base, p, p.get("epochs", base.epochs), "unused").epochs for p in points]  # checks each
+    full = [trial_config(base, p, p.get("epochs", base.epochs), "unused").run_epochs for p in points]  # checks each
     alive, rows, rung = list(range(len(points))), [], 0
     run = functools.partial(run_trial, base, metric, tune.k, tune.relevance_threshold)
     while True:

@@ -20,7 +20,7 @@ from cfmodel.tune.search import ndcg_at_k
 from cfmodel.urls import to_url
 
 
-def trial_config(base: TrainConfig, params: Dict[str, Any], epochs: int, output: str) -> TrainConfig:
+def trial_config(base: TrainConfig, params: Dict[str, Any], epochs: Optional[int], output: str) -> TrainConfig:
     """The train config of one trial: ``base`` with ``params`` and ``epochs``, trained in one process."""
     return dataclasses.replace(base, **{**params, "epochs": epochs}, output=output, progress=False,
                                distributed=DistributedConfig(), tuned=None, early_stopping=0)
