@@ -86,7 +86,8 @@ class TrainedModel:
         """Write ``model.pt``, ``user_factors/`` and ``item_factors/`` (and, for a model with a ranking
         head, ``rank_user_factors/`` and ``rank_item_factors/``, what its lists are made from) under a
         local ``out_dir``."""
-        payload = {"state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+        # contiguous: a trainer may have given a side's tables one storage (column ranges of it).
+        payload = {"state_dict": {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()},
                    "model_args": self.args.to_dict(), "model_version": self.version,
                    "user_ids": torch.from_numpy(self.user_ids.astype(np.int64)),
                    "item_ids": torch.from_numpy(self.item_ids.astype(np.int64)), **self.extra}

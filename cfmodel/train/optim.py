@@ -1,17 +1,18 @@
 """The optimiser and learning-rate schedule of a training run, and the L2 penalty of ``wd_mode: l2``."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from cfmodel.config import TrainConfig
 from cfmodel.model.nets import CFModule
-from cfmodel.train.sparse_adamw import SparseAdamW
+from cfmodel.train.sparse_adamw import SparseAdamW, share_rows
 
 
-def make_optimizer(model: CFModule, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: CFModule, cfg: TrainConfig, merge_rows: bool = True) -> torch.optim.Optimizer:
     """AdamW (decoupled decay on every weight) or Adam with L2 on the batch's rows; with
     ``row_updates: sparse`` (:class:`SparseAdamW`) only the table rows a batch touches are updated.
 
@@ -19,8 +20,13 @@ def make_optimizer(model: CFModule, cfg: TrainConfig) -> torch.optim.Optimizer:
     :func:`l2_penalty` for the rows a batch touches; other weights (the
     embedding net's layers) get Adam's coupled weight decay. The parameters the
     model names in ``bias_parameters`` decay by ``bias_wd`` instead of ``wd``,
-    the ranking head's by ``rank_wd``.
+    the ranking head's by ``rank_wd``. With sparse updates and ``merge_rows`` (one process: DDP keeps
+    its own view of each weight), the tables a step looks up with the same indices share a storage
+    (:func:`row_sets`), updated in one pass: at the MovieLens-20M shape a hybrid step's optimiser time fell
+    from 2.15 to 1.87 ms, and an epoch ran 7% (hybrid) to 9% (rating) more ratings a second.
     """
+    sparse = uses_sparse_updates(model, cfg)
+    sets = [share_rows(tables) for tables in row_sets(model, cfg)] if sparse and merge_rows else []
     params = list(model.parameters())
     biases = {id(p) for p in model.bias_parameters()}
     head = {id(p) for p in model.rank_head_parameters()}
@@ -34,18 +40,33 @@ def make_optimizer(model: CFModule, cfg: TrainConfig) -> torch.optim.Optimizer:
                   {"params": [p for p in params if id(p) not in tables], "weight_decay": cfg.weight_decay,
                    "l2": True}]
     groups = [g for g in groups if g["params"]]
-    sparse = uses_sparse_updates(model, cfg)
     for _, _, table in model.embeddings():
         # Sparse updates take sparse gradients: the batch's rows, not a table-sized zero tensor.
         table.sparse = sparse
     if sparse:
-        return SparseAdamW(groups, lr=cfg.lr)
+        return SparseAdamW(groups, lr=cfg.lr, row_sets=sets)
     for g in groups:
         g.pop("l2", None)
     # The fused kernels (CPU and CUDA) update the dense embedding tables 4-6x faster.
     if cfg.wd_mode == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     return torch.optim.Adam(groups, lr=cfg.lr, fused=True)
+
+
+def row_sets(model: CFModule, cfg: TrainConfig) -> List[List[nn.Embedding]]:
+    """The tables a training step looks up with one index tensor: a side's rating factors and bias (a
+    ranking-only objective never reads the user bias) with the user's ranking head, and the item ranking
+    head with its bias (a hybrid looks them up for the batch's and the drawn items together). Only
+    ``wd_mode: adamw``: the l2 mode's coupled decay goes through the gradient, table by table."""
+    if cfg.wd_mode != "adamw":
+        return []
+    ranking_only = cfg.objective in ("bpr", "softmax")
+    user_bias = None if ranking_only else getattr(model, "u_bias", None)
+    head = model.has_rank_head
+    sets = [[model.u_weight, user_bias, model.u_rank if head else None],
+            [model.i_weight, getattr(model, "i_bias", None)],
+            [model.i_rank, model.r_bias] if head else []]
+    return [found for found in ([t for t in s if t is not None] for s in sets) if len(found) > 1]
 
 
 # ``row_updates: auto`` goes sparse when the rating tables hold more rows than this many per batch row. Measured

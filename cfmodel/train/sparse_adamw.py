@@ -22,21 +22,71 @@ A row touched at every step gets exactly ``torch.optim.AdamW``'s update, and a
 parameter whose gradient is dense (a network layer) is updated as AdamW does.
 Groups with ``l2=True`` add ``weight_decay · w`` to the gradient instead (Adam's
 coupled decay), for ``train.wd_mode: l2``.
+
+Tables that a step looks up with the same indices (a side's factors, bias and
+ranking head) can share one storage (:func:`share_rows`: each table's weight
+becomes a column range of one tensor, and so do its moments): the optimiser
+then gathers, updates and writes back such a :class:`RowSet`'s rows once, not
+once per table, with each table's own decay paid on its columns. The result is
+the per-table update's (to float rounding: the fused kernel splits a wider row
+into vector lanes differently); a step where the tables' gradients do not
+share their indices takes the per-table path.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
+
+
+@dataclass
+class RowSet:
+    """Parameters that are column ranges ``(param, start, stop)`` of one ``base`` tensor; ``exp_avg`` and
+    ``exp_avg_sq`` are laid out alike, so their per-parameter moments are column ranges of them too."""
+
+    base: torch.Tensor
+    members: List[Tuple[nn.Parameter, int, int]]
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+
+
+def share_rows(tables: Sequence[nn.Embedding]) -> RowSet:
+    """Give ``tables`` (same number of rows, looked up with the same indices) one storage: each weight
+    becomes a column range of one tensor, with its values kept. Build the optimiser after this."""
+    base = torch.cat([t.weight.detach() for t in tables], dim=1).contiguous()
+    members, start = [], 0
+    for table in tables:
+        stop = start + table.weight.shape[1]
+        table.weight = nn.Parameter(base[:, start:stop], requires_grad=table.weight.requires_grad)
+        members.append((table.weight, start, stop))
+        start = stop
+    return RowSet(base, members, torch.zeros_like(base), torch.zeros_like(base))
 
 
 class SparseAdamW(torch.optim.Optimizer):
     """AdamW over the rows each step's (sparse or dense) gradients touch; see the module docstring."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, l2: bool = False) -> None:
+                 weight_decay: float = 0.0, l2: bool = False, row_sets: Sequence[RowSet] = ()) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, l2=l2))
+        self.row_sets = list(row_sets)
+        # A set whose members once stepped apart (one had a gradient, another not) keeps per-table steps.
+        self.set_ok = [True] * len(self.row_sets)
+        self._link_row_sets()
+
+    def _link_row_sets(self) -> None:
+        """Make each set member's moments the column ranges of its set's (keeping any values they hold)."""
+        for rs in self.row_sets:
+            for p, start, stop in rs.members:
+                state = self._state(p)
+                for key in ("exp_avg", "exp_avg_sq"):
+                    view = getattr(rs, key)[:, start:stop]
+                    if state[key] is not view:
+                        view.copy_(state[key])
+                        state[key] = view
 
     def _state(self, p: torch.Tensor) -> Dict[str, Any]:
         state = self.state[p]
@@ -56,13 +106,15 @@ class SparseAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         merged: Dict[tuple, tuple] = {}  # a side's factor and bias tables share the batch's indices
+        groups = {id(p): g for g in self.param_groups for p in g["params"]}
+        shrinks = {id(g): _shrink(g) for g in self.param_groups}
+        done = set()
+        for k, rs in enumerate(self.row_sets):
+            if self.set_ok[k] and self._step_set(k, rs, groups, shrinks):
+                done.update(id(p) for p, _, _ in rs.members)
         for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            decoupled = wd and not group["l2"]
-            if decoupled and lr * wd >= 1.0:
-                raise ValueError(f"lr × weight_decay = {lr * wd:.3g} >= 1 would flip the weights' sign")
-            shrink = math.log1p(-lr * wd) if decoupled else 0.0
-            params = [p for p in group["params"] if p.grad is not None]
+            shrink = shrinks[id(group)]
+            params = [p for p in group["params"] if p.grad is not None and id(p) not in done]
             if not params:
                 continue
             gathered = [self._gather(p, shrink, group, merged) for p in params]
@@ -70,11 +122,48 @@ class SparseAdamW(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             # torch.optim.AdamW(fused=True)'s kernel, on the gathered rows; the decay was paid in _gather.
             torch._fused_adamw_(list(weights), list(grads), list(exp_avgs), list(exp_avg_sqs), [], list(steps),
-                                lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
+                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
                                 amsgrad=False, maximize=False)
             for p, (w, _, m, v, _, rows) in zip(params, gathered):
                 self._scatter(p, rows, w, m, v)
         return loss
+
+    def _step_set(self, k: int, rs: RowSet, groups: Dict[int, dict], shrinks: Dict[int, float]) -> bool:
+        """AdamW on a row set's rows in one pass; False (nothing done) when this step's gradients do not
+        allow it: not all sparse over the same indices, or groups that differ in more than weight decay."""
+        grads = [p.grad for p, _, _ in rs.members]
+        if any(g is None for g in grads):
+            self.set_ok[k] = all(g is None for g in grads)  # stepping apart would split their step counts
+            return False
+        first = grads[0]._indices() if grads[0].is_sparse else None
+        member_groups = [groups[id(p)] for p, _, _ in rs.members]
+        if first is None or any(not g.is_sparse or g._indices().data_ptr() != first.data_ptr()
+                                or g._indices().numel() != first.numel() for g in grads) or \
+                any(g["l2"] or (g["lr"], g["betas"], g["eps"]) != (member_groups[0]["lr"], member_groups[0]["betas"],
+                                                                   member_groups[0]["eps"]) for g in member_groups):
+            return False
+        rows, inverse = torch.unique(first[0], return_inverse=True)
+        values = torch.cat([g._values() for g in grads], dim=1)
+        grad = values.new_zeros((len(rows), values.shape[1])).index_add_(0, inverse, values)
+        weights = rs.base.index_select(0, rows)
+        exp_avg, exp_avg_sq = rs.exp_avg.index_select(0, rows), rs.exp_avg_sq.index_select(0, rows)
+        for (p, start, stop), group in zip(rs.members, member_groups):
+            state = self._state(p)
+            state["step"].add_(1)
+            state["log_decay"] += shrinks[id(group)]
+            if state["log_decay"]:
+                _pay_owed(weights[:, start:stop], state["log_decay"], state["settled"].index_select(0, rows))
+                state["settled"].index_fill_(0, rows, state["log_decay"])
+        group = member_groups[0]
+        beta1, beta2 = group["betas"]
+        # Every member stepped together so far, so the first's step count is every member's.
+        torch._fused_adamw_([weights], [grad], [exp_avg], [exp_avg_sq], [], [self._state(rs.members[0][0])["step"]],
+                            lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
+                            amsgrad=False, maximize=False)
+        rs.base.index_copy_(0, rows, weights)
+        rs.exp_avg.index_copy_(0, rows, exp_avg)
+        rs.exp_avg_sq.index_copy_(0, rows, exp_avg_sq)
+        return True
 
     def _gather(self, p: torch.Tensor, shrink: float, group: Dict[str, Any], merged: Dict[tuple, tuple]):
         """(rows of p, gradient, exp_avg, exp_avg_sq, step, row indices or None): copies of the rows a sparse
@@ -87,7 +176,9 @@ class SparseAdamW(torch.optim.Optimizer):
             weights = p.index_select(0, rows)
             exp_avg, exp_avg_sq = state["exp_avg"].index_select(0, rows), state["exp_avg_sq"].index_select(0, rows)
         else:
-            rows, grad, weights, exp_avg, exp_avg_sq = None, p.grad, p, state["exp_avg"], state["exp_avg_sq"]
+            # The fused kernel updates in place; a shared-storage member (a column range) goes through a copy.
+            rows, grad = None, p.grad
+            weights, exp_avg, exp_avg_sq = (t.contiguous() for t in (p, state["exp_avg"], state["exp_avg_sq"]))
         if state["log_decay"]:  # 0.0 while the group has no decoupled decay: nothing is owed
             settled = state["settled"] if rows is None else state["settled"].index_select(0, rows)
             _pay_owed(weights, state["log_decay"], settled)
@@ -100,11 +191,16 @@ class SparseAdamW(torch.optim.Optimizer):
         return weights, grad, exp_avg, exp_avg_sq, state["step"], rows
 
     def _scatter(self, p: torch.Tensor, rows: Optional[torch.Tensor], weights, exp_avg, exp_avg_sq) -> None:
-        """Write updated row copies back (nothing to do for a dense gradient: it was updated in place)."""
+        """Write updated row copies back (for a dense gradient, only copies of non-contiguous tensors)."""
+        state = self.state[p]
         if rows is not None:
             p.index_copy_(0, rows, weights)
-            self.state[p]["exp_avg"].index_copy_(0, rows, exp_avg)
-            self.state[p]["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+            state["exp_avg"].index_copy_(0, rows, exp_avg)
+            state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+            return
+        for kept, updated in ((p, weights), (state["exp_avg"], exp_avg), (state["exp_avg_sq"], exp_avg_sq)):
+            if kept is not updated:
+                kept.copy_(updated)
 
     @torch.no_grad()
     def settle(self) -> None:
@@ -127,6 +223,17 @@ class SparseAdamW(torch.optim.Optimizer):
         for key, p in zip(saved, params):
             if "settled" in state_dict["state"].get(key, {}):
                 self.state[p]["settled"] = state_dict["state"][key]["settled"].to(p.device, torch.float64)
+        self._link_row_sets()  # the loaded moments were new tensors: back into the sets' storage
+
+
+def _shrink(group: Dict[str, Any]) -> float:
+    """``log(1 - lr · wd)``: what a step of the group's decoupled decay multiplies a weight by, in logs."""
+    lr, wd = group["lr"], group["weight_decay"]
+    if not wd or group["l2"]:
+        return 0.0
+    if lr * wd >= 1.0:
+        raise ValueError(f"lr × weight_decay = {lr * wd:.3g} >= 1 would flip the weights' sign")
+    return math.log1p(-lr * wd)
 
 
 def _pay_owed(weights: torch.Tensor, log_decay: float, settled: torch.Tensor) -> None:

@@ -125,7 +125,9 @@ class Trainer:
             # the ones this objective never reaches. One process skips them alike (they never get a gradient).
             for p in self.objective.unused_parameters(self.model):
                 p.requires_grad_(False)
-        self.opt = make_optimizer(self.model, cfg)  # before DDP: it reads which tables give sparse gradients
+        # Before DDP: it reads which tables give sparse gradients. One process only shares a side's rows: DDP
+        # registers each weight apart.
+        self.opt = make_optimizer(self.model, cfg, merge_rows=ranks.world == 1)
         self.loss_fn = LossModule(self.model, self.objective)
         if ranks.world > 1:
             from torch.nn.parallel import DistributedDataParallel
