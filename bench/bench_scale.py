@@ -12,7 +12,8 @@ one training epoch, watched from outside: each stage's seconds (the run's
 manifest), its rows/s, and the peak memory of the whole process tree (driver
 JVM, Python driver and workers; summed PSS, which counts a page shared by forked
 workers once, beside the summed RSS, which counts it in each) while the stage ran; then the trainer
-alone on the prepared split (``cf-train``, one epoch, each loader) and Spark
+alone on the prepared split (``cf-train``, one epoch, each loader; the shipped
+objective and the lesson's ``rating``) and Spark
 MLlib ALS's fit on the same training split (rank 50, ``--als-iter``
 iterations), for scale.
 """
@@ -139,19 +140,22 @@ def print_layouts(results: list) -> None:
 
 
 def trainer_alone(prepared: str, work: Path) -> None:
-    print(f"\n{'trainer alone (cf-train, 1 epoch)':<36} {'ratings/s':>11} {'wall s':>8} {'peak MiB':>9}")
-    for loader in ("petastorm", "memory"):
-        cmd = [str(BIN / "cf-train"), "--conf", str(ROOT / "conf" / "local.yaml"), "--overwrite",
-               "--set", f"train.data={prepared}", "--set", f"train.output={work / ('alone-' + loader)}",
-               "--set", "train.epochs=1", "--set", "train.progress=false", "--set", f"train.loader={loader}",
-               "--set", "train.memory_max_rows=100000000"]
-        r = run_watched(cmd)
-        if r.returncode != 0:
-            print(f"  {loader}: failed: {r.stderr[-500:]}")
-            continue
-        rep = json.loads(r.stdout[r.stdout.index("{"):])
-        print(f"{loader + ' loader, ' + rep['row_updates'] + ' updates':<36} {rep['ratings_per_s']:>11,} "
-              f"{r.seconds:>8.1f} {r.peak_mib:>9,.0f}", flush=True)
+    """``cf-train`` for one epoch with each loader: the shipped objective, and the lesson's ``rating``."""
+    print(f"\n{'trainer alone (cf-train, 1 epoch)':<46} {'ratings/s':>11} {'wall s':>8} {'peak MiB':>9}")
+    for objective in ("shipped", "rating"):
+        for loader in ("petastorm", "memory"):
+            cmd = [str(BIN / "cf-train"), "--conf", str(ROOT / "conf" / "local.yaml"), "--overwrite",
+                   "--set", f"train.data={prepared}", "--set", f"train.output={work / ('alone-' + loader)}",
+                   "--set", "train.epochs=1", "--set", "train.progress=false", "--set", f"train.loader={loader}",
+                   "--set", "train.memory_max_rows=100000000",
+                   *(["--set", f"train.objective={objective}"] if objective != "shipped" else [])]
+            r = run_watched(cmd)
+            if r.returncode != 0:
+                print(f"  {objective}, {loader}: failed: {r.stderr[-500:]}")
+                continue
+            rep = json.loads(r.stdout[r.stdout.index("{"):])
+            label = f"{rep['objective']}, {loader} loader, {rep['row_updates']} updates"
+            print(f"{label:<46} {rep['ratings_per_s']:>11,} {r.seconds:>8.1f} {r.peak_mib:>9,.0f}", flush=True)
 
 
 def als_fit(prepared: str, iterations: int) -> None:
