@@ -176,3 +176,28 @@ def test_shared_rows_resume_from_a_saved_state():
     for a, b in ((ours[key], theirs[key]) for key in theirs):
         assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-9) for k in ("exp_avg", "exp_avg_sq"))
         assert a["exp_avg"].abs().max() > 0
+
+
+def test_shared_rows_whose_tables_step_apart_go_table_by_table():
+    from cfmodel.train.sparse_adamw import share_rows
+
+    def run(shared: bool):
+        (_, a), (_, b) = _tables(4, dim=3), _tables(5, dim=1)
+        sets = [share_rows([a, b])] if shared else []
+        opt = SparseAdamW([{"params": [a.weight], "weight_decay": 0.3}, {"params": [b.weight]}], lr=0.05,
+                          row_sets=sets)
+        for step in range(6):
+            idx = torch.tensor([step % 6, 2])
+            opt.zero_grad()
+            # Step 3 touches the first table only: from then on the set steps table by table.
+            loss = (a(idx) - 1).pow(2).sum() + (0 if step == 3 else (b(idx) + 1).pow(2).sum())
+            loss.backward()
+            opt.step()
+        opt.settle()
+        return a.weight.detach().clone(), b.weight.detach().clone(), opt
+
+    a, b, opt = run(True)
+    a_ref, b_ref, _ = run(False)
+    assert opt.set_ok == [False]
+    assert torch.allclose(a, a_ref, rtol=0, atol=1e-6) and torch.allclose(b, b_ref, rtol=0, atol=1e-6)
+    assert not torch.equal(a, _tables(4, dim=3)[1].weight)

@@ -84,9 +84,8 @@ class SparseAdamW(torch.optim.Optimizer):
                 state = self._state(p)
                 for key in ("exp_avg", "exp_avg_sq"):
                     view = getattr(rs, key)[:, start:stop]
-                    if state[key] is not view:
-                        view.copy_(state[key])
-                        state[key] = view
+                    view.copy_(state[key])
+                    state[key] = view
 
     def _state(self, p: torch.Tensor) -> Dict[str, Any]:
         state = self.state[p]
@@ -135,14 +134,10 @@ class SparseAdamW(torch.optim.Optimizer):
         if any(g is None for g in grads):
             self.set_ok[k] = all(g is None for g in grads)  # stepping apart would split their step counts
             return False
-        first = grads[0]._indices() if grads[0].is_sparse else None
         member_groups = [groups[id(p)] for p, _, _ in rs.members]
-        if first is None or any(not g.is_sparse or g._indices().data_ptr() != first.data_ptr()
-                                or g._indices().numel() != first.numel() for g in grads) or \
-                any(g["l2"] or (g["lr"], g["betas"], g["eps"]) != (member_groups[0]["lr"], member_groups[0]["betas"],
-                                                                   member_groups[0]["eps"]) for g in member_groups):
+        if not _one_pass(grads, member_groups):
             return False
-        rows, inverse = torch.unique(first[0], return_inverse=True)
+        rows, inverse = torch.unique(grads[0]._indices()[0], return_inverse=True)
         values = torch.cat([g._values() for g in grads], dim=1)
         grad = values.new_zeros((len(rows), values.shape[1])).index_add_(0, inverse, values)
         weights = rs.base.index_select(0, rows)
@@ -224,6 +219,21 @@ class SparseAdamW(torch.optim.Optimizer):
             if "settled" in state_dict["state"].get(key, {}):
                 self.state[p]["settled"] = state_dict["state"][key]["settled"].to(p.device, torch.float64)
         self._link_row_sets()  # the loaded moments were new tensors: back into the sets' storage
+
+
+def _one_pass(grads: List[torch.Tensor], groups: List[Dict[str, Any]]) -> bool:
+    """Whether a row set's step can be one pass: every gradient sparse over the same index tensor, and
+    groups that differ in their decoupled weight decay alone."""
+    if not all(g.is_sparse for g in grads):
+        return False
+    first = grads[0]._indices()
+    if any(g._indices().data_ptr() != first.data_ptr() or g._indices().numel() != first.numel() for g in grads):
+        return False
+
+    def settings(group):
+        return group["lr"], group["betas"], group["eps"]
+
+    return not any(g["l2"] for g in groups) and all(settings(g) == settings(groups[0]) for g in groups)
 
 
 def _shrink(group: Dict[str, Any]) -> float:
