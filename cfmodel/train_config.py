@@ -16,6 +16,8 @@ LOADERS = ("auto", "petastorm", "memory")
 WD_MODES = ("adamw", "l2")
 ROW_UPDATES = ("auto", "sparse", "dense")
 OBJECTIVES = ("rating", "bpr", "softmax", "hybrid")
+# The objectives whose models predict ratings (the others only rank).
+RATING_OBJECTIVES = ("rating", "hybrid")
 SAMPLINGS = ("uniform", "popularity")
 HYBRID_RANKINGS = ("softmax", "bpr")
 BACKENDS = ("auto", "gloo", "nccl")
@@ -131,7 +133,7 @@ class TrainConfig:
         0.5 for ``bpr`` and ``softmax`` (with their longer schedule, see :attr:`run_epochs`)."""
         if self.wd is not None:
             return self.wd
-        return 1.5 if self.objective in ("rating", "hybrid") else 0.5
+        return 1.5 if self.objective in RATING_OBJECTIVES else 0.5
 
     @property
     def run_epochs(self) -> int:
@@ -141,7 +143,7 @@ class TrainConfig:
         costs the same, and a rating model overfits sooner."""
         if self.epochs is not None:
             return self.epochs
-        return 8 if self.objective in ("rating", "hybrid") else 24
+        return 8 if self.objective in RATING_OBJECTIVES else 24
 
     @property
     def sampling_method(self) -> str:

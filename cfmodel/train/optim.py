@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cfmodel.config import TrainConfig
+from cfmodel.train_config import RATING_OBJECTIVES
 from cfmodel.model.nets import CFModule
 from cfmodel.train.sparse_adamw import SparseAdamW, share_rows
 
@@ -60,11 +61,10 @@ def row_sets(model: CFModule, cfg: TrainConfig) -> List[List[nn.Embedding]]:
     ``wd_mode: adamw``: the l2 mode's coupled decay goes through the gradient, table by table."""
     if cfg.wd_mode != "adamw":
         return []
-    ranking_only = cfg.objective in ("bpr", "softmax")
-    user_bias = None if ranking_only else getattr(model, "u_bias", None)
+    (u_weight, u_bias), (i_weight, i_bias) = model.tables("user"), model.tables("item")
     head = model.has_rank_head
-    sets = [[model.u_weight, user_bias, model.u_rank if head else None],
-            [model.i_weight, getattr(model, "i_bias", None)],
+    sets = [[u_weight, u_bias if cfg.objective in RATING_OBJECTIVES else None, model.u_rank if head else None],
+            [i_weight, i_bias],
             [model.i_rank, model.r_bias] if head else []]
     return [found for found in ([t for t in s if t is not None] for s in sets) if len(found) > 1]
 

@@ -118,11 +118,7 @@ class SparseAdamW(torch.optim.Optimizer):
                 continue
             gathered = [self._gather(p, shrink, group, merged) for p in params]
             weights, grads, exp_avgs, exp_avg_sqs, steps, _ = zip(*gathered)
-            beta1, beta2 = group["betas"]
-            # torch.optim.AdamW(fused=True)'s kernel, on the gathered rows; the decay was paid in _gather.
-            torch._fused_adamw_(list(weights), list(grads), list(exp_avgs), list(exp_avg_sqs), [], list(steps),
-                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
-                                amsgrad=False, maximize=False)
+            _adamw(weights, grads, exp_avgs, exp_avg_sqs, steps, group)
             for p, (w, _, m, v, _, rows) in zip(params, gathered):
                 self._scatter(p, rows, w, m, v)
         return loss
@@ -142,19 +138,10 @@ class SparseAdamW(torch.optim.Optimizer):
         grad = values.new_zeros((len(rows), values.shape[1])).index_add_(0, inverse, values)
         weights = rs.base.index_select(0, rows)
         exp_avg, exp_avg_sq = rs.exp_avg.index_select(0, rows), rs.exp_avg_sq.index_select(0, rows)
-        for (p, start, stop), group in zip(rs.members, member_groups):
-            state = self._state(p)
-            state["step"].add_(1)
-            state["log_decay"] += shrinks[id(group)]
-            if state["log_decay"]:
-                _pay_owed(weights[:, start:stop], state["log_decay"], state["settled"].index_select(0, rows))
-                state["settled"].index_fill_(0, rows, state["log_decay"])
-        group = member_groups[0]
-        beta1, beta2 = group["betas"]
+        states = [self._advance(p, shrinks[id(group)], weights[:, start:stop], rows)
+                  for (p, start, stop), group in zip(rs.members, member_groups)]
         # Every member stepped together so far, so the first's step count is every member's.
-        torch._fused_adamw_([weights], [grad], [exp_avg], [exp_avg_sq], [], [self._state(rs.members[0][0])["step"]],
-                            lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
-                            amsgrad=False, maximize=False)
+        _adamw([weights], [grad], [exp_avg], [exp_avg_sq], [states[0]["step"]], member_groups[0])
         rs.base.index_copy_(0, rows, weights)
         rs.exp_avg.index_copy_(0, rows, exp_avg)
         rs.exp_avg_sq.index_copy_(0, rows, exp_avg_sq)
@@ -164,8 +151,6 @@ class SparseAdamW(torch.optim.Optimizer):
         """(rows of p, gradient, exp_avg, exp_avg_sq, step, row indices or None): copies of the rows a sparse
         gradient touches (views of the whole tensor for a dense one), each row's owed decay paid."""
         state = self._state(p)
-        state["step"].add_(1)
-        state["log_decay"] += shrink
         if p.grad.is_sparse:
             rows, grad = _summed_rows(p.grad, merged)
             weights = p.index_select(0, rows)
@@ -174,6 +159,18 @@ class SparseAdamW(torch.optim.Optimizer):
             # The fused kernel updates in place; a shared-storage member (a column range) goes through a copy.
             rows, grad = None, p.grad
             weights, exp_avg, exp_avg_sq = (t.contiguous() for t in (p, state["exp_avg"], state["exp_avg_sq"]))
+        self._advance(p, shrink, weights, rows)
+        if group["l2"] and group["weight_decay"]:
+            grad = grad.add(weights, alpha=group["weight_decay"])
+        return weights, grad, exp_avg, exp_avg_sq, state["step"], rows
+
+    def _advance(self, p: torch.Tensor, shrink: float, weights: torch.Tensor,
+                 rows: Optional[torch.Tensor]) -> Dict[str, Any]:
+        """Count a step of ``p`` and its group's decay (``shrink``), and pay on ``weights`` (``p``'s rows
+        ``rows``, or all of them for None) what those rows owe; returns ``p``'s state."""
+        state = self._state(p)
+        state["step"].add_(1)
+        state["log_decay"] += shrink
         if state["log_decay"]:  # 0.0 while the group has no decoupled decay: nothing is owed
             settled = state["settled"] if rows is None else state["settled"].index_select(0, rows)
             _pay_owed(weights, state["log_decay"], settled)
@@ -181,9 +178,7 @@ class SparseAdamW(torch.optim.Optimizer):
                 state["settled"].fill_(state["log_decay"])
             else:
                 state["settled"].index_fill_(0, rows, state["log_decay"])
-        if group["l2"] and group["weight_decay"]:
-            grad = grad.add(weights, alpha=group["weight_decay"])
-        return weights, grad, exp_avg, exp_avg_sq, state["step"], rows
+        return state
 
     def _scatter(self, p: torch.Tensor, rows: Optional[torch.Tensor], weights, exp_avg, exp_avg_sq) -> None:
         """Write updated row copies back (for a dense gradient, only copies of non-contiguous tensors)."""
@@ -219,6 +214,14 @@ class SparseAdamW(torch.optim.Optimizer):
             if "settled" in state_dict["state"].get(key, {}):
                 self.state[p]["settled"] = state_dict["state"][key]["settled"].to(p.device, torch.float64)
         self._link_row_sets()  # the loaded moments were new tensors: back into the sets' storage
+
+
+def _adamw(weights, grads, exp_avgs, exp_avg_sqs, steps, group: Dict[str, Any]) -> None:
+    """torch.optim.AdamW(fused=True)'s kernel on gathered rows, without its decay (the ledger paid that)."""
+    beta1, beta2 = group["betas"]
+    torch._fused_adamw_(list(weights), list(grads), list(exp_avgs), list(exp_avg_sqs), [], list(steps),
+                        lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
+                        amsgrad=False, maximize=False)
 
 
 def _one_pass(grads: List[torch.Tensor], groups: List[Dict[str, Any]]) -> bool:

@@ -32,10 +32,10 @@ from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
 from cfmodel.tune.best import BEST
 from cfmodel.tune.search import rung_epochs, survivors, trials
+from cfmodel.train_config import RATING_OBJECTIVES
 from cfmodel.tune.trial import run_trial, trial_config
 
 LOG = logging.getLogger(__name__)
-RATING_OBJECTIVES = ("rating", "hybrid")
 
 
 def resolve_metric(tune: TuneConfig, train: TrainConfig) -> str:
