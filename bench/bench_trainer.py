@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/bench_trainer.py                                   # ML-20M shape, this machine's device
     .venv/bin/python bench/bench_trainer.py --ratings 1000000 --batch-sizes 1024
-    python3 bench/bench_trainer.py --device cuda --batch-sizes 1024 16384 131072 --amp
+    python3 bench/bench_trainer.py --device cuda --objectives rating hybrid --batch-sizes 65536 262144 --resident
+    python3 bench/bench_trainer.py --device cuda --ratings 300000 --users 6000 --items 3000 \
+        --objectives rating bpr softmax hybrid --row-updates sparse dense --compare-cpu
     .venv/bin/python bench/bench_trainer.py --ratings 1000000 --users 7000 --items 3000 --objectives rating bpr softmax hybrid
     .venv/bin/python bench/bench_trainer.py --ratings 2000000 --batch-sizes 1024 --row-updates sparse dense
 
@@ -14,11 +16,15 @@ runs. For each batch size it prints the epoch's ratings/s as the trainer
 reports it (the training loop only, validation excluded), the time the loader
 alone takes to deliver the epoch's batches to the device, and the peak device
 memory. ``--resident`` also runs each batch size with the split already in
-device memory, so the difference is the host loader's cost. ``--objectives``
+device memory (what the train stage does with the memory loader on a GPU), so
+the difference is the cost of copying each batch from the host. ``--objectives``
 trains each ``train.objective`` in turn (the ranking ones sample negatives as
 the train stage does) and prints its speed over the rating objective's.
 ``--row-updates sparse dense`` compares the optimisers (``train.row_updates``:
 SparseAdamW on the rows a batch touches, or AdamW over whole tables).
+``--compare-cpu`` (with ``--device cuda``) trains each run on the CPU too and
+prints how far the validation losses differ: the same data, permutation and
+negatives (all drawn on the CPU), so only float arithmetic separates them.
 """
 from __future__ import annotations
 
@@ -76,10 +82,8 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
     args = ModelArgs("dot_bias", n_users, n_items, 50, rank_factors=cfg.rank_factors if objective == "hybrid" else None)
     train = InMemoryLoader(*data, batch_size=batch_size, shuffle=True, seed=1)
     valid_loader = InMemoryLoader(*valid, batch_size=1 << 18, shuffle=False)
-    if resident:
-        for loader in (train, valid_loader):
-            loader.users, loader.items, loader.ratings = (t.to(device) for t in (loader.users, loader.items,
-                                                                                 loader.ratings))
+    if resident:  # as the train stage holds a memory loader's split on a GPU
+        train.to(device), valid_loader.to(device)
     feed = loader_seconds(train, device)
     torch.manual_seed(0)
     model = args.build()
@@ -97,8 +101,8 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
     return {"objective": objective, "updates": "sparse" if isinstance(trainer.opt, SparseAdamW) else "dense",
             "batch": batch_size, "amp": amp, "resident": resident,
             "ratings_per_s": metrics.ratings_per_s,
-            "epoch_s": metrics.seconds, "loader_s": feed, "valid_mse": metrics.valid_mse, "peak_mib": peak,
-            "reloaded": same}
+            "epoch_s": metrics.seconds, "loader_s": feed, "valid_mse": metrics.valid_mse,
+            "valid_loss": metrics.valid_loss, "peak_mib": peak, "reloaded": same}
 
 
 def main(argv=None) -> int:
@@ -114,6 +118,9 @@ def main(argv=None) -> int:
                         choices=["rating", "bpr", "softmax", "hybrid"])
     parser.add_argument("--row-updates", nargs="+", default=["auto"], choices=["auto", "sparse", "dense"],
                         help="train.row_updates to compare (sparse: SparseAdamW on the batch's rows)")
+    parser.add_argument("--compare-cpu", action="store_true",
+                        help="also train each run on the CPU and print the validation loss's relative difference "
+                             "(a check of the CUDA path: same data, seeds and negatives)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     started = time.perf_counter()
@@ -124,7 +131,8 @@ def main(argv=None) -> int:
     print(f"{args.ratings:,} ratings, {args.users:,} users x {args.items:,} items, dot_bias 50 factors, "
           f"torch {torch.__version__} on {name}; data drawn in {time.perf_counter() - started:.1f} s", flush=True)
     print(f"{'objective':>9} {'updates':>7} {'x rating':>8} {'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} "
-          f"{'epoch s':>8} {'loader s':>9} {'valid MSE':>9} {'peak MiB':>9} reloaded", flush=True)
+          f"{'epoch s':>8} {'loader s':>9} {'valid MSE':>9} {'peak MiB':>9} {'reloaded':>8}"
+          + (" loss vs CPU" if args.compare_cpu and device.type == "cuda" else ""), flush=True)
     rating_speed = {}
     for batch in args.batch_sizes:
         for amp in ([False, True] if args.amp and device.type == "cuda" else [False]):
@@ -136,10 +144,15 @@ def main(argv=None) -> int:
                         key = (batch, amp, resident, updates)
                         rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
                         ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
+                        versus = ""
+                        if args.compare_cpu and device.type == "cuda":
+                            cpu = one_epoch(data, valid, batch, torch.device("cpu"), False, False, args.users,
+                                            args.items, objective, updates)
+                            versus = f" {abs(r['valid_loss'] / cpu['valid_loss'] - 1):>13.2e}"
                         print(f"{objective:>9} {r['updates']:>7} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} "
                               f"{str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} "
-                              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} {r['reloaded']}",
-                              flush=True)
+                              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} "
+                              f"{str(r['reloaded']):>8}{versus}", flush=True)
     return 0
 
 

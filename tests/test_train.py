@@ -204,6 +204,19 @@ def test_in_memory_loader_matches_parquet(prepared_dir):
     assert _pairs(loader, 0) != _pairs(loader, 1)
 
 
+def test_in_memory_loader_order_is_seeded_where_the_split_is_held():
+    """Each epoch is a permutation drawn on the split's device from (seed, epoch): on the CPU exactly the
+    CPU generator's (so a resumed run repeats it), and ``to`` keeps every row once per epoch."""
+    users, items = torch.arange(1000), torch.arange(1000) % 7
+    loader = InMemoryLoader(users, items, items.float(), batch_size=300, shuffle=True, seed=5)
+    assert loader.to(torch.device("cpu")) is loader
+    seen = torch.cat([u for u, _, _ in loader.epoch(2)])
+    assert torch.equal(seen, torch.randperm(1000, generator=torch.Generator().manual_seed(5 * 1000 + 2)))
+    assert [len(u) for u, _, _ in loader.epoch(2)] == [300, 300, 300, 100]
+    assert not torch.equal(seen, torch.cat([u for u, _, _ in loader.epoch(3)]))
+    assert torch.equal(torch.cat([i for _, i, _ in loader.epoch(2)]), seen % 7)  # rows stay whole
+
+
 class _WorseningLoader:
     """A validation loader whose ratings drift away every time it is read (validation only gets worse)."""
 

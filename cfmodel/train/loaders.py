@@ -9,6 +9,8 @@ Two loaders with one interface (``epoch(n)`` yields tensor triples):
   data-parallel readers. Memory is bounded by the buffer, not the data.
 - :class:`InMemoryLoader` reads the split once into tensors and draws a fresh
   permutation per epoch: faster when the data fits (``bench/bench_train.py``).
+  On a GPU the train stage moves it into device memory (:meth:`InMemoryLoader.to`),
+  so a batch is gathered there and nothing crosses the bus per step.
 """
 from __future__ import annotations
 
@@ -118,11 +120,20 @@ class InMemoryLoader:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(self.rows / self.batch_size))
 
+    def to(self, device: torch.device) -> "InMemoryLoader":
+        """Hold the split on ``device`` (in place; returns self): batches are then gathered there."""
+        self.users, self.items, self.ratings = (t.to(device) for t in (self.users, self.items, self.ratings))
+        return self
+
     def epoch(self, n: int) -> Iterator[Batch]:
+        device = self.users.device
         if self.shuffle:
-            order = torch.randperm(self.rows, generator=torch.Generator().manual_seed(self.seed * 1000 + n))
+            # Drawn where the split is held: on an H200 machine's CPU a permutation of 20M rows took about 0.7 s,
+            # as long as the GPU's whole epoch of rating steps. Seeded, so each device repeats its order.
+            generator = torch.Generator(device=device).manual_seed(self.seed * 1000 + n)
+            order = torch.randperm(self.rows, generator=generator, device=device)
         else:
-            order = torch.arange(self.rows)
+            order = torch.arange(self.rows, device=device)
         for start in range(0, self.rows, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield self.users[idx], self.items[idx], self.ratings[idx]
