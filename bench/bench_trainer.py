@@ -22,7 +22,9 @@ trains each ``train.objective`` in turn (the ranking ones sample negatives as
 the train stage does) and prints its speed over the rating objective's.
 ``--row-updates sparse dense`` compares the optimisers (``train.row_updates``:
 SparseAdamW on the rows a batch touches, or AdamW over whole tables).
-``--compare-cpu`` (with ``--device cuda``) trains each run on the CPU too and
+``--set train.KEY=VALUE`` changes the run (``train.epochs=8 train.schedule=one_cycle``:
+the validation MSE after a whole default-length run at each batch size; the
+speeds are then means over the epochs). ``--compare-cpu`` (with ``--device cuda``) trains each run on the CPU too and
 prints how far the validation losses differ: the same data, permutation and
 negatives (all drawn on the CPU), so only float arithmetic separates them.
 """
@@ -33,13 +35,14 @@ import os
 import sys
 import tempfile
 import time
+from typing import Optional
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cfmodel.config import TrainConfig  # noqa: E402
+from cfmodel.config import TrainConfig, apply_overrides  # noqa: E402
 from cfmodel.model import ModelArgs  # noqa: E402
 from cfmodel.train.loaders import InMemoryLoader  # noqa: E402
 from cfmodel.train.negatives import NegativeSampler, RatedPairs  # noqa: E402
@@ -70,11 +73,13 @@ def loader_seconds(loader: InMemoryLoader, device: torch.device) -> float:
 
 
 def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, resident: bool, n_users: int,
-              n_items: int, objective: str = "rating", row_updates: str = "auto") -> dict:
-    """Train one epoch; returns what was measured."""
-    cfg = TrainConfig(batch_size=batch_size, epochs=1, schedule="constant", device=device.type, amp=amp,
-                      progress=False, lr=0.01, objective=objective,
-                      row_updates=row_updates)
+              n_items: int, objective: str = "rating", row_updates: str = "auto",
+              settings: Optional[dict] = None) -> dict:
+    """Train one epoch (or what ``settings``, train config keys, ask for); returns what was measured: the
+    mean ratings/s and seconds of an epoch, the last epoch's validation figures."""
+    cfg = TrainConfig(**{"batch_size": batch_size, "epochs": 1, "schedule": "constant", "device": device.type,
+                         "amp": amp, "progress": False, "lr": 0.01, "objective": objective,
+                         "row_updates": row_updates, **(settings or {})})
     sampler = None if objective == "rating" else NegativeSampler(RatedPairs(data[0], data[1], n_items),
                                                                  cfg.sampling_method, cfg.exclude_rated)
     obj = make_objective(objective, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
@@ -91,7 +96,7 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, train, valid_loader, cfg, out, device, objective=obj)
-        (metrics,) = trainer.fit()
+        history = trainer.fit()
         # The CUDA path end to end: the checkpoint reloads onto the device with the same weights.
         again = Trainer(args.build(), train, valid_loader, cfg, out, device, objective=obj)
         assert again.resume_from(os.path.join(out, "last.pt"))
@@ -100,9 +105,10 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
     return {"objective": objective, "updates": "sparse" if isinstance(trainer.opt, SparseAdamW) else "dense",
             "batch": batch_size, "amp": amp, "resident": resident,
-            "ratings_per_s": metrics.ratings_per_s,
-            "epoch_s": metrics.seconds, "loader_s": feed, "valid_mse": metrics.valid_mse,
-            "valid_loss": metrics.valid_loss, "peak_mib": peak, "reloaded": same}
+            "ratings_per_s": sum(m.ratings_per_s for m in history) / len(history),
+            "epoch_s": sum(m.seconds for m in history) / len(history), "loader_s": feed,
+            "valid_mse": history[-1].valid_mse, "valid_loss": history[-1].valid_loss, "peak_mib": peak,
+            "reloaded": same}
 
 
 def main(argv=None) -> int:
@@ -118,10 +124,14 @@ def main(argv=None) -> int:
                         choices=["rating", "bpr", "softmax", "hybrid"])
     parser.add_argument("--row-updates", nargs="+", default=["auto"], choices=["auto", "sparse", "dense"],
                         help="train.row_updates to compare (sparse: SparseAdamW on the batch's rows)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train key for every run, e.g. train.epochs=8, train.schedule=one_cycle, "
+                             "train.lr=0.04, train.wd=0.05 (default: 1 epoch, constant lr 0.01)")
     parser.add_argument("--compare-cpu", action="store_true",
                         help="also train each run on the CPU and print the validation loss's relative difference "
                              "(a check of the CUDA path: same data, seeds and negatives)")
     args = parser.parse_args(argv)
+    settings = apply_overrides({}, args.set).get("train", {})
     device = resolve_device(args.device)
     started = time.perf_counter()
     users, items, ratings = planted(args.users, args.items, args.ratings + args.ratings // 20)
@@ -129,7 +139,8 @@ def main(argv=None) -> int:
     data, valid = (users[:cut], items[:cut], ratings[:cut]), (users[cut:], items[cut:], ratings[cut:])
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.ratings:,} ratings, {args.users:,} users x {args.items:,} items, dot_bias 50 factors, "
-          f"torch {torch.__version__} on {name}; data drawn in {time.perf_counter() - started:.1f} s", flush=True)
+          f"torch {torch.__version__} on {name}; data drawn in {time.perf_counter() - started:.1f} s"
+          + (f"; {', '.join(args.set)}" if args.set else ""), flush=True)
     print(f"{'objective':>9} {'updates':>7} {'x rating':>8} {'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} "
           f"{'epoch s':>8} {'loader s':>9} {'valid MSE':>9} {'peak MiB':>9} {'reloaded':>8}"
           + (" loss vs CPU" if args.compare_cpu and device.type == "cuda" else ""), flush=True)
@@ -140,14 +151,14 @@ def main(argv=None) -> int:
                 for updates in args.row_updates:
                     for objective in args.objectives:
                         r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items, objective,
-                                      updates)
+                                      updates, settings)
                         key = (batch, amp, resident, updates)
                         rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
                         ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
                         versus = ""
                         if args.compare_cpu and device.type == "cuda":
                             cpu = one_epoch(data, valid, batch, torch.device("cpu"), False, False, args.users,
-                                            args.items, objective, updates)
+                                            args.items, objective, updates, settings)
                             versus = f" {abs(r['valid_loss'] / cpu['valid_loss'] - 1):>13.2e}"
                         print(f"{objective:>9} {r['updates']:>7} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} "
                               f"{str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} "
