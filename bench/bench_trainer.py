@@ -22,11 +22,13 @@ trains each ``train.objective`` in turn (the ranking ones sample negatives as
 the train stage does) and prints its speed over the rating objective's.
 ``--row-updates sparse dense`` compares the optimisers (``train.row_updates``:
 SparseAdamW on the rows a batch touches, or AdamW over whole tables).
-``--set train.KEY=VALUE`` changes the run (``train.epochs=8 train.schedule=one_cycle``:
-the validation MSE after a whole default-length run at each batch size; the
-speeds are then means over the epochs). ``--compare-cpu`` (with ``--device cuda``) trains each run on the CPU too and
+``--set train.KEY=VALUE`` changes the run (``train.epochs=8
+train.schedule=one_cycle``: the validation MSE after a whole default-length run
+at each batch size; the speeds are then means over the epochs).
+``--compare-cpu`` (with ``--device cuda``) trains each run on the CPU too and
 prints how far the validation losses differ: the same data, permutation and
-negatives (all drawn on the CPU), so only float arithmetic separates them.
+negatives (all drawn on the CPU), so only float arithmetic separates them (with
+``--resident`` the GPU runs draw their permutation on the GPU, a different order).
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ import os
 import sys
 import tempfile
 import time
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 import torch
 
