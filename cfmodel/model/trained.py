@@ -26,6 +26,7 @@ from cfmodel.model.fold_in import CHUNK_ELEMENTS, fold_in, fold_in_list_items, f
 from cfmodel.model.fold_in_adam import fold_in_adam
 from cfmodel.model.nets import CFModule, ModelArgs
 from cfmodel.model.topn import BlockScorer, ItemTable
+from cfmodel.train_config import RATING_OBJECTIVES
 
 
 def weights_digest(args: ModelArgs, module: CFModule) -> str:
@@ -121,7 +122,7 @@ class TrainedModel:
     @property
     def predicts_ratings(self) -> bool:
         """Whether :meth:`predict` gives ratings (``rating``, ``hybrid``) or only ranking scores."""
-        return self.objective in ("rating", "hybrid")
+        return self.objective in RATING_OBJECTIVES
 
     @property
     def list_score(self) -> str:

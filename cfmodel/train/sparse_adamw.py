@@ -109,7 +109,7 @@ class SparseAdamW(torch.optim.Optimizer):
         shrinks = {id(g): _shrink(g) for g in self.param_groups}
         done = set()
         for k, rs in enumerate(self.row_sets):
-            if self.set_ok[k] and self._step_set(k, rs, groups, shrinks):
+            if self.set_ok[k] and self._step_set(k, rs, groups, shrinks, merged):
                 done.update(id(p) for p, _, _ in rs.members)
         for group in self.param_groups:
             shrink = shrinks[id(group)]
@@ -123,7 +123,8 @@ class SparseAdamW(torch.optim.Optimizer):
                 self._scatter(p, rows, w, m, v)
         return loss
 
-    def _step_set(self, k: int, rs: RowSet, groups: Dict[int, dict], shrinks: Dict[int, float]) -> bool:
+    def _step_set(self, k: int, rs: RowSet, groups: Dict[int, dict], shrinks: Dict[int, float],
+                  merged: Dict[tuple, tuple]) -> bool:
         """AdamW on a row set's rows in one pass; False (nothing done) when this step's gradients do not
         allow it: not all sparse over the same indices, or groups that differ in more than weight decay."""
         grads = [p.grad for p, _, _ in rs.members]
@@ -133,9 +134,7 @@ class SparseAdamW(torch.optim.Optimizer):
         member_groups = [groups[id(p)] for p, _, _ in rs.members]
         if not _one_pass(grads, member_groups):
             return False
-        rows, inverse = torch.unique(grads[0]._indices()[0], return_inverse=True)
-        values = torch.cat([g._values() for g in grads], dim=1)
-        grad = values.new_zeros((len(rows), values.shape[1])).index_add_(0, inverse, values)
+        rows, grad = _summed_rows(grads[0]._indices()[0], torch.cat([g._values() for g in grads], dim=1), merged)
         weights = rs.base.index_select(0, rows)
         exp_avg, exp_avg_sq = rs.exp_avg.index_select(0, rows), rs.exp_avg_sq.index_select(0, rows)
         states = [self._advance(p, shrinks[id(group)], weights[:, start:stop], rows)
@@ -152,7 +151,7 @@ class SparseAdamW(torch.optim.Optimizer):
         gradient touches (views of the whole tensor for a dense one), each row's owed decay paid."""
         state = self._state(p)
         if p.grad.is_sparse:
-            rows, grad = _summed_rows(p.grad, merged)
+            rows, grad = _summed_rows(p.grad._indices()[0], p.grad._values(), merged)
             weights = p.index_select(0, rows)
             exp_avg, exp_avg_sq = state["exp_avg"].index_select(0, rows), state["exp_avg_sq"].index_select(0, rows)
         else:
@@ -255,15 +254,13 @@ def _pay_owed(weights: torch.Tensor, log_decay: float, settled: torch.Tensor) ->
     weights.mul_(owed.view(-1, *[1] * (weights.dim() - 1)) if weights.dim() else owed)
 
 
-def _summed_rows(grad: torch.Tensor, merged: Dict[tuple, tuple]) -> tuple:
-    """(distinct rows, their summed gradient rows) of an embedding's sparse gradient. Tables looked up
-    with the same index tensor (a side's factors and bias) share one ``unique`` per step."""
-    indices = grad._indices()[0]
+def _summed_rows(indices: torch.Tensor, values: torch.Tensor, merged: Dict[tuple, tuple]) -> tuple:
+    """(distinct rows, their summed gradient rows) of a sparse gradient's row ``indices`` and ``values``.
+    Gradients over the same index tensor (a side's tables) share one ``unique`` per step."""
     key = (indices.data_ptr(), indices.numel(), indices.device)
     if key not in merged:
         merged[key] = torch.unique(indices, return_inverse=True)
     rows, inverse = merged[key]
-    values = grad._values()
     summed = values.new_zeros((len(rows),) + values.shape[1:]).index_add_(0, inverse, values)
     return rows, summed
 
