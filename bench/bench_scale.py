@@ -15,7 +15,7 @@ workers once, beside the summed RSS, which counts it in each) while the stage ra
 alone on the prepared split (``cf-train``, one epoch, each loader; the shipped
 objective and the lesson's ``rating``) and Spark
 MLlib ALS's fit on the same training split (rank 50, ``--als-iter``
-iterations), for scale.
+iterations), for scale, with its validation RMSE beside the train stage's.
 """
 from __future__ import annotations
 
@@ -141,7 +141,8 @@ def print_layouts(results: list) -> None:
 
 def trainer_alone(prepared: str, work: Path) -> None:
     """``cf-train`` for one epoch with each loader: the shipped objective, and the lesson's ``rating``."""
-    print(f"\n{'trainer alone (cf-train, 1 epoch)':<46} {'ratings/s':>11} {'wall s':>8} {'peak MiB':>9}")
+    print(f"\n{'trainer alone (cf-train, 1 epoch)':<46} {'ratings/s':>11} {'wall s':>8} {'peak MiB':>9} "
+          f"{'valid RMSE':>10}")
     for objective in ("shipped", "rating"):
         for loader in ("petastorm", "memory"):
             cmd = [str(BIN / "cf-train"), "--conf", str(ROOT / "conf" / "local.yaml"), "--overwrite",
@@ -155,10 +156,12 @@ def trainer_alone(prepared: str, work: Path) -> None:
                 continue
             rep = json.loads(r.stdout[r.stdout.index("{"):])
             label = f"{rep['objective']}, {loader} loader, {rep['row_updates']} updates"
-            print(f"{label:<46} {rep['ratings_per_s']:>11,} {r.seconds:>8.1f} {r.peak_mib:>9,.0f}", flush=True)
+            print(f"{label:<46} {rep['ratings_per_s']:>11,} {r.seconds:>8.1f} {r.peak_mib:>9,.0f} "
+                  f"{rep['valid_rmse']:>10}", flush=True)
 
 
 def als_fit(prepared: str, iterations: int) -> None:
+    from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.recommendation import ALS
 
     from cfmodel.config import SparkConfig
@@ -169,11 +172,14 @@ def als_fit(prepared: str, iterations: int) -> None:
     train = spark.read.parquet(f"{prepared}/train").select("user_idx", "item_idx", "rating").cache()
     n = train.count()
     started = time.perf_counter()
-    ALS(rank=50, maxIter=iterations, regParam=0.1, userCol="user_idx", itemCol="item_idx", ratingCol="rating",
-        seed=42).fit(train)
+    model = ALS(rank=50, maxIter=iterations, regParam=0.1, userCol="user_idx", itemCol="item_idx",
+                ratingCol="rating", seed=42, coldStartStrategy="drop").fit(train)
     seconds = time.perf_counter() - started
+    # Its validation RMSE beside the train stage's (one epoch there): the same split, the same rows.
+    valid = spark.read.parquet(f"{prepared}/valid").select("user_idx", "item_idx", "rating")
+    rmse = RegressionEvaluator(metricName="rmse", labelCol="rating").evaluate(model.transform(valid))
     print(f"\nSpark MLlib ALS fit, rank 50, {iterations} iterations, {n:,} training ratings: {seconds:.1f} s "
-          f"({n * iterations / seconds:,.0f} rating-iterations/s)")
+          f"({n * iterations / seconds:,.0f} rating-iterations/s); validation RMSE {rmse:.4f}")
     spark.stop()
 
 

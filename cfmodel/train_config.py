@@ -61,6 +61,7 @@ class TrainConfig:
     wd: Optional[float] = None
     bias_wd: float = 0.0
     wd_mode: str = "adamw"
+    wd_epoch_steps: Optional[int] = 100
     row_updates: str = "auto"
     schedule: str = "one_cycle"
     epochs: Optional[int] = None
@@ -124,6 +125,7 @@ class TrainConfig:
                  "train.n_cycles, train.cycle_len and train.cycle_mult must be >= 1")
         _require(self.lr > 0 and (self.wd is None or self.wd >= 0) and self.bias_wd >= 0,
                  "train.lr must be > 0, train.wd (or null) and train.bias_wd >= 0")
+        _require(self.wd_epoch_steps is None or self.wd_epoch_steps >= 1, "train.wd_epoch_steps must be >= 1 or null")
         _require((self.cur_shard is None) == (self.shard_count is None),
                  "train.cur_shard and train.shard_count go together")
 

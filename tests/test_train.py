@@ -135,6 +135,35 @@ def test_row_updates_auto_goes_sparse_only_for_tables_large_against_the_batch():
     assert not isinstance(make_optimizer(hybrid, cfg), SparseAdamW)
 
 
+@pytest.mark.parametrize("cap, scale", [(4, 0.25), (16, 1.0), (None, 1.0)])
+@pytest.mark.parametrize("row_updates", ["dense", "sparse"])
+def test_an_epoch_pays_at_most_wd_epoch_steps_of_decay(tmp_path, cap, scale, row_updates):
+    """16 steps an epoch: with ``wd_epoch_steps`` 4 each pays a quarter of ``lr × wd``, so a never-rated row
+    ends the epoch shrunk by (1 − lr·wd/4)^16; 16 or more, or null, leave the per-step decay as it was. The
+    record that fold-in replays carries the same decay."""
+    import math
+    from cfmodel.model import ModelArgs
+    from cfmodel.train.optim import optimizer_record
+
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randint(0, 8, (64,), generator=g), torch.randint(0, 8, (64,), generator=g)
+    ratings = 1 + 4 * torch.rand(64, generator=g)
+    cfg = TrainConfig(n_factors=4, batch_size=4, lr=0.01, wd=2.0, wd_epoch_steps=cap, epochs=1,
+                      schedule="constant", row_updates=row_updates, progress=False)
+    torch.manual_seed(0)
+    model = ModelArgs("dot_bias", 8, 10, 4).build()  # item 9 is never rated
+    before = model.i_weight.weight[9].detach().clone()
+    trainer = Trainer(model, InMemoryLoader(users, items, ratings, batch_size=4, seed=1),
+                      InMemoryLoader(users, items, ratings, batch_size=64, shuffle=False), cfg, str(tmp_path))
+    trainer.fit()
+    shrink = 1 - 0.01 * 2.0 * scale
+    assert torch.allclose(trainer.model.i_weight.weight[9].detach(), before * shrink ** 16, rtol=1e-5, atol=0)
+    other = 1 - 0.01 * 2.0 * (1.25 - scale)  # the other case's shrink (0.25 <-> 1): far enough to tell apart
+    assert not torch.allclose(before * shrink ** 16, before * other ** 16, rtol=1e-5, atol=0)
+    record = optimizer_record(cfg, trainer.opt, 16, 16)
+    assert sum(piece[2] for piece in record["segments"]) == pytest.approx(16 * math.log(shrink))
+
+
 def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):
     model, train, valid, _ = _setup(prepared_dir)
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """cf-train end to end, in process (it is a driver-side step, not a Spark job)."""
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from cfmodel.model import TrainedModel
@@ -16,7 +18,8 @@ from cfmodel.train import main
 def _args(prepared_dir, out, *extra):
     return ["--set", f"train.data={prepared_dir}", "--set", f"train.output={out}", "--set", "train.n_factors=6",
             "--set", "train.epochs=2", "--set", "train.progress=false", "--set", "train.loader=petastorm",
-            "--set", "train.batch_size=512", "--set", "train.schedule=constant", *extra]
+            "--set", "train.batch_size=512", "--set", "train.schedule=constant", "--set", "train.wd_epoch_steps=19",
+            *extra]
 
 
 def test_cf_train_writes_factors_model_and_metrics(prepared_dir, tmp_path, capsys):
@@ -30,6 +33,9 @@ def test_cf_train_writes_factors_model_and_metrics(prepared_dir, tmp_path, capsy
     prepared = json.loads((Path(prepared_dir) / "meta.json").read_text())
     assert meta["data"]["input_sha256"] == prepared["input"]["sha256"] and len(prepared["input"]["sha256"]) == 64
     assert abs(meta["valid_mse"] - min(m["valid_mse"] for m in meta["history"])) < 1e-4
+    # About 38 steps an epoch, capped at 19 steps' decay: each step paid about half of wd 1.5.
+    steps = math.ceil(prepared["counts"]["train_rows"] / 512)
+    assert steps > 19 and result["wd_per_step"] == pytest.approx(1.5 * 19 / steps, rel=1e-6)
 
     items = pd.read_parquet(out / "item_factors")
     known = pd.read_parquet(f"{prepared_dir}/items").sort_values("item_idx")

@@ -49,7 +49,7 @@ def lr_find(model: nn.Module, loader: Any, cfg: TrainConfig, device: torch.devic
     left as it was."""
     objective = objective or Rating()
     saved = copy.deepcopy(model.state_dict())
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg, steps_per_epoch=loader.steps_per_epoch())
     model.train()
     lrs: List[float] = []
     losses: List[float] = []
