@@ -164,6 +164,24 @@ def test_an_epoch_pays_at_most_wd_epoch_steps_of_decay(tmp_path, cap, scale, row
     assert sum(piece[2] for piece in record["segments"]) == pytest.approx(16 * math.log(shrink))
 
 
+def test_the_cap_scales_the_rating_tables_and_biases_decay_not_ranking_rows():
+    from cfmodel.model import ModelArgs
+    from cfmodel.train.optim import make_optimizer
+
+    model = ModelArgs("dot_bias", 50, 40, 4, rank_factors=3).build()
+    cfg = TrainConfig(objective="hybrid", wd=1.5, bias_wd=0.2, rank_wd=0.1, wd_epoch_steps=100)
+    head = {id(p) for p in model.rank_head_parameters()}
+    # 400 steps an epoch, capped at 100: the rating factors (2 tables) and the biases (user, item, item
+    # ranking) pay a quarter of their decay a step, the ranking head (2 tables) all of it.
+    groups = make_optimizer(model, cfg, steps_per_epoch=400).param_groups
+    by_kind = {("head" if id(g["params"][0]) in head else len(g["params"])): g["weight_decay"] for g in groups}
+    assert by_kind == {2: pytest.approx(0.375), 3: pytest.approx(0.05), "head": pytest.approx(0.1)}
+    assert [g["weight_decay"] for g in make_optimizer(model, cfg, steps_per_epoch=100).param_groups] == [1.5, 0.2, 0.1]
+    # Ranking-only objectives decay at every step, however long the epoch.
+    ranking = make_optimizer(model, TrainConfig(objective="softmax", wd=0.5), steps_per_epoch=400)
+    assert ranking.param_groups[0]["weight_decay"] == 0.5
+
+
 def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):
     model, train, valid, _ = _setup(prepared_dir)
     with torch.no_grad():
