@@ -1,7 +1,7 @@
 """The optimiser and learning-rate schedule of a training run, and the L2 penalty of ``wd_mode: l2``."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -18,8 +18,7 @@ def make_optimizer(model: CFModule, cfg: TrainConfig, merge_rows: bool = True,
     """AdamW (decoupled decay on every weight) or Adam with L2 on the batch's rows; with
     ``row_updates: sparse`` (:class:`SparseAdamW`) only the table rows a batch touches are updated.
 
-    The decoupled decays ``wd`` and ``bias_wd`` are multiplied by :func:`decay_scale` of the run's
-    ``steps_per_epoch`` (None: unscaled); a hybrid's ranking head decays by ``rank_wd`` at every step.
+    The decoupled decays are :func:`step_decays` of the run's ``steps_per_epoch`` (None: unscaled).
 
     In ``l2`` mode the embeddings' penalty is added to the loss by
     :func:`l2_penalty` for the rows a batch touches; other weights (the
@@ -37,13 +36,10 @@ def make_optimizer(model: CFModule, cfg: TrainConfig, merge_rows: bool = True,
     head = {id(p) for p in model.rank_head_parameters()}
     tables = {id(t.weight) for _, _, t in model.embeddings()}
     if cfg.wd_mode == "adamw":
-        scale = decay_scale(cfg, steps_per_epoch)
-        groups = [{"params": [p for p in params if id(p) not in biases | head],
-                   "weight_decay": cfg.weight_decay * scale},
-                  {"params": [p for p in params if id(p) in biases], "weight_decay": cfg.bias_wd * scale},
-                  # The ranking head's decay stays per step: capped too, a hybrid's lists fell below most
-                  # popular's at 2M ratings (decay_scale).
-                  {"params": [p for p in params if id(p) in head], "weight_decay": cfg.rank_wd}]
+        decays = step_decays(cfg, steps_per_epoch)
+        groups = [{"params": [p for p in params if id(p) not in biases | head], "weight_decay": decays.wd},
+                  {"params": [p for p in params if id(p) in biases], "weight_decay": decays.bias_wd},
+                  {"params": [p for p in params if id(p) in head], "weight_decay": decays.rank_wd}]
     else:
         groups = [{"params": [p for p in params if id(p) in tables], "weight_decay": 0.0},
                   {"params": [p for p in params if id(p) not in tables], "weight_decay": cfg.weight_decay,
@@ -86,6 +82,22 @@ def decay_scale(cfg: TrainConfig, steps_per_epoch: Optional[int]) -> float:
             or steps_per_epoch <= cap):
         return 1.0
     return cap / steps_per_epoch
+
+
+class StepDecays(NamedTuple):
+    """The decoupled decay a step pays: ``scale`` (:func:`decay_scale`) and the three groups' decays."""
+
+    scale: float
+    wd: float
+    bias_wd: float
+    rank_wd: float
+
+
+def step_decays(cfg: TrainConfig, steps_per_epoch: Optional[int]) -> StepDecays:
+    """``wd`` and ``bias_wd`` times :func:`decay_scale`; a hybrid's ``rank_wd`` as it is (its head decays at
+    every step: capped too, the lists fell below most popular's at 2M ratings)."""
+    scale = decay_scale(cfg, steps_per_epoch)
+    return StepDecays(scale, cfg.weight_decay * scale, cfg.bias_wd * scale, cfg.rank_wd)
 
 
 def row_sets(model: CFModule, cfg: TrainConfig) -> List[List[nn.Embedding]]:
@@ -148,8 +160,8 @@ def optimizer_record(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epo
                      segments: int = 64) -> Optional[Dict[str, Any]]:
     """What the optimiser did to the weights a model exports, for folding in new rows the same way
     (:mod:`cfmodel.model.fold_in_adam`): the first ``steps_run`` steps of the run's schedule cut into at most
-    ``segments`` pieces, each (steps, Σ lr, Σ log(1 − lr·wd), the same for the biases' decay; both decays
-    scaled by :func:`decay_scale`), with
+    ``segments`` pieces, each (steps, Σ lr, Σ log(1 − lr·wd), the same for the biases' decay; both as
+    :func:`step_decays` gives them), with
     ``opt``'s constants, the batch size and whether moments were lazy (:class:`SparseAdamW`). None for
     ``wd_mode: l2``, whose coupled penalty the record does not describe."""
     if cfg.wd_mode != "adamw" or steps_run < 1:
@@ -163,11 +175,10 @@ def optimizer_record(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epo
             probe.step()
             sched.step()
     lrs = np.asarray(lrs, np.float64)
-    scale = decay_scale(cfg, steps_per_epoch)
-    wd, bias_wd = cfg.weight_decay * scale, cfg.bias_wd * scale
+    decays = step_decays(cfg, steps_per_epoch)
     cuts = np.unique(np.linspace(0, steps_run, min(segments, steps_run) + 1).astype(int))
-    pieces = [[int(b - a), float(lrs[a:b].sum()), float(np.log1p(-lrs[a:b] * wd).sum()),
-               float(np.log1p(-lrs[a:b] * bias_wd).sum())] for a, b in zip(cuts[:-1], cuts[1:])]
+    pieces = [[int(b - a), float(lrs[a:b].sum()), float(np.log1p(-lrs[a:b] * decays.wd).sum()),
+               float(np.log1p(-lrs[a:b] * decays.bias_wd).sum())] for a, b in zip(cuts[:-1], cuts[1:])]
     return {"batch_size": cfg.batch_size, "steps_per_epoch": steps_per_epoch,
             "betas": [float(b) for b in opt.defaults["betas"]], "eps": float(opt.defaults["eps"]),
             "lazy": isinstance(opt, SparseAdamW), "segments": pieces}

@@ -38,7 +38,7 @@ from cfmodel.model.factors import read_id_map
 from cfmodel.storage import LocalStorage, atomic_output
 from cfmodel.train.loaders import make_loaders, read_prepared_meta
 from cfmodel.train.sparse_adamw import SparseAdamW
-from cfmodel.train.optim import decay_scale, optimizer_record
+from cfmodel.train.optim import optimizer_record
 from cfmodel.urls import to_url
 from cfmodel.train.negatives import NegativeSampler, RatedPairs
 from cfmodel.train.objectives import make_objective
@@ -154,7 +154,7 @@ def fit_and_publish(cfg: TrainConfig, resume: bool, ranks: Ranks = SINGLE) -> Op
     result = {"stage": "train", "model": cfg.model, "objective": cfg.objective, "device": str(device),
               "loader": kind, "row_updates": "sparse" if isinstance(trainer.opt, SparseAdamW) else "dense",
               # The decay a step paid (train.wd_epoch_steps scales it on large splits).
-              "wd_per_step": round(cfg.weight_decay * decay_scale(cfg, trainer.steps_per_epoch), 8),
+              "wd_per_step": round(trainer.decays.wd, 8),
               "best_epoch": best_epoch.epoch, "valid_loss": round(best_epoch.valid_loss, 5),
               "valid_mse": round(best_epoch.valid_mse, 5) if rates else None,
               "valid_rmse": round(best_epoch.valid_rmse, 5) if rates else None, "epochs": len(history),

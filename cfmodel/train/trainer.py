@@ -32,7 +32,7 @@ from tqdm import tqdm
 from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError
 from cfmodel.train.objectives import Rating
-from cfmodel.train.optim import decay_scale, l2_penalty, make_optimizer, make_scheduler
+from cfmodel.train.optim import l2_penalty, make_optimizer, make_scheduler, step_decays
 from cfmodel.train.ranks import SINGLE, Ranks
 from cfmodel.train.sparse_adamw import settle
 from cfmodel.train.validation import validate
@@ -128,10 +128,10 @@ class Trainer:
         # Before DDP: it reads which tables give sparse gradients. One process only shares a side's rows: DDP
         # registers each weight apart.
         self.opt = make_optimizer(self.model, cfg, merge_rows=ranks.world == 1, steps_per_epoch=self.steps_per_epoch)
-        if decay_scale(cfg, self.steps_per_epoch) < 1:
+        self.decays = step_decays(cfg, self.steps_per_epoch)  # what make_optimizer gave the groups
+        if self.decays.scale < 1:
             LOG.info("weight decay a step: wd %.4g (%s x %d/%d, train.wd_epoch_steps of the epoch's steps)",
-                     cfg.weight_decay * decay_scale(cfg, self.steps_per_epoch), cfg.weight_decay,
-                     cfg.wd_epoch_steps, self.steps_per_epoch)
+                     self.decays.wd, cfg.weight_decay, cfg.wd_epoch_steps, self.steps_per_epoch)
         self.loss_fn = LossModule(self.model, self.objective)
         if ranks.world > 1:
             from torch.nn.parallel import DistributedDataParallel
