@@ -80,6 +80,7 @@ def test_unknown_override_key_is_named():
     ("prepare.input_format=xlsx", "input_format"),
     ("prepare.rating_min=6", "rating_min"),
     ("prepare.item_col=userId", "column names must differ"),
+    ("train.wd_epoch_steps=0", "wd_epoch_steps must be >= 1 or null"),
 ])
 def test_value_checks(override, message):
     with pytest.raises(ConfigError, match=message):
