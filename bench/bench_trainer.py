@@ -7,6 +7,8 @@
         --objectives rating bpr softmax hybrid --row-updates sparse dense --compare-cpu
     .venv/bin/python bench/bench_trainer.py --ratings 1000000 --users 7000 --items 3000 --objectives rating bpr softmax hybrid
     .venv/bin/python bench/bench_trainer.py --ratings 2000000 --batch-sizes 1024 --row-updates sparse dense
+    .venv/bin/python bench/bench_trainer.py --batch-sizes 1024 --set train.epochs=8 --set train.schedule=one_cycle \
+        --against train.wd_epoch_steps=null
 
 No Spark and no files: planted ratings (user and item factors, Zipf item
 popularity, noise) are drawn as tensors, held by the in-memory loader, and
@@ -25,6 +27,9 @@ SparseAdamW on the rows a batch touches, or AdamW over whole tables).
 ``--set train.KEY=VALUE`` changes the run (``train.epochs=8
 train.schedule=one_cycle``: the validation MSE after a whole default-length run
 at each batch size; the speeds are then means over the epochs).
+``--against train.KEY=VALUE`` runs every configuration a second time with
+that key on top, printed beside it (``train.wd_epoch_steps=null``: the decay
+cap against per-step decay, in one run).
 ``--compare-cpu`` (with ``--device cuda``) trains each run on the CPU too and
 prints how far the validation losses differ: the same data, permutation and
 negatives (all drawn on the CPU), so only float arithmetic separates them (with
@@ -33,6 +38,7 @@ negatives (all drawn on the CPU), so only float arithmetic separates them (with
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -132,8 +138,12 @@ def main(argv=None) -> int:
     parser.add_argument("--compare-cpu", action="store_true",
                         help="also train each run on the CPU and print the validation loss's relative difference "
                              "(a check of the CUDA path: same data, seeds and negatives)")
+    parser.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
+                        help="also run every configuration with this train key on top of --set, printed beside "
+                             "it (e.g. train.wd_epoch_steps=null: per-step decay against the default cap)")
     args = parser.parse_args(argv)
     settings = apply_overrides({}, args.set).get("train", {})
+    against = apply_overrides({}, args.against).get("train", {})
     device = resolve_device(args.device)
     started = time.perf_counter()
     users, items, ratings = planted(args.users, args.items, args.ratings + args.ratings // 20)
@@ -145,27 +155,29 @@ def main(argv=None) -> int:
           + (f"; {', '.join(args.set)}" if args.set else ""), flush=True)
     print(f"{'objective':>9} {'updates':>7} {'x rating':>8} {'batch':>7} {'amp':>5} {'resident':>8} {'ratings/s':>12} "
           f"{'epoch s':>8} {'loader s':>9} {'valid MSE':>9} {'peak MiB':>9} {'reloaded':>8}"
-          + (" loss vs CPU" if args.compare_cpu and device.type == "cuda" else ""), flush=True)
+          + (" loss vs CPU" if args.compare_cpu and device.type == "cuda" else "")
+          + (" run (against: " + ", ".join(args.against) + ")" if args.against else ""), flush=True)
     rating_speed = {}
-    for batch in args.batch_sizes:
-        for amp in ([False, True] if args.amp and device.type == "cuda" else [False]):
-            for resident in ([False, True] if args.resident and device.type == "cuda" else [False]):
-                for updates in args.row_updates:
-                    for objective in args.objectives:
-                        r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items, objective,
-                                      updates, settings)
-                        key = (batch, amp, resident, updates)
-                        rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
-                        ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
-                        versus = ""
-                        if args.compare_cpu and device.type == "cuda":
-                            cpu = one_epoch(data, valid, batch, torch.device("cpu"), False, False, args.users,
-                                            args.items, objective, updates, settings)
-                            versus = f" {abs(r['valid_loss'] / cpu['valid_loss'] - 1):>13.2e}"
-                        print(f"{objective:>9} {r['updates']:>7} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} "
-                              f"{str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} "
-                              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} "
-                              f"{str(r['reloaded']):>8}{versus}", flush=True)
+    # Each configuration with --set, then (with --against) the same with those overrides on top: side by side.
+    variants = [("set", settings)] + ([("against", {**settings, **against})] if against else [])
+    amps = [False, True] if args.amp and device.type == "cuda" else [False]
+    residents = [False, True] if args.resident and device.type == "cuda" else [False]
+    for batch, amp, resident, updates, (label, run_settings), objective in itertools.product(
+            args.batch_sizes, amps, residents, args.row_updates, variants, args.objectives):
+        r = one_epoch(data, valid, batch, device, amp, resident, args.users, args.items, objective, updates,
+                      run_settings)
+        key = (batch, amp, resident, updates, label)
+        rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
+        ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
+        versus = ""
+        if args.compare_cpu and device.type == "cuda":
+            cpu = one_epoch(data, valid, batch, torch.device("cpu"), False, False, args.users, args.items,
+                            objective, updates, run_settings)
+            versus = f" {abs(r['valid_loss'] / cpu['valid_loss'] - 1):>13.2e}"
+        print(f"{objective:>9} {r['updates']:>7} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} "
+              f"{str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} "
+              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} "
+              f"{str(r['reloaded']):>8}{versus}" + (f" {label}" if against else ""), flush=True)
     return 0
 
 
