@@ -260,6 +260,19 @@ def test_softmax_term_of_a_bilinear_model_equals_the_composed_formula(kind):
         assert (g is None) == (w is None) and (g is None or torch.allclose(g, w, atol=1e-5))
 
 
+def test_own_item_hits_are_every_place_a_row_meets_its_item_among_the_drawn_even_drawn_twice():
+    """The CPU's sparse hits are exactly the whole-block comparison's (the GPU's mask), duplicates included."""
+    from cfmodel.train.block_softmax import own_item_hits
+
+    items, drawn = torch.tensor([3, 7, 3, 0, 9]), torch.tensor([3, 5, 3, 9, 1, 3])
+    rows, cols = own_item_hits(items, drawn, 10)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 0), (0, 2), (0, 5), (2, 0), (2, 2), (2, 5), (4, 3)]
+    mask = items[:, None] == drawn[None, :]
+    assert torch.equal(torch.zeros_like(mask).index_put_((rows, cols), torch.tensor(True)), mask)
+    none_rows, _ = own_item_hits(torch.tensor([2, 4]), drawn, 10)
+    assert len(none_rows) == 0
+
+
 def test_validation_estimates_a_ranking_term_on_its_first_rows_and_sums_every_squared_error():
     torch.manual_seed(0)
     users, items = torch.randint(0, 30, (1000,)), torch.randint(0, 40, (1000,))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from cfmodel.model.nets import CFModule
+from cfmodel.train.block_softmax import sampled_softmax
 from cfmodel.train.negatives import NegativeSampler
 
 Loss = Tuple[torch.Tensor, Optional[torch.Tensor]]
@@ -105,8 +106,7 @@ class Softmax(_Ranking):
             return _head_softmax(model, users, items, cand, log_q, shared)
         u, (i, ib), (c, cb) = _item_rows(model, users, items, cand)
         if model.bilinear:  # the block is u @ c.T + the drawn items' biases: the fused form
-            return _fused_softmax(model.raw_pairs(u, i, None, ib), u, c, cb,
-                                  u.new_zeros(len(u), len(c), dtype=torch.float32), items, cand, log_q)
+            return sampled_softmax(model.raw_pairs(u, i, None, ib), u, c, cb, items, cand, log_q)
         pos, others = model.raw_pairs(u, i, None, ib), model.raw_block(u, c, None, cb)
         # log-q correction: each item's logit less the log of its sampling probability.
         pos, others = pos.float() - log_q[items], others.float() - log_q[cand][None, :]
@@ -154,8 +154,8 @@ class Hybrid:
 def _head_softmax(model: CFModule, users, items, drawn, log_q, shared: tuple) -> torch.Tensor:
     """The sampled softmax term of a hybrid's ranking head, whose score is a plain dot product of
     [rating factors | head factors] rows plus the item's ranking bias, log-q corrected like
-    :class:`Softmax`'s. The rating part, which the term must not move, is computed without a gradient, and the
-    ``(rows, drawn)`` block goes through :class:`_BlockSoftmaxLoss` in one fused pass each way."""
+    :class:`Softmax`'s. The rating part, which the term must not move, is computed without a gradient
+    (:func:`~cfmodel.train.block_softmax.sampled_softmax`'s ``fixed`` columns)."""
     u_rating, i_rating = shared
     drawn_rating = model.tables("item")[0](drawn).detach()
     u_head, _ = model.head_rows("user", users)
@@ -164,50 +164,9 @@ def _head_softmax(model: CFModule, users, items, drawn, log_q, shared: tuple) ->
     n = len(items)
     (i_head, i_bias), (d_head, d_bias) = (rows[:n], bias[:n]), (rows[n:], bias[n:])
     with torch.no_grad():
-        fixed_pos, fixed_block = (u_rating * i_rating).sum(1), u_rating @ drawn_rating.T
-    return _fused_softmax(fixed_pos + (u_head * i_head).sum(1) + i_bias, u_head, d_head, d_bias, fixed_block,
-                          items, drawn, log_q)
-
-
-def _fused_softmax(pos, u, d, d_bias: Optional[torch.Tensor], fixed, items, drawn, log_q) -> torch.Tensor:
-    """:class:`_BlockSoftmaxLoss` of ``[pos | fixed + d_bias + u @ d.T]``, each logit less the log of its item's
-    sampling probability (the log-q correction), the row's own item among the drawn ones masked out (it
-    would count as its own negative)."""
-    shift = -log_q[drawn] if d_bias is None else d_bias - log_q[drawn]
-    return _BlockSoftmaxLoss.apply(pos.float() - log_q[items], u, d, shift, fixed, items[:, None] == drawn[None, :])
-
-
-class _BlockSoftmaxLoss(torch.autograd.Function):
-    """Mean cross-entropy of ``[pos | fixed + shift + u_head @ d_head.T]`` with the positive as the class,
-    ``mask``ed entries left out; gradients for ``pos``, ``u_head``, ``d_head`` and ``shift`` (``fixed``: a
-    constant block, overwritten). The sampled softmax of bilinear models, a hybrid's head or a whole model.
-
-    Written out, not composed of autograd ops, because the ``(rows, drawn)`` block is the term's cost: this
-    builds it in place in the no-gradient ``fixed`` and keeps the softmax itself for the backward pass (times
-    the incoming gradient, it is the block's gradient, masked entries zero already): about 12 passes over the
-    block where the composed ops (add, addmm, subtract, concatenate, mask, log-softmax and their backward)
-    took about 20."""
-
-    @staticmethod
-    def forward(ctx, pos, u_head, d_head, shift, fixed, mask):
-        # In float32 whatever autocast made of the inputs, as Softmax's logits are.
-        pos, u_head, d_head, shift = pos.float(), u_head.float(), d_head.float(), shift.float()
-        block = fixed.float().add_(shift[None, :]).addmm_(u_head, d_head.T).masked_fill_(mask, float("-inf"))
-        top = torch.maximum(block.amax(1), pos)[:, None]  # amax: max(1) would find the indices too (6x slower)
-        prob = block.sub_(top).exp_()
-        prob_pos = (pos[:, None] - top).exp_()
-        total = prob.sum(1, keepdim=True).add_(prob_pos)
-        prob.div_(total)
-        ctx.save_for_backward(prob, prob_pos.div_(total).squeeze(1), u_head, d_head)
-        return (total.log_().add_(top).squeeze(1) - pos).mean()
-
-    @staticmethod
-    def backward(ctx, grad):
-        prob, prob_pos, u_head, d_head = ctx.saved_tensors
-        scale = grad / len(prob)
-        # The block's gradient is prob × scale: the scalar goes on the small products instead.
-        return ((prob_pos - 1) * scale, (prob @ d_head) * scale, (u_head.T @ prob).T * scale,
-                prob.sum(0) * scale, None, None)
+        fixed_pos = (u_rating * i_rating).sum(1)
+    return sampled_softmax(fixed_pos + (u_head * i_head).sum(1) + i_bias, u_head, d_head, d_bias, items, drawn,
+                           log_q, fixed=(u_rating, drawn_rating))
 
 
 def _item_rows(model: CFModule, users, items, negatives, shared: Optional[tuple] = None):
