@@ -1,0 +1,104 @@
+"""The ``score`` and ``evaluate`` sections of the configuration: what a run hands out and how it is judged.
+
+Split from :mod:`cfmodel.config`, which re-exports them; the same rules hold:
+every key a field, every value checked where it is read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from cfmodel.errors import require as _require
+
+FALLBACKS = ("bias", "popular")
+SCORE_FORMATS = ("parquet", "nested", "csv", "jsonl")
+
+
+@dataclass
+class ScoreConfig:
+    """Top-N recommendations for every user; see README "score"."""
+
+    model: str = "data/model"
+    data: str = "data/prepared"
+    output: str = "data/recommendations"
+    top_n: int = 10
+    exclude_valid: bool = True
+    users: Optional[str] = None
+    min_item_ratings: int = 1
+    exclude_items: List[int] = field(default_factory=list)
+    fallback: str = "bias"
+    block_size: int = 256
+    partitions: int = 0
+    torch_threads: int = 1
+    broadcast_max_mb: int = 1024
+    formats: List[str] = field(default_factory=lambda: ["parquet", "nested"])
+    output_files: int = 4
+    model_version: Optional[str] = None
+    titles: Optional[str] = None
+    show_examples: int = 3
+    ratings: Optional[str] = None
+    fold_in_min_ratings: int = 5
+    fold_in_method: str = "auto"
+    fold_in_refresh: bool = False
+    fold_in_reg: float = 0.1
+    fold_in_newton_steps: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.top_n >= 1, "score.top_n must be >= 1")
+        _require(self.block_size >= 1 and self.output_files >= 1 and self.torch_threads >= 1,
+                 "score.block_size, score.output_files and score.torch_threads must be >= 1")
+        _require(self.fallback in FALLBACKS, f"score.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        bad = [f for f in self.formats if f not in SCORE_FORMATS]
+        _require(not bad and self.formats, f"score.formats must be a non-empty list from {SCORE_FORMATS}, got {bad}")
+        _require(self.broadcast_max_mb >= 1, "score.broadcast_max_mb must be >= 1")
+        _require(self.partitions >= 0, "score.partitions must be >= 0 (0: Spark's default parallelism)")
+        _require(self.fold_in_min_ratings >= 1 and self.fold_in_reg > 0 and self.fold_in_newton_steps >= 0,
+                 "score.fold_in_min_ratings must be >= 1, score.fold_in_reg > 0, score.fold_in_newton_steps >= 0")
+        _require(self.fold_in_method in ("auto", "adam", "ridge"),
+                 f"score.fold_in_method must be auto, adam or ridge, got {self.fold_in_method!r}")
+
+
+BASELINES = ("global_mean", "biases", "popular", "als", "implicit_als", "ease")
+DEFAULT_BASELINES = ("global_mean", "biases", "popular", "als")
+
+
+@dataclass
+class EvaluateConfig:
+    """Metrics, baselines and the interpretation report (``cf-report``); see README "evaluate"."""
+
+    model: str = "data/model"
+    data: str = "data/prepared"
+    output: str = "data/report"
+    k: int = 10
+    relevance_threshold: Optional[float] = 4.0
+    baselines: List[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))
+    bias_reg: float = 5.0
+    als_rank: int = 10
+    als_reg: float = 0.1
+    als_max_iter: int = 10
+    implicit_als_ranks: List[int] = field(default_factory=lambda: [32, 64])
+    implicit_als_regs: List[float] = field(default_factory=lambda: [0.01, 0.1])
+    implicit_als_alphas: List[float] = field(default_factory=lambda: [1.0, 10.0, 40.0])
+    ease_lambda: float = 300.0
+    ease_max_items: int = 20_000
+    titles: Optional[str] = None
+    top_movies: int = 500
+    similar_to: List[int] = field(default_factory=list)
+    table_size: int = 15
+    sample_rows: int = 20_000
+    seed: int = 42
+    max_valid_rmse: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(self.k >= 1, "evaluate.k must be >= 1")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        _require(not bad, f"evaluate.baselines must be from {BASELINES}, got {bad}")
+        _require(self.bias_reg >= 0 and self.als_reg >= 0, "evaluate.bias_reg and evaluate.als_reg must be >= 0")
+        _require(self.als_rank >= 1 and self.als_max_iter >= 1, "evaluate.als_rank and als_max_iter must be >= 1")
+        _require(bool(self.implicit_als_ranks and self.implicit_als_regs and self.implicit_als_alphas),
+                 "evaluate.implicit_als_ranks, implicit_als_regs and implicit_als_alphas must not be empty")
+        _require(self.ease_lambda > 0 and self.ease_max_items >= 1,
+                 "evaluate.ease_lambda must be > 0 and evaluate.ease_max_items >= 1")
+        _require(self.top_movies >= 3 and self.table_size >= 1 and self.sample_rows >= 1,
+                 "evaluate.top_movies must be >= 3, evaluate.table_size and sample_rows >= 1")
+        _require(self.max_valid_rmse is None or self.max_valid_rmse > 0, "evaluate.max_valid_rmse must be > 0")
