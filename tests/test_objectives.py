@@ -260,6 +260,27 @@ def test_softmax_term_of_a_bilinear_model_equals_the_composed_formula(kind):
         assert (g is None) == (w is None) and (g is None or torch.allclose(g, w, atol=1e-5))
 
 
+def test_softmax_term_of_a_network_leaves_out_each_rows_own_drawn_item():
+    """The composed sampled softmax of a model that is not bilinear: log-softmax over [positive | drawn],
+    log-q corrected, with each row's own item among the drawn left out (compared with a whole-block mask)."""
+    import torch.nn.functional as F
+
+    model, users, items, sampler, objective = _random_case("embedding_net", "softmax", seed=2, sampler_seed=5)
+    model.eval()  # no dropout: the two passes see the same network
+    got = objective.term(model, users, items, None)
+    sampler.reseed(5)
+    drawn, log_q = sampler.draw(16), sampler.log_q
+    assert bool((drawn[None, :] == items[:, None]).any())  # some rows meet their own item among the drawn
+    (u, _), (i, ib), (d, db) = model.rows("user", users), model.rows("item", items), model.rows("item", drawn)
+    pos = model.raw_pairs(u, i, None, ib).float() - log_q[items]
+    others = (model.raw_block(u, d, None, db).float() - log_q[drawn]).masked_fill(
+        drawn[None, :] == items[:, None], float("-inf"))
+    want = F.cross_entropy(torch.cat([pos[:, None], others], dim=1), torch.zeros(64, dtype=torch.long))
+    unmasked = F.cross_entropy(torch.cat([pos[:, None], model.raw_block(u, d, None, db).float() - log_q[drawn]],
+                                         dim=1), torch.zeros(64, dtype=torch.long))
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, unmasked, atol=1e-5)
+
+
 def test_own_item_hits_are_every_place_a_row_meets_its_item_among_the_drawn_even_drawn_twice():
     """The CPU's sparse hits are exactly the whole-block comparison's (the GPU's mask), duplicates included."""
     from cfmodel.train.block_softmax import own_item_hits

@@ -64,11 +64,12 @@ def own_item_hits(items: torch.Tensor, drawn: torch.Tensor, n_items: int) -> Hit
     return rows[hit_rows], cols
 
 
-def _zero_hits(block: torch.Tensor, hits: Hits) -> None:
+def fill_hits(block: torch.Tensor, hits: Hits, value: float) -> None:
+    """Set the ``hits`` (:func:`own_item_hits`, either form) of a ``(rows, drawn)`` block to ``value``, in place."""
     if isinstance(hits, torch.Tensor):
-        block.masked_fill_(hits, 0.0)
+        block.masked_fill_(hits, value)
     else:
-        block.index_put_(hits, block.new_zeros(()))
+        block.index_put_(hits, block.new_full((), value))
 
 
 class _BlockSoftmaxLoss(torch.autograd.Function):
@@ -84,7 +85,7 @@ class _BlockSoftmaxLoss(torch.autograd.Function):
         block = left @ torch.cat([d_fixed.float(), d, shift[:, None]], dim=1).T
         top = torch.maximum(block.amax(1), pos)[:, None]  # amax: max(1) would find the indices too (6x slower)
         exps = block.sub_(top).exp_()
-        _zero_hits(exps, hits)
+        fill_hits(exps, hits, 0.0)
         exp_pos = (pos[:, None] - top).exp_()
         total = exps.sum(1, keepdim=True).add_(exp_pos)
         ctx.save_for_backward(exps, total, exp_pos, u, d)
@@ -94,9 +95,10 @@ class _BlockSoftmaxLoss(torch.autograd.Function):
     def backward(ctx, grad):
         exps, total, exp_pos, u, d = ctx.saved_tensors
         # The block's gradient is exps / total × grad / rows: the row scale goes on the small factors.
-        scale = (grad / len(exps)) / total
+        per_row = grad / len(exps)
+        scale = per_row / total
         grad_u = (exps @ d) * scale
         # (x.T @ exps).T, not exps.T @ x: MKL reads the block's transpose 2x slower (214 against 106 µs).
         grad_d_shift = (torch.cat([u * scale, scale], dim=1).T @ exps).T
-        return ((exp_pos * scale - grad / len(exps)).squeeze(1), grad_u, grad_d_shift[:, :-1],
-                grad_d_shift[:, -1], None, None, None)
+        return ((exp_pos * scale - per_row).squeeze(1), grad_u, grad_d_shift[:, :-1], grad_d_shift[:, -1],
+                None, None, None)
