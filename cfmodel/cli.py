@@ -20,7 +20,8 @@ JVM_LOST_EXIT_CODE = 5
 def job_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every job takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--conf", help="YAML config file (default: built-in defaults)")
+    parser.add_argument("--conf", action="append", default=None,
+                        help="YAML config file (default: built-in defaults); repeat to layer files, later keys win")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. --set prepare.valid_fraction=0.1 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")

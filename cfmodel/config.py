@@ -40,7 +40,8 @@ class SparkConfig:
 
 @dataclass
 class GenerateConfig:
-    """Synthetic MovieLens-format ratings from planted factors (the demo's input)."""
+    """Synthetic MovieLens-format ratings (or, ``feedback: implicit``, events) from planted factors (the demo's
+    input)."""
 
     output: str = "data/demo"
     n_users: int = 2000
@@ -49,18 +50,25 @@ class GenerateConfig:
     n_factors: int = 8
     noise: float = 0.5
     seed: int = 42
+    feedback: str = "explicit"
+    popularity_skew: float = 1.0
 
     def __post_init__(self) -> None:
+        _require(self.feedback in ("explicit", "implicit"),
+                 f"generate.feedback must be explicit or implicit, got {self.feedback!r}")
         _require(self.n_users >= 1, "generate.n_users must be >= 1")
         _require(self.n_items >= 2, "generate.n_items must be >= 2")
         _require(self.n_ratings >= self.n_users, "generate.n_ratings must be >= generate.n_users")
         _require(self.n_factors >= 1, "generate.n_factors must be >= 1")
         _require(self.noise >= 0, "generate.noise must be >= 0")
+        _require(self.popularity_skew >= 0, "generate.popularity_skew must be >= 0")
 
 
 INPUT_FORMATS = ("auto", "csv", "tsv", "parquet")
 COLD_START_POLICIES = ("train", "drop", "keep")
-SPLITS = ("random", "per_user")
+SPLITS = ("random", "per_user", "time")
+FEEDBACKS = ("auto", "explicit", "implicit")
+ID_TYPE_CHOICES = ("auto", "int", "long", "string")
 CHECKSUMS = ("content", "listing")
 
 
@@ -68,19 +76,23 @@ CHECKSUMS = ("content", "listing")
 class PrepareConfig:
     """Clean, index and split ratings; see README "prepare" for each key."""
 
-    input: str = "data/demo/ratings.csv"
+    input: Optional[str] = None
     output: str = "data/prepared"
     input_format: str = "auto"
     user_col: str = "userId"
     item_col: str = "movieId"
-    rating_col: str = "rating"
+    rating_col: Optional[str] = "rating"
     timestamp_col: Optional[str] = "timestamp"
-    rating_min: float = 0.5
-    rating_max: float = 5.0
+    feedback: str = "auto"
+    weight_col: Optional[str] = None
+    id_type: str = "auto"
+    rating_min: Optional[float] = 0.5
+    rating_max: Optional[float] = 5.0
     rating_step: Optional[float] = 0.5
     min_user_ratings: int = 1
     min_item_ratings: int = 1
     split: str = "random"
+    split_time: Optional[str] = None
     valid_fraction: float = 0.2
     seed: int = 42
     cold_start: str = "train"
@@ -101,7 +113,16 @@ class PrepareConfig:
         _require(self.cold_start in COLD_START_POLICIES,
                  f"prepare.cold_start must be one of {COLD_START_POLICIES}, got {self.cold_start!r}")
         _require(0.0 < self.valid_fraction < 1.0, "prepare.valid_fraction must be in (0, 1)")
-        _require(self.rating_min < self.rating_max, "prepare.rating_min must be < prepare.rating_max")
+        _require(self.id_type in ID_TYPE_CHOICES,
+                 f"prepare.id_type must be one of {ID_TYPE_CHOICES}, got {self.id_type!r}")
+        _require(self.feedback in FEEDBACKS, f"prepare.feedback must be one of {FEEDBACKS}, got {self.feedback!r}")
+        _require(not (self.feedback == "explicit" and self.rating_col is None),
+                 "prepare.feedback=explicit needs prepare.rating_col (null: events, implicit feedback)")
+        _require(self.rating_min is None or self.rating_max is None or self.rating_min < self.rating_max,
+                 "prepare.rating_min must be < prepare.rating_max")
+        _require(self.split != "time" or self.timestamp_col is not None,
+                 "prepare.split=time needs prepare.timestamp_col")
+        _require(self.split_time is None or self.split == "time", "prepare.split_time needs prepare.split=time")
         _require(self.rating_step is None or self.rating_step > 0, "prepare.rating_step must be > 0 or null")
         _require(0.0 <= self.max_quarantine_fraction <= 1.0,
                  "prepare.max_quarantine_fraction must be in [0, 1]")
@@ -109,7 +130,7 @@ class PrepareConfig:
                  "prepare.min_user_ratings and prepare.min_item_ratings must be >= 1")
         _require(self.rows_per_file >= 1 and self.row_group_mb >= 1 and self.min_files >= 1,
                  "prepare.rows_per_file, prepare.row_group_mb and prepare.min_files must be >= 1")
-        names = [self.user_col, self.item_col, self.rating_col, self.timestamp_col]
+        names = [self.user_col, self.item_col, self.rating_col, self.timestamp_col, self.weight_col]
         names = [n for n in names if n]
         _require(len(set(names)) == len(names), f"prepare column names must differ, got {names}")
 
@@ -209,32 +230,49 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return data
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides.
+def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    """``top`` over ``base``: sections merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: Union[None, str, Sequence[str]] = None, overrides: Sequence[str] = ()) -> Config:
+    """Load YAML config files (or the defaults when ``path`` is None) and apply overrides.
 
     Parameters
     ----------
     path
-        YAML file; sections and keys must match the dataclasses above.
+        A YAML file, or several layered in order (a later file's keys win, section by section: the
+        demo is ``conf/local.yaml`` then ``conf/demo.yaml``); sections and keys must match the
+        dataclasses above.
     overrides
-        ``section.key=value`` strings, applied after the file.
+        ``section.key=value`` strings, applied after the files.
 
     Raises
     ------
     ConfigError
         For a missing file, bad YAML, an unknown key or a value of the wrong type.
     """
+    paths = [] if path is None else [path] if isinstance(path, str) else list(path)
     data: Dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    for one in paths:
+        data = _merge(data, _read_yaml(one))
+    source = " + ".join(str(p) for p in paths) or "defaults"
     data = apply_overrides(data, overrides)
     if overrides:
         source = f"{source} + --set"

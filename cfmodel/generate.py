@@ -1,4 +1,5 @@
-"""Synthetic MovieLens-format ratings from planted factors: the demo's and tests' data.
+"""Synthetic MovieLens-format ratings from planted factors: the demo's and tests' data (with
+``generate.feedback: implicit``, an event log: ``events.csv``, see :func:`event_blocks`).
 
 Each user and movie gets latent factors and a bias; a rating is
 ``mean + user bias + movie bias + factors · factors + noise``, rounded to half
@@ -57,8 +58,9 @@ def planted_model(cfg: GenerateConfig) -> PlantedModel:
     rng = np.random.default_rng([cfg.seed, 0])
     # Factor scale chosen so the dot product has a standard deviation of about 0.8 stars.
     scale = (0.8 ** 2 / cfg.n_factors) ** 0.25
-    # Zipf-like popularity by rank (exponent 1), ranks shuffled over the movies.
-    popularity = rng.permutation((np.arange(cfg.n_items) + 5.0) ** -1.0)
+    # Zipf-like popularity by rank (exponent popularity_skew, 1 as in MovieLens; 0: every movie drawn alike,
+    # so taste alone decides), ranks shuffled over the movies.
+    popularity = rng.permutation((np.arange(cfg.n_items) + 5.0) ** -cfg.popularity_skew)
     # Sparse movie ids, like MovieLens' (1..163949 for 9k movies).
     item_ids = np.sort(rng.choice(np.arange(1, cfg.n_items * 15 + 1), cfg.n_items, replace=False))
     return PlantedModel(
@@ -129,6 +131,24 @@ def generate_blocks(cfg: GenerateConfig, model: Optional[PlantedModel] = None):
         start, block = stop, block + 1
 
 
+# Implicit feedback: a user acts on the drawn movies the planted model rates at least this, and acts again
+# on average (rating - LIKED_FROM + 0.5) more times (views, plays), so counts carry taste too.
+LIKED_FROM = 4.0
+
+
+def event_blocks(cfg: GenerateConfig, model: Optional[PlantedModel] = None):
+    """Yield events as DataFrames (``userId, movieId, timestamp``): of the pairs :func:`generate_blocks`
+    draws, those the planted model rates at least :data:`LIKED_FROM`, each repeated ``1 + Poisson`` times a
+    few days apart. Taste decides which drawn movies a user acts on, popularity which are drawn."""
+    rng = np.random.default_rng([cfg.seed, 4])
+    for frame in generate_blocks(cfg, model):
+        liked = frame[frame["rating"] >= LIKED_FROM]
+        repeats = 1 + rng.poisson(liked["rating"].to_numpy() - LIKED_FROM + 0.5)
+        events = liked.loc[liked.index.repeat(repeats), ["userId", "movieId", "timestamp"]]
+        events["timestamp"] += rng.integers(0, 86_400 * 30, len(events))
+        yield events
+
+
 def movies_frame(cfg: GenerateConfig, model: PlantedModel) -> pd.DataFrame:
     """``movieId, title, genres`` with genres read off the planted factors."""
     rng = np.random.default_rng([cfg.seed, 3])
@@ -154,22 +174,24 @@ def generate(cfg: GenerateConfig, output_dir: Optional[str] = None) -> dict:
     out = output_dir or cfg.output
     os.makedirs(out, exist_ok=True)
     model = planted_model(cfg)
-    ratings_path = os.path.join(out, "ratings.csv")
+    implicit = cfg.feedback == "implicit"
+    ratings_path = os.path.join(out, "events.csv" if implicit else "ratings.csv")
     tmp = ratings_path + ".tmp"
     rows = 0
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write("userId,movieId,rating,timestamp\n")
-        for frame in generate_blocks(cfg, model):
+        fh.write("userId,movieId,timestamp\n" if implicit else "userId,movieId,rating,timestamp\n")
+        for frame in (event_blocks if implicit else generate_blocks)(cfg, model):
             frame.to_csv(fh, header=False, index=False, float_format="%.1f")
             rows += len(frame)
     os.replace(tmp, ratings_path)
-    if rows < 0.95 * cfg.n_ratings:
+    if rows < 0.95 * cfg.n_ratings and not implicit:
         LOG.warning("asked for %d ratings but %d users x %d movies allow only %d distinct pairs "
                     "at this popularity skew; raise n_users or n_items", cfg.n_ratings, cfg.n_users,
                     cfg.n_items, rows)
     movies_path = os.path.join(out, "movies.csv")
     movies_frame(cfg, model).to_csv(movies_path, index=False)
-    LOG.info("wrote %d ratings to %s and %d movies to %s", rows, ratings_path, cfg.n_items, movies_path)
+    LOG.info("wrote %d %s to %s and %d movies to %s", rows, "events" if implicit else "ratings", ratings_path,
+             cfg.n_items, movies_path)
     return {"ratings": ratings_path, "movies": movies_path, "rows": rows}
 
 

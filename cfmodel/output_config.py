@@ -5,8 +5,9 @@ every key a field, every value checked where it is read.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from cfmodel.errors import require as _require
 
@@ -25,7 +26,7 @@ class ScoreConfig:
     exclude_valid: bool = True
     users: Optional[str] = None
     min_item_ratings: int = 1
-    exclude_items: List[int] = field(default_factory=list)
+    exclude_items: List[Union[int, str]] = field(default_factory=list)
     fallback: str = "bias"
     block_size: int = 256
     partitions: int = 0
@@ -60,6 +61,9 @@ class ScoreConfig:
 
 BASELINES = ("global_mean", "biases", "popular", "als", "implicit_als", "ease")
 DEFAULT_BASELINES = ("global_mean", "biases", "popular", "als")
+# On events (implicit feedback) the baselines that need ratings give way: ALS to implicit ALS (the counts as
+# confidence) and EASE, the others to nothing.
+IMPLICIT_BASELINES = {"global_mean": (), "biases": (), "als": ("implicit_als", "ease")}
 
 
 @dataclass
@@ -83,7 +87,7 @@ class EvaluateConfig:
     ease_max_items: int = 20_000
     titles: Optional[str] = None
     top_movies: int = 500
-    similar_to: List[int] = field(default_factory=list)
+    similar_to: List[Union[int, str]] = field(default_factory=list)
     table_size: int = 15
     sample_rows: int = 20_000
     seed: int = 42
@@ -102,3 +106,15 @@ class EvaluateConfig:
         _require(self.top_movies >= 3 and self.table_size >= 1 and self.sample_rows >= 1,
                  "evaluate.top_movies must be >= 3, evaluate.table_size and sample_rows >= 1")
         _require(self.max_valid_rmse is None or self.max_valid_rmse > 0, "evaluate.max_valid_rmse must be > 0")
+
+    def for_feedback(self, feedback: str) -> "EvaluateConfig":
+        """This section for the prepared data's feedback: on events every held-out pair is relevant and the
+        rating baselines give way (:data:`IMPLICIT_BASELINES`)."""
+        if feedback != "implicit":
+            return self
+        baselines: List[str] = []
+        for name in self.baselines:
+            for kept in IMPLICIT_BASELINES.get(name, (name,)):
+                if kept not in baselines:
+                    baselines.append(kept)
+        return dataclasses.replace(self, relevance_threshold=None, baselines=baselines)

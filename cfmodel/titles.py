@@ -36,9 +36,24 @@ def parse_titles(data: bytes, name: str) -> pd.DataFrame:
                 raise InputError(f"{name}: a titles file needs columns movieId and title; found "
                                  f"{list(frame.columns)}")
             frame = frame.rename(columns={"movieId": "item_id"})[["item_id", "title"]]
-        return frame.astype({"item_id": "int64", "title": "string"})
+        ids = pd.to_numeric(frame["item_id"], errors="coerce")
+        # Integer ids as MovieLens has them; any other id (a SKU, tt0114709) is kept as text.
+        kind = "int64" if ids.notna().all() and (ids % 1 == 0).all() else "str"
+        return frame.astype({"item_id": kind, "title": "string"})
     except (ValueError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
         raise InputError(f"{name}: not a movies.csv or u.item titles file ({exc})") from exc
+
+
+def with_titles(frame: pd.DataFrame, titles: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """``frame`` (with ``item_id``) and a ``title`` column joined from ``titles`` (None: no titles); text
+    ids meet titles by their text, so a titles file fits string item ids too."""
+    if titles is None:
+        return frame
+    if frame["item_id"].dtype == object or titles["item_id"].dtype == object:
+        titles = titles.astype({"item_id": str})
+        return frame.assign(_key=frame["item_id"].astype(str)).merge(
+            titles.rename(columns={"item_id": "_key"}), on="_key", how="left").drop(columns="_key")
+    return frame.merge(titles, on="item_id", how="left")
 
 
 def read_titles(storage: Any, path: Optional[str]) -> Optional[pd.DataFrame]:

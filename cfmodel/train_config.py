@@ -5,9 +5,11 @@ every key a field, every value checked where it is read.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
+from cfmodel.errors import ConfigError
 from cfmodel.errors import require as _require
 
 TRAIN_MODELS = ("dot", "dot_bias", "embedding_net")
@@ -52,7 +54,7 @@ class TrainConfig:
     model: str = "dot_bias"
     objective: str = "rating"
     n_factors: int = 50
-    y_range: List[float] = field(default_factory=lambda: [0.0, 5.5])
+    y_range: Optional[List[float]] = None
     hidden: List[int] = field(default_factory=lambda: [10])
     dropouts: List[float] = field(default_factory=lambda: [0.5])
     emb_dropout: float = 0.05
@@ -96,7 +98,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.model in TRAIN_MODELS, f"train.model must be one of {TRAIN_MODELS}, got {self.model!r}")
-        _require(self.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        _require(self.objective in OBJECTIVES + ("auto",),
+                 f"train.objective must be auto or one of {OBJECTIVES}, got {self.objective!r}")
         _require(self.sampling is None or self.sampling in SAMPLINGS,
                  f"train.sampling must be one of {SAMPLINGS} or null, got {self.sampling!r}")
         _require(self.hybrid_ranking in HYBRID_RANKINGS,
@@ -116,8 +119,8 @@ class TrainConfig:
         _require(self.wd_mode in WD_MODES, f"train.wd_mode must be one of {WD_MODES}, got {self.wd_mode!r}")
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                  f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
-        _require(len(self.y_range) == 2 and self.y_range[0] < self.y_range[1],
-                 "train.y_range must be [low, high] with low < high")
+        _require(self.y_range is None or (len(self.y_range) == 2 and self.y_range[0] < self.y_range[1]),
+                 "train.y_range must be [low, high] with low < high, or null (from the prepared rating scale)")
         _require(len(self.hidden) == len(self.dropouts), "train.hidden and train.dropouts must have the same length")
         _require(self.n_factors >= 1 and self.batch_size >= 1 and (self.epochs is None or self.epochs >= 1),
                  "train.n_factors, train.batch_size and train.epochs (or null) must be >= 1")
@@ -162,6 +165,39 @@ class TrainConfig:
             return sum(self.cycle_len * self.cycle_mult ** k for k in range(self.n_cycles))
         return self.run_epochs
 
+
+# The lesson's range, for 0.5..5 stars; what a model gets when neither config nor data names one.
+LESSON_Y_RANGE = (0.0, 5.5)
+
+
+def derived_y_range(scale: Dict[str, Any]) -> List[float]:
+    """The sigmoid's range for a rating scale, as the lesson chose (0, 5.5) for 0.5..5 stars: the scale
+    widened by a ninth of its span at each end, so the extreme ratings sit inside the sigmoid's reach."""
+    low, high = float(scale["min"]), float(scale["max"])
+    margin = (high - low) / 9 if high > low else 1.0
+    return [round(low - margin, 6), round(high + margin, 6)]
+
+
+def for_data(cfg: TrainConfig, meta: Dict[str, Any]) -> TrainConfig:
+    """The section made concrete for a prepare output's ``meta``: ``objective: auto`` becomes ``hybrid`` for
+    ratings and ``softmax`` for events (implicit feedback), ``y_range: null`` the prepared scale's range
+    (:func:`derived_y_range`). A rating objective on events, or a ``y_range`` that does not cover the
+    prepared ratings, is a :class:`ConfigError`. Idempotent."""
+    feedback, scale = meta.get("feedback", "explicit"), meta.get("rating") or {}
+    objective = cfg.objective
+    if objective == "auto":
+        objective = "softmax" if feedback == "implicit" else "hybrid"
+    if feedback == "implicit" and objective in RATING_OBJECTIVES:
+        raise ConfigError(f"train.objective={objective} predicts ratings, but {cfg.data} holds implicit feedback "
+                          f"(events, no ratings): use train.objective=auto, softmax or bpr")
+    y_range = cfg.y_range
+    if y_range is None:
+        y_range = derived_y_range(scale) if scale.get("min") is not None else list(LESSON_Y_RANGE)
+    elif feedback == "explicit" and scale.get("min") is not None and not y_range[0] <= scale["min"] <= \
+            scale["max"] <= y_range[1]:
+        raise ConfigError(f"train.y_range={list(y_range)} does not cover the prepared ratings "
+                          f"{scale['min']:g}..{scale['max']:g} ({cfg.data}); set it wider or null")
+    return dataclasses.replace(cfg, objective=objective, y_range=[float(v) for v in y_range])
 
 
 TUNE_METRICS = ("auto", "valid_rmse", "ndcg")

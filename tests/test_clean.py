@@ -67,7 +67,8 @@ def test_good_rows_parse_with_whitespace_and_cr(raw_frame):
     assert rows[0] == Row(user_id=3, item_id=10, rating=4.0, timestamp=7)
     assert rows[1] == Row(user_id=7, item_id=42, rating=4.5, timestamp=1700000000)
     assert rows[2] == Row(user_id=8, item_id=20, rating=0.5, timestamp=1)
-    assert rows[3] == Row(user_id=9, item_id=1000000000, rating=0.5, timestamp=10 ** 17)
+    # A number of 12 or more digits is in milliseconds: read as seconds.
+    assert rows[3] == Row(user_id=9, item_id=1000000000, rating=0.5, timestamp=10 ** 14)
     assert rows[4]["user_id"] == 2147483647
 
 

@@ -58,7 +58,10 @@ def test_spark_submit_end_to_end(demo_csv, tmp_path):
     assert meta["input"]["checksum"] == "content"
     assert meta["input"]["sha256"] == hashlib.sha256(f"ratings.csv:{file_digest}\n".encode()).hexdigest()
     assert meta["n_users"] == 150 and meta["split"] == {"method": "random", "valid_fraction": 0.2, "seed": 42,
-                                                         "cold_start": "train"}
+                                                         "cold_start": "train", "split_time": None}
+    # local.yaml leaves the scale null: inferred from the demo's half stars.
+    assert meta["rating"] == {"min": 0.5, "max": 5.0, "step": 0.5, "inferred": ["min", "max", "step"]}
+    assert meta["feedback"] == "explicit" and meta["id_types"] == {"user": "int", "item": "int"}
     assert "resolved config" in first.stdout + first.stderr
     # spark-submit started the driver JVM without -XX:+ExitOnOutOfMemoryError: the job says how to add it.
     assert "the driver JVM runs without -XX:+ExitOnOutOfMemoryError" in first.stdout + first.stderr

@@ -45,10 +45,12 @@ def _crosstab(split, model: TrainedModel, n: int, titles: Dict[int, str]):
 
 def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -> Dict[str, object]:
     """Evaluate, interpret, plot and write everything under ``out``; returns ``metrics.json``'s content."""
-    ev = cfg.evaluate
+    prepared = storage.read_json(f"{cfg.evaluate.data}/meta.json")
+    ev = cfg.evaluate.for_feedback(prepared.get("feedback", "explicit"))
     split = load_split(spark, ev.data)
     inputs = load_inputs(spark, storage, ev)
-    rating_range = (cfg.prepare.rating_min, cfg.prepare.rating_max)
+    scale = prepared.get("rating") or {}
+    rating_range = (scale.get("min", cfg.prepare.rating_min), scale.get("max", cfg.prepare.rating_max))
     result = evaluate_all(spark, split, inputs, ev, rating_range)
     table = pd.DataFrame(result["table"])
     model_row = result["table"][0]
@@ -62,7 +64,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     extremes = interpret.bias_extremes(top) if top["bias"].notna().any() else None
     coords, explained = interpret.pca(np.stack(top["features"].to_numpy()).astype(np.float64), 3)
     ends = interpret.component_ends(top, coords)
-    similar_ids = ev.similar_to or [int(top["item_id"].iloc[0])]
+    similar_ids = ev.similar_to or top["item_id"].tolist()[:1]
     similar = {i: interpret.similar(movies, i) for i in similar_ids}
     cross = _crosstab(split, inputs.model, ev.table_size, title_of)
 
@@ -86,6 +88,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
         storage.write_text(f"{out}/tables/{name}.csv", frame.to_csv(index=False))
 
     metrics = {"stage": "evaluate", "model": ev.model, "data": ev.data, "k": ev.k,
+               "feedback": prepared.get("feedback", "explicit"), "baselines": list(ev.baselines),
                "relevance_threshold": ev.relevance_threshold, "users_evaluated": result["users"],
                "valid_rows": n_valid, "valid_rmse": model_row["rmse"], "valid_mae": model_row["mae"],
                "methods": result["table"], "pca_explained_variance": [float(v) for v in explained],

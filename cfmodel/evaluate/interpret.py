@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cfmodel.errors import InputError
+from cfmodel.titles import with_titles
 
 
 def movie_table(item_factors: pd.DataFrame, items: pd.DataFrame, titles: Optional[pd.DataFrame]) -> pd.DataFrame:
@@ -25,9 +26,8 @@ def movie_table(item_factors: pd.DataFrame, items: pd.DataFrame, titles: Optiona
     table = (item_factors.rename(columns={"id": "item_id"})
              .merge(items[["item_id", "n_ratings", "mean_rating"]], on="item_id", how="left")
              .sort_values("idx", ignore_index=True))
-    if titles is not None:
-        table = table.merge(titles, on="item_id", how="left")
-    else:
+    table = with_titles(table, titles)
+    if "title" not in table:
         table["title"] = pd.NA
     table["title"] = table["title"].fillna(table["item_id"].map(lambda i: f"movie {i}"))
     return table

@@ -49,18 +49,25 @@ def rating_metrics(frame: DataFrame, label: str = "rating", prediction: str = "p
     return {"rmse": math.sqrt(row["mse"]), "mse": row["mse"], "mae": row["mae"], "n": row["n"]}
 
 
+def _label(frame: DataFrame, item: str):
+    """Spark's RankingEvaluator takes items as doubles: a number id as itself, a text id as its 64-bit hash
+    (two of n text ids share a double with odds about n² / 2^54: 5e-9 for 10,000 items)."""
+    column = F.col(item)
+    return (F.xxhash64(column) if dict(frame.dtypes)[item] == "string" else column).cast("double")
+
+
 def relevant_items(held_out: DataFrame, threshold: Optional[float], user: str = "user_id", item: str = "item_id",
                    rating: str = "rating") -> DataFrame:
     """``user, relevant array<double>``: each user's held-out items rated at or above ``threshold``
     (every held-out item when ``threshold`` is None, as the implicit-feedback benchmarks count)."""
     kept = held_out if threshold is None else held_out.where(F.col(rating) >= threshold)
-    return kept.groupBy(user).agg(F.collect_list(F.col(item).cast("double")).alias("relevant"))
+    return kept.groupBy(user).agg(F.collect_list(_label(kept, item)).alias("relevant"))
 
 
 def ranked_lists(recs: DataFrame, k: int, user: str = "user_id", item: str = "item_id",
                  rank: str = "rank") -> DataFrame:
     """``user, predicted array<double>``: each user's first ``k`` items in rank order."""
-    ordered = F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), F.col(item).cast("double").alias("i"))))
+    ordered = F.array_sort(F.collect_list(F.struct(F.col(rank).alias("r"), _label(recs, item).alias("i"))))
     return (recs.where(F.col(rank) <= k).groupBy(user).agg(ordered.alias("_l"))
             .select(user, F.transform("_l", lambda s: s["i"]).alias("predicted")))
 

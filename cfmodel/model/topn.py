@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from cfmodel.model.factors import ID_ARROW_TYPES, id_type_of
 from cfmodel.model.nets import CFModule
 
 
@@ -29,7 +30,7 @@ from cfmodel.model.nets import CFModule
 class ItemTable:
     """What every scoring task holds (broadcast): item factors, biases and candidates."""
 
-    ids: np.ndarray                 # int64, by item index
+    ids: np.ndarray                 # by item index, in the ids' type (int32, int64 or object: id_type_of)
     factors: np.ndarray             # float32 (n_items, n_factors)
     bias: np.ndarray                # float32 (n_items,), zeros for models without biases
     candidate: np.ndarray           # bool (n_items,): False for globally excluded items
@@ -116,11 +117,20 @@ def top_n_grouped(scores: torch.Tensor, n: int, group: int) -> Tuple[np.ndarray,
     return idx, vals_np
 
 
-INPUT_SCHEMA = pa.schema([("user_id", pa.int32()), ("features", pa.list_(pa.float32())),
-                          ("bias", pa.float32()), ("seen", pa.list_(pa.int32()))])
-OUTPUT_SCHEMA = pa.schema([pa.field("user_id", pa.int32(), False), pa.field("rank", pa.int32(), False),
-                           pa.field("item_id", pa.int32(), False), pa.field("score", pa.float32(), False),
-                           pa.field("fallback", pa.bool_(), False)])
+def input_schema(user_type: pa.DataType = pa.int32()) -> pa.Schema:
+    """What :meth:`BlockScorer.score_batch` reads: ``user_id`` (of the ids' type), factors, bias, seen."""
+    return pa.schema([("user_id", user_type), ("features", pa.list_(pa.float32())),
+                      ("bias", pa.float32()), ("seen", pa.list_(pa.int32()))])
+
+
+def output_schema(user_type: pa.DataType = pa.int32(), item_type: pa.DataType = pa.int32()) -> pa.Schema:
+    """What it returns: ``user_id, rank, item_id, score, fallback``, the ids in their own types."""
+    return pa.schema([pa.field("user_id", user_type, False), pa.field("rank", pa.int32(), False),
+                      pa.field("item_id", item_type, False), pa.field("score", pa.float32(), False),
+                      pa.field("fallback", pa.bool_(), False)])
+
+
+INPUT_SCHEMA, OUTPUT_SCHEMA = input_schema(), output_schema()  # MovieLens' int32 ids
 
 
 def _lists(column: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
@@ -232,17 +242,18 @@ class BlockScorer:
                 keep = keep[~np.isin(keep, seen)]
             chosen = keep[: self.top_n][None, :]
             parts.append(self._long(user_ids[row:row + 1], chosen, self.fallback_score[chosen], True))
-        columns = [np.concatenate([p[c] for p in parts]) if parts else np.empty(0) for c in range(5)]
-        return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, OUTPUT_SCHEMA)],
-                                          schema=OUTPUT_SCHEMA)
+        schema = output_schema(batch.schema.field("user_id").type, ID_ARROW_TYPES[id_type_of(self.items.ids)])
+        columns = [np.concatenate([p[c] for p in parts]) if parts else np.empty(0, object) for c in range(5)]
+        return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
 
     def _long(self, user_ids: np.ndarray, idx: np.ndarray, vals: np.ndarray, fallback: bool) -> tuple:
         rows, cols = np.nonzero(idx >= 0)
-        return (user_ids[rows].astype(np.int32), (cols + 1).astype(np.int32),
-                self.items.ids[idx[rows, cols]].astype(np.int32), vals[rows, cols].astype(np.float32),
+        return (user_ids[rows], (cols + 1).astype(np.int32),
+                self.items.ids[idx[rows, cols]], vals[rows, cols].astype(np.float32),
                 np.full(len(rows), fallback))
 
     def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The same for a pandas frame of users (lists as numpy arrays or None)."""
-        batch = pa.RecordBatch.from_pandas(frame[INPUT_SCHEMA.names], schema=INPUT_SCHEMA, preserve_index=False)
+        schema = input_schema(ID_ARROW_TYPES[id_type_of(frame["user_id"].to_numpy())])
+        batch = pa.RecordBatch.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         return self.score_batch(batch).to_pandas()

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from cfmodel.errors import CfError, InputError
-from cfmodel.model.factors import factor_table, write_factor_table
+from cfmodel.model.factors import factor_table, id_type_of, ids_from, ids_payload, write_factor_table
 from cfmodel.model.fold_in import CHUNK_ELEMENTS, fold_in, fold_in_list_items, fold_in_lists, in_chunks, user_sample
 from cfmodel.model.fold_in_adam import fold_in_adam
 from cfmodel.model.nets import CFModule, ModelArgs
@@ -63,8 +63,12 @@ class TrainedModel:
         args = ModelArgs.from_dict(payload["model_args"])
         module = args.build()
         module.load_state_dict(payload["state_dict"])
-        extra = {k: v for k, v in payload.items() if k not in ("state_dict", "model_args", "user_ids", "item_ids")}
-        return cls(args, module.eval(), payload["user_ids"].numpy(), payload["item_ids"].numpy(), extra)
+        keys = ("state_dict", "model_args", "user_ids", "item_ids", "id_types")
+        extra = {k: v for k, v in payload.items() if k not in keys}
+        # Files from before other id types held int32 ids (saved as int64 tensors).
+        types = payload.get("id_types") or {"user": "int", "item": "int"}
+        return cls(args, module.eval(), ids_from(payload["user_ids"], types["user"]),
+                   ids_from(payload["item_ids"], types["item"]), extra)
 
     @classmethod
     def load(cls, path: str) -> "TrainedModel":
@@ -90,8 +94,8 @@ class TrainedModel:
         # contiguous: a trainer may have given a side's tables one storage (column ranges of it).
         payload = {"state_dict": {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()},
                    "model_args": self.args.to_dict(), "model_version": self.version,
-                   "user_ids": torch.from_numpy(self.user_ids.astype(np.int64)),
-                   "item_ids": torch.from_numpy(self.item_ids.astype(np.int64)), **self.extra}
+                   "user_ids": ids_payload(self.user_ids), "item_ids": ids_payload(self.item_ids),
+                   "id_types": {"user": id_type_of(self.user_ids), "item": id_type_of(self.item_ids)}, **self.extra}
         torch.save(payload, os.path.join(out_dir, "model.pt"))
         for side, ids in (("user", self.user_ids), ("item", self.item_ids)):
             write_factor_table(factor_table(ids, *self.factors(side)), out_dir, side)
@@ -269,7 +273,7 @@ class TrainedModel:
         uw, ub = self.rank_factors("user")
         users = np.asarray(users, np.int64)
         exclude = exclude or {}
-        frame = pd.DataFrame({"user_id": self.user_ids[users].astype(np.int32), "features": list(uw[users]),
+        frame = pd.DataFrame({"user_id": self.user_ids[users], "features": list(uw[users]),
                               "bias": np.zeros(len(users), np.float32) if ub is None else ub[users],
                               "seen": [np.asarray(exclude.get(int(u), []), np.int32) for u in users]})
         return scorer.score_frame(frame)

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from cfmodel.config import PIPELINE_STAGES, Config
-from cfmodel.errors import InputError
+from cfmodel.errors import ConfigError, InputError
 from cfmodel.pipeline.environment import environment, git_revision
 from cfmodel.storage import Storage
 
@@ -60,7 +60,7 @@ def wire(cfg: Config, run_dir: str, local_dir: str) -> Config:
     """
     c = copy.deepcopy(cfg)
     if "generate" in c.pipeline.stages:
-        c.prepare.input = f"{c.generate.output.rstrip('/')}/ratings.csv"
+        c.prepare.input = generated_input(c)
     c.prepare.output = f"{run_dir}/prepare"
     c.train.data, c.train.output = c.prepare.output, f"{local_dir}/train"
     c.tune.data, c.tune.output = c.prepare.output, f"{run_dir}/tune"
@@ -70,6 +70,18 @@ def wire(cfg: Config, run_dir: str, local_dir: str) -> Config:
         section.model, section.data = f"{run_dir}/train", c.prepare.output
     c.score.output, c.evaluate.output = f"{run_dir}/score", f"{run_dir}/evaluate"
     return c
+
+
+def generated_input(cfg: Config) -> str:
+    """The file the generate stage writes for prepare; a different ``prepare.input`` named beside a generate
+    stage is a contradiction (the user's data must never be replaced by the demo's without a word)."""
+    name = "events.csv" if cfg.generate.feedback == "implicit" else "ratings.csv"
+    made = f"{cfg.generate.output.rstrip('/')}/{name}"
+    named = cfg.prepare.input
+    if named is not None and named.rstrip("/") != made:
+        raise ConfigError(f"prepare.input={named} but pipeline.stages runs generate, which writes {made}: "
+                          f"drop generate from pipeline.stages to train on {named}")
+    return made
 
 
 def _digest(obj: Any) -> str:

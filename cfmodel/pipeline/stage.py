@@ -27,7 +27,7 @@ from pyspark.sql import SparkSession
 from cfmodel import evaluate, prepare, score, train, tune
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
-from cfmodel.errors import InputError
+from cfmodel.errors import ConfigError, InputError
 from cfmodel.evaluate.stage import check_quality_gate, print_table
 from cfmodel.generate import generate
 from cfmodel.pipeline.runs import (Run, fingerprints, is_local, local_staging, new_run_id, prune, read_latest,
@@ -43,6 +43,10 @@ def _input_listing(storage: Storage, wired: Config, stages: List[str]) -> List[D
     """What prepare's fingerprint sees of the input files (empty for generated input)."""
     if "generate" in wired.pipeline.stages:
         return []  # the generate fingerprint stands for it
+    if wired.prepare.input is None:
+        if "prepare" in stages:
+            raise ConfigError("prepare.input is not set: name your ratings or events (--set prepare.input=PATH)")
+        return []
     if storage.exists(wired.prepare.input):
         return storage.listing(wired.prepare.input)
     if "prepare" in stages:

@@ -8,7 +8,7 @@ rarely seen users and items. Every row removed is counted by the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -19,20 +19,35 @@ INT32_MAX = 2_147_483_647
 # A plain decimal number; rejects NaN, Infinity, hex and empty strings.
 NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
-# Quarantine reasons, in the order the rules are checked.
-REASONS = ("malformed_row", "missing_user", "missing_item", "missing_rating", "missing_timestamp",
-           "bad_user_id", "bad_item_id", "bad_rating", "rating_out_of_range", "rating_off_step",
-           "bad_timestamp")
+# Quarantine reasons, in the order the rules are checked (the weight's for events, the rating's otherwise).
+REASONS = ("malformed_row", "missing_user", "missing_item", "missing_rating", "missing_weight",
+           "missing_timestamp", "bad_user_id", "bad_item_id", "bad_rating", "bad_weight", "rating_out_of_range",
+           "rating_off_step", "bad_timestamp")
+# A timestamp number at or above this is in milliseconds (as seconds it would be after the year 5000).
+EPOCH_MS_FROM = 100_000_000_000
+LARGEST = 1.7976931348623157e308  # the largest double: Infinity and NaN compare above it in Spark
 
 
 @dataclass(frozen=True)
 class RatingRule:
-    """The valid rating scale: ``minimum..maximum`` in steps of ``step`` from ``minimum``."""
+    """The valid rating scale: ``minimum..maximum`` (None: unbounded, the scale is then inferred from the
+    data) in steps of ``step`` from ``minimum`` (or from 0). For ``implicit`` feedback the rating column
+    holds an optional weight (``weighted``): a non-negative number, summed per pair."""
 
-    minimum: float
-    maximum: float
+    minimum: Optional[float]
+    maximum: Optional[float]
     step: Optional[float]
     require_timestamp: bool = True
+    feedback: str = "explicit"
+    weighted: bool = False
+
+    @property
+    def low(self) -> float:
+        return -LARGEST if self.minimum is None else self.minimum
+
+    @property
+    def high(self) -> float:
+        return LARGEST if self.maximum is None else self.maximum
 
 
 # What Java's regex \s matches: a trim, not a regex replace, which cost a third of the parse at 20M rows.
@@ -48,18 +63,13 @@ def _blank(col: Column) -> Column:
     return col.isNull() | (col == "")
 
 
-def positive_int32(name: str) -> Column:
-    """True where the trimmed text column ``name`` holds an id in 1..2**31-1 (null where the text is null)."""
-    return _id_ok(F.col(name), _try_cast(name, "bigint"))
-
-
 def _try_cast(name: str, to: str) -> Column:
     # Null where the text does not parse, even under spark.sql.ansi.enabled (where cast would fail the job).
     return F.expr(f"try_cast(`{name}` AS {to})")
 
 
 def _id_ok(text: Column, value: Column) -> Column:
-    # positive_int32 of text whose value (text cast to long) the caller has already computed.
+    # True where trimmed text is an id in 1..2**31-1; value: the text cast to long, computed by the caller.
     return _all_digits(text, value, 10) & (value >= 1) & (value <= INT32_MAX)
 
 
@@ -77,11 +87,55 @@ def _all_digits(text: Column, value: Column, max_digits: int) -> Column:
 def _number(text: Column, value: Column, rule: "RatingRule") -> Column:
     """True where ``text`` is a plain decimal number (:data:`NUMBER`); ``value``: ``text`` cast to double.
     Text that reads back as Spark writes the value, in range (so neither NaN nor infinite), needs no regex."""
-    canonical = (value.cast("string") == text) & (value >= rule.minimum) & (value <= rule.maximum)
+    canonical = (value.cast("string") == text) & (value >= rule.low) & (value <= rule.high)
     return F.when(canonical, F.lit(True)).otherwise(text.rlike(NUMBER))
 
 
-def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
+def epoch_seconds(name: str, value: Column) -> Column:
+    """Seconds since the epoch from trimmed text: a whole number (seconds, or milliseconds from
+    :data:`EPOCH_MS_FROM`), an ISO-8601 date or time, or a Parquet timestamp read as text (no offset:
+    the session's time zone); null where none parses. ``name``: the trimmed text column; ``value``: it
+    cast to long."""
+    text = F.col(name)
+    whole = F.when(value >= EPOCH_MS_FROM, F.floor(value / 1000)).otherwise(value).cast("long")
+    iso = F.unix_timestamp(_try_cast(name, "timestamp"))
+    return F.when(_all_digits(text, value, 18), whole).otherwise(iso)
+
+
+def _value_checks(rating: Column, value: Column, rule: RatingRule) -> list:
+    """(condition, reason) for the rating column: an explicit rating's scale, or an event's weight."""
+    if rule.feedback == "implicit":
+        if not rule.weighted:
+            return []
+        return [(_blank(rating), "missing_weight"), (~_number(rating, value, rule) | (value < 0), "bad_weight")]
+    checks = [(_blank(rating), "missing_rating"), (~_number(rating, value, rule), "bad_rating"),
+              ((value < rule.low - 1e-9) | (value > rule.high + 1e-9), "rating_out_of_range")]
+    if rule.step is not None:
+        steps = (value - (rule.minimum or 0.0)) / rule.step
+        checks.append((F.abs(steps - F.round(steps)) > 1e-6, "rating_off_step"))
+    return checks
+
+
+ID_TYPES = ("int", "long", "string")
+# How each id type is stored: int keeps MovieLens' int32 ids exactly as before; long is any 64-bit integer;
+# string is the trimmed text (SKUs, UUIDs, tt0114709).
+ID_SQL_TYPES = {"int": "int", "long": "bigint", "string": "string"}
+
+
+def id_check(text: Column, value: Column, id_type: str) -> Column:
+    """True where trimmed ``text`` is an id of ``id_type`` (``value``: it cast to long)."""
+    if id_type == "int":
+        return _id_ok(text, value)
+    if id_type == "long":
+        return value.isNotNull() & text.rlike("^[+-]?[0-9]{1,19}$")
+    return F.lit(True)  # any text that is not blank (blank ids are missing_user/missing_item first)
+
+
+def _id_value(text: Column, value: Column, id_type: str) -> Column:
+    return text if id_type == "string" else value.cast(ID_SQL_TYPES[id_type])
+
+
+def classify(raw: DataFrame, rule: RatingRule, id_types: Tuple[str, str] = ("int", "int")) -> DataFrame:
     """Parse raw text ratings and give each row that breaks a rule its ``reason``.
 
     Parameters
@@ -91,11 +145,13 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
         as :func:`cfmodel.prepare.source.read_ratings` makes them.
     rule
         The rating scale.
+    id_types
+        (users, items): ``int`` (positive int32, MovieLens'), ``long`` or ``string``.
 
     Returns
     -------
     DataFrame
-        The raw columns plus ``user_id int, item_id int, rating_value double,
+        The raw columns plus ``user_id, item_id`` (of ``id_types``), ``rating_value double,
         ts long`` and ``reason`` (null for a good row).
     """
     stripped = raw.select("*", *[_stripped(c).alias(f"_{c}") for c in ("user", "item", "rating", "timestamp")])
@@ -104,22 +160,18 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
     parsed = stripped.select("*", *[_try_cast(f"_{c}", to).alias(f"_{c}_n") for c, to in (
         ("user", "bigint"), ("item", "bigint"), ("rating", "double"), ("timestamp", "bigint"))])
     user_n, item_n, value, ts_n = (F.col(f"_{c}_n") for c in ("user", "item", "rating", "timestamp"))
+    ts_value = epoch_seconds("_timestamp", ts_n)
     checks = [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
         (_blank(user), "missing_user"),
         (_blank(item), "missing_item"),
-        (_blank(rating), "missing_rating"),
+        *[(c, r) for c, r in _value_checks(rating, value, rule) if r.startswith("missing")],
         (F.lit(rule.require_timestamp) & _blank(ts), "missing_timestamp"),
-        (~_id_ok(user, user_n), "bad_user_id"),
-        (~_id_ok(item, item_n), "bad_item_id"),
-        (~_number(rating, value, rule), "bad_rating"),
-        ((value < rule.minimum - 1e-9) | (value > rule.maximum + 1e-9), "rating_out_of_range"),
+        (~id_check(user, user_n, id_types[0]), "bad_user_id"),
+        (~id_check(item, item_n, id_types[1]), "bad_item_id"),
+        *[(c, r) for c, r in _value_checks(rating, value, rule) if not r.startswith("missing")],
+        (~_blank(ts) & ts_value.isNull(), "bad_timestamp"),
     ]
-    if rule.step is not None:
-        steps = (value - rule.minimum) / rule.step
-        checks.append((F.abs(steps - F.round(steps)) > 1e-6, "rating_off_step"))
-    checks.append((~_blank(ts) & ~_all_digits(ts, ts_n, 18), "bad_timestamp"))
-
     reason = F.lit(None).cast("string")
     for condition, name in reversed(checks):
         reason = F.when(condition, F.lit(name)).otherwise(reason)
@@ -127,12 +179,44 @@ def classify(raw: DataFrame, rule: RatingRule) -> DataFrame:
     good = F.col("reason").isNull()
     return with_reason.select(
         *raw.columns,
-        F.when(good, user_n.cast("int")).alias("user_id"),
-        F.when(good, item_n.cast("int")).alias("item_id"),
-        F.when(good, value).alias("rating_value"),
-        F.when(good, ts_n).alias("ts"),
+        F.when(good, _id_value(user, user_n, id_types[0])).alias("user_id"),
+        F.when(good, _id_value(item, item_n, id_types[1])).alias("item_id"),
+        F.when(good, _rating_value(value, rule)).alias("rating_value"),
+        F.when(good, ts_value).alias("ts"),
         "reason",
     )
+
+
+def _rating_value(value: Column, rule: RatingRule) -> Column:
+    # An unweighted event counts 1.
+    return F.lit(1.0) if rule.feedback == "implicit" and not rule.weighted else value
+
+
+def detect_id_types(raw: DataFrame, sample_rows: int, tolerance: float) -> Tuple[str, str]:
+    """(users, items): for each id column the narrowest type (``int``, ``long``, ``string``) that all but
+    ``tolerance`` (a share) of the non-blank ids among the input's first ``sample_rows`` rows fit; ``int``
+    when there are none. One Spark job reads the sample. The rest is held to the type found: an id of
+    another shape is quarantined as a bad id (so a few stray ids in MovieLens-style data are quarantined as
+    before, while ids that are mostly text make the column text), and the gate's message names
+    ``prepare.id_type``."""
+    sample = raw.select(_stripped("user").alias("u"), _stripped("item").alias("i")).limit(sample_rows)
+    shares = []
+    for c in ("u", "i"):
+        text, value = F.col(c), F.expr(f"try_cast({c} AS bigint)")
+        present = F.when(~_blank(text), F.lit(1))
+        shares += [F.sum(present).alias(f"{c}_n"),
+                   F.sum(F.when(~_blank(text) & _id_ok(text, value), 1)).alias(f"{c}_int"),
+                   F.sum(F.when(~_blank(text) & id_check(text, value, "long"), 1)).alias(f"{c}_long")]
+    row = sample.agg(*shares).first()
+
+    def kind(c: str) -> str:
+        n = row[f"{c}_n"] or 0
+        for name in ("int", "long"):
+            if (row[f"{c}_{name}"] or 0) >= (1.0 - tolerance) * n:
+                return name
+        return "string"
+
+    return kind("u"), kind("i")
 
 
 def bad_rows(classified: DataFrame) -> DataFrame:
@@ -159,6 +243,16 @@ def latest_by_pair(classified: DataFrame) -> DataFrame:
     return (rows.groupBy(*keys).agg(latest, F.count(F.lit(1)).alias("n"))
             .select(*keys, F.col("_latest.rating").alias("rating"), F.col("_latest.timestamp").alias("timestamp"),
                     "n"))
+
+
+def events_by_pair(classified: DataFrame) -> DataFrame:
+    """Implicit feedback: one row per good (user_id, item_id) pair with ``rating`` its summed weight (its
+    event count when unweighted) and ``timestamp`` its latest event, and one per quarantine reason; the
+    columns and ``n`` (the input rows each stands for) as :func:`latest_by_pair` gives them."""
+    keys = ["user_id", "item_id", "reason"]
+    return (classified.groupBy(*keys)
+            .agg(F.sum("rating_value").alias("rating"), F.max("ts").alias("timestamp"), F.count(F.lit(1)).alias("n"))
+            .select(*keys, "rating", "timestamp", "n"))
 
 
 def filter_min_counts(ratings: DataFrame, column: str, minimum: int) -> DataFrame:

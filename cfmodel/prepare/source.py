@@ -7,6 +7,7 @@ columns ``user, item, rating, timestamp`` (strings), ``_source_file`` and
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import List, Optional
@@ -33,16 +34,35 @@ SOURCE = "_source_file"
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """The input's names for the canonical columns (``timestamp`` may be absent)."""
+    """The input's names for the canonical columns (``timestamp`` may be absent).
+
+    ``feedback`` says what the ``rating`` column holds: ``explicit`` ratings (the ``rating`` name),
+    ``implicit`` events (the ``weight`` name, summed per pair, or none: each event counts 1), or
+    ``auto``: implicit when ``rating`` is None or the input has no such column (:meth:`resolved`).
+    """
 
     user: str
     item: str
-    rating: str
+    rating: Optional[str]
     timestamp: Optional[str]
+    weight: Optional[str] = None
+    feedback: str = "explicit"
+
+    def resolved(self, present: Optional[List[str]]) -> "ColumnSpec":
+        """This spec with ``auto`` feedback decided from the input's columns (None: a headerless TSV)."""
+        if self.feedback != "auto":
+            return self
+        absent = self.rating is None or (present is not None and self.rating not in present)
+        return dataclasses.replace(self, feedback="implicit" if absent else "explicit")
+
+    @property
+    def value(self) -> Optional[str]:
+        """The input column read as ``rating``: the rating, or for events the weight (None: counted)."""
+        return self.weight if self.feedback == "implicit" else self.rating
 
     def pairs(self) -> List[tuple]:
         """(canonical, input name) for each configured column."""
-        named = zip(CANONICAL, (self.user, self.item, self.rating, self.timestamp))
+        named = zip(CANONICAL, (self.user, self.item, self.value, self.timestamp))
         return [(canon, name) for canon, name in named if name]
 
 
@@ -54,6 +74,7 @@ class RawRatings:
     files: List[str]
     input_format: str
     extra_columns: List[str]
+    feedback: str = "explicit"
 
 
 def resolve_format(path: str, files: List[str], input_format: str) -> str:
@@ -119,6 +140,7 @@ def read_ratings(spark: SparkSession, path: str, spec: ColumnSpec, input_format:
     extra: List[str] = []
     if fmt == "parquet":
         frame = spark.read.parquet(path)
+        spec = spec.resolved(frame.columns)
         extra = _require_columns(path, frame.columns, spec)
         frame = frame.withColumn(CORRUPT, F.lit(None).cast("string"))
     elif fmt == "csv":
@@ -126,9 +148,11 @@ def read_ratings(spark: SparkSession, path: str, spec: ColumnSpec, input_format:
         header = [c.strip() for c in spark.read.option("header", True).csv(path).columns]
         if not header:
             raise InputError(f"input is empty: {path}")
+        spec = spec.resolved(header)
         extra = _require_columns(path, header, spec)
         frame = _read_text_table(spark, path, header, header=True, sep=",")
     elif fmt == "tsv":
+        spec = spec.resolved(None)
         names = [name for _, name in spec.pairs()]
         frame = _read_text_table(spark, path, names, header=False, sep="\t")
     else:
@@ -136,8 +160,11 @@ def read_ratings(spark: SparkSession, path: str, spec: ColumnSpec, input_format:
     if extra:
         LOG.info("%s: ignoring extra columns %s", path, extra)
 
-    cols = [F.col(f"`{name}`").cast("string").alias(canon) for canon, name in spec.pairs()]
-    if spec.timestamp is None:
-        cols.append(F.lit(None).cast("string").alias("timestamp"))
+    if spec.feedback == "implicit":
+        LOG.info("%s: implicit feedback (events): each (user, item) pair counts its events%s", path,
+                 f", weighted by {spec.weight}" if spec.weight else "")
+    named = dict(spec.pairs())
+    cols = [F.col(f"`{named[canon]}`").cast("string").alias(canon) if canon in named
+            else F.lit(None).cast("string").alias(canon) for canon in CANONICAL]
     frame = frame.select(*cols, F.col(CORRUPT), F.input_file_name().alias(SOURCE))
-    return RawRatings(frame=frame, files=files, input_format=fmt, extra_columns=extra)
+    return RawRatings(frame=frame, files=files, input_format=fmt, extra_columns=extra, feedback=spec.feedback)

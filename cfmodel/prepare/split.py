@@ -7,11 +7,15 @@ Microsoft Recommenders' ``python_stratified_split``): each user's ratings are
 ordered by that hash and the last ``round(valid_fraction × n)`` go to
 validation, so every user keeps the same share. Unlike ``randomSplit`` on an
 unordered frame, both give the same split whatever the partitioning, on any
-cluster, on every rerun.
+cluster, on every rerun. ``time`` (the protocol of a scheduled job that trains on
+the past and is judged on the future, e.g. the leave-latest-out split of
+sequential recommenders' benchmarks): each user's latest ``valid_fraction`` of
+rows by timestamp, or with ``prepare.split_time`` every row at or after one
+global cutoff.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -19,16 +23,18 @@ from pyspark.sql import functions as F
 _BUCKETS = 1 << 30
 
 
-def split_uniform(user: str, item: str, seed: int) -> Column:
-    """A deterministic number in [0, 1) per (user, item, seed)."""
-    h = F.xxhash64(F.col(user).cast("long"), F.col(item).cast("long"), F.lit(int(seed)).cast("long"))
+def split_uniform(ratings: DataFrame, user: str, item: str, seed: int) -> Column:
+    """A deterministic number in [0, 1) per (user, item, seed); string ids hash as text, numbers as longs."""
+    types = dict(ratings.dtypes)
+    keys = [F.col(c) if types[c] == "string" else F.col(c).cast("long") for c in (user, item)]
+    h = F.xxhash64(*keys, F.lit(int(seed)).cast("long"))
     return F.pmod(h, F.lit(_BUCKETS)).cast("double") / _BUCKETS
 
 
 def assign_split(ratings: DataFrame, valid_fraction: float, seed: int,
                  user: str = "user_id", item: str = "item_id") -> DataFrame:
     """Add ``is_valid``: true for about ``valid_fraction`` of the rows, chosen by hash."""
-    return ratings.withColumn("is_valid", split_uniform(user, item, seed) < F.lit(valid_fraction))
+    return ratings.withColumn("is_valid", split_uniform(ratings, user, item, seed) < F.lit(valid_fraction))
 
 
 def assign_split_per_user(ratings: DataFrame, valid_fraction: float, seed: int,
@@ -38,15 +44,31 @@ def assign_split_per_user(ratings: DataFrame, valid_fraction: float, seed: int,
     The training share is ``round((1 - valid_fraction) × n)``, as the published
     75/25 stratified splits round it; a user with one rating keeps it in training.
     """
-    draw = split_uniform(user, item, seed)
+    draw = split_uniform(ratings, user, item, seed)
     order = Window.partitionBy(user).orderBy(draw, F.col(item))
     n = F.count(F.lit(1)).over(Window.partitionBy(user))
     train_share = F.round(n * F.lit(1.0 - valid_fraction))
     return ratings.withColumn("is_valid", F.row_number().over(order) > F.greatest(train_share, F.lit(1)))
 
 
-def split_rows(ratings: DataFrame, method: str, valid_fraction: float, seed: int) -> DataFrame:
-    """``is_valid`` by ``prepare.split``: ``random`` or ``per_user``."""
+def assign_split_by_time(ratings: DataFrame, valid_fraction: float, seed: int, cutoff: Optional[int] = None,
+                         user: str = "user_id", item: str = "item_id") -> DataFrame:
+    """Add ``is_valid``: each user's latest ``round(valid_fraction × n)`` rows by ``timestamp`` (ties by hash,
+    shares rounded as :func:`assign_split_per_user` rounds them), or with ``cutoff`` (epoch seconds) every
+    row at or after it: training on the past, judged on the future."""
+    if cutoff is not None:
+        return ratings.withColumn("is_valid", F.col("timestamp") >= F.lit(int(cutoff)))
+    order = Window.partitionBy(user).orderBy(F.col("timestamp"), split_uniform(ratings, user, item, seed), F.col(item))
+    n = F.count(F.lit(1)).over(Window.partitionBy(user))
+    train_share = F.round(n * F.lit(1.0 - valid_fraction))
+    return ratings.withColumn("is_valid", F.row_number().over(order) > F.greatest(train_share, F.lit(1)))
+
+
+def split_rows(ratings: DataFrame, method: str, valid_fraction: float, seed: int,
+               cutoff: Optional[int] = None) -> DataFrame:
+    """``is_valid`` by ``prepare.split``: ``random``, ``per_user`` or ``time`` (``cutoff``: a global one)."""
+    if method == "time":
+        return assign_split_by_time(ratings, valid_fraction, seed, cutoff)
     if method == "per_user":
         return assign_split_per_user(ratings, valid_fraction, seed)
     if method == "random":

@@ -26,6 +26,7 @@ from pyspark.sql import SparkSession
 
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
+from cfmodel.errors import ConfigError
 from cfmodel.prepare.source import read_ratings
 from cfmodel.prepare.transforms import build_meta, column_spec, prepare_ratings, write_prepared
 from cfmodel.session import spark_session
@@ -37,11 +38,13 @@ LOG = logging.getLogger(__name__)
 def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
     """The prepare stage on a running session; returns its report (also written as ``report.json``)."""
     pc = cfg.prepare
+    if pc.input is None:
+        raise ConfigError("prepare.input is not set: name your ratings or events (--set prepare.input=PATH)")
     started = time.time()
     storage = Storage(spark)
     with atomic_output(storage, pc.output, overwrite) as tmp:
         raw = read_ratings(spark, pc.input, column_spec(pc), pc.input_format)
-        prepared = prepare_ratings(raw.frame, pc)
+        prepared = prepare_ratings(raw.frame, pc, raw.feedback)
         try:
             write_prepared(prepared, tmp, pc)
         finally:
@@ -54,6 +57,7 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Dict[str, Any]:
             "checksum": pc.checksum, "extra_columns": raw.extra_columns})
         storage.write_json(f"{tmp}/meta.json", meta)
         report = {"stage": "prepare", "output": storage.qualify(pc.output), **counts,
+                  "feedback": prepared.feedback, "rating_scale": prepared.scale,
                   "input_sha256": meta["input"]["sha256"], "seconds": round(time.time() - started, 2)}
         storage.write_json(f"{tmp}/report.json", report)
     LOG.info("prepare report: %s", json.dumps(report, sort_keys=True))

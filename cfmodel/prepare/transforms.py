@@ -4,7 +4,7 @@
 :mod:`cfmodel.prepare.split` and :mod:`cfmodel.prepare.index`, counting what each step removes
 so that the counts reconcile::
 
-    input_rows = train + valid + quarantined + duplicates_dropped
+    input_rows = train + valid + quarantined + duplicates_dropped + events_merged
                  + removed_min_user + removed_min_item + cold_start_dropped
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import math
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow
 import pyspark
@@ -21,10 +21,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 import cfmodel
-from cfmodel.prepare.clean import RatingRule, bad_rows, classify, filter_min_counts, latest_by_pair
+from cfmodel.prepare.clean import RatingRule, bad_rows, classify, events_by_pair, filter_min_counts, latest_by_pair
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import InputError, QualityGateError
 from cfmodel.prepare.index import apply_index, build_index
+from cfmodel.prepare.infer import STEP_CANDIDATES, id_types_of, rating_scale, split_cutoff
 from cfmodel.prepare.source import ColumnSpec
 from cfmodel.prepare.split import apply_cold_start, cold_start_rows, split_frames, split_rows
 
@@ -46,6 +47,9 @@ class Prepared:
     quarantine: DataFrame
     counts: Dict[str, Any] = field(default_factory=dict)
     cached: List[DataFrame] = field(default_factory=list)
+    feedback: str = "explicit"
+    scale: Dict[str, Any] = field(default_factory=dict)
+    id_types: Tuple[str, str] = ("int", "int")
 
     def release(self) -> None:
         """Unpersist the frames the chain cached. Until then Spark serves a later read of the same input in
@@ -55,19 +59,23 @@ class Prepared:
 
 
 def column_spec(cfg: PrepareConfig) -> ColumnSpec:
-    return ColumnSpec(cfg.user_col, cfg.item_col, cfg.rating_col, cfg.timestamp_col)
+    return ColumnSpec(cfg.user_col, cfg.item_col, cfg.rating_col, cfg.timestamp_col, cfg.weight_col, cfg.feedback)
 
 
 def _quarantine_message(n_input: int, n_bad: int, by_reason: Dict[str, int], bad: DataFrame,
-                        limit: float) -> str:
+                        limit: float, id_types: Tuple[str, str] = ("int", "int")) -> str:
     example = bad.first()
     where = ""
     if example is not None:
         where = (f"; e.g. {example['_source_file']}: user={example['user']!r} item={example['item']!r} "
                  f"rating={example['rating']!r} ({example['reason']})")
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+    hint = ""
+    if {"bad_user_id", "bad_item_id"} & set(by_reason):
+        hint = (f" (ids read as user {id_types[0]}, item {id_types[1]}; prepare.id_type=string takes any "
+                f"text id)")
     return (f"quarantined {n_bad} of {n_input} rows ({n_bad / n_input:.1%}), over the limit of "
-            f"{limit:.1%} (prepare.max_quarantine_fraction): {reasons}{where}")
+            f"{limit:.1%} (prepare.max_quarantine_fraction): {reasons}{hint}{where}")
 
 
 @dataclass
@@ -82,24 +90,34 @@ class Cleaned:
     approx_users: int  # HyperLogLog estimates, for choosing joins
     approx_items: int
     cached: DataFrame
+    scale: Dict[str, Any] = field(default_factory=dict)
+    id_types: Tuple[str, str] = ("int", "int")
 
     @property
     def n_input(self) -> int:
         return self.n_good + sum(self.by_reason.values())
 
 
-def clean_input(raw: DataFrame, cfg: PrepareConfig) -> Cleaned:
-    """Classify raw rows, count them by reason, keep each pair's latest good rating; applies the quarantine gate.
+def clean_input(raw: DataFrame, cfg: PrepareConfig, feedback: str = "explicit",
+                id_types: Optional[Tuple[str, str]] = None) -> Cleaned:
+    """Classify raw rows, count them by reason, keep each pair's latest good rating (for ``implicit``
+    feedback: count each pair's events, :func:`events_by_pair`); applies the quarantine gate.
 
     The input is parsed once for all of it (:func:`latest_by_pair`). The quarantine is a second, lazy read
     of the input, made only when rows were quarantined (the gate's message or the written output).
     """
-    rule = RatingRule(cfg.rating_min, cfg.rating_max, cfg.rating_step, cfg.timestamp_col is not None)
-    classified = classify(raw, rule)
-    pairs = latest_by_pair(classified).persist()
+    implicit = feedback == "implicit"
+    scale = (None, None, None) if implicit else (cfg.rating_min, cfg.rating_max, cfg.rating_step)
+    rule = RatingRule(*scale, cfg.timestamp_col is not None, feedback, cfg.weight_col is not None)
+    id_types = id_types or id_types_of(raw, cfg)
+    classified = classify(raw, rule, id_types)
+    pairs = (events_by_pair if implicit else latest_by_pair)(classified).persist()
+    rating = F.col("rating")
     stats = {r["reason"]: r for r in pairs.groupBy("reason").agg(
         F.sum("n").alias("rows"), F.count(F.lit(1)).alias("pairs"),
         F.approx_count_distinct("user_id").alias("users"), F.approx_count_distinct("item_id").alias("items"),
+        F.min(rating).alias("low"), F.max(rating).alias("high"),
+        *[F.max(F.abs(rating / c - F.round(rating / c))).alias(f"off_{i}") for i, c in enumerate(STEP_CANDIDATES)],
     ).collect()}
     good = stats.pop(None, {"rows": 0, "pairs": 0, "users": 0, "items": 0})
     by_reason = {reason: row["rows"] for reason, row in stats.items()}
@@ -109,22 +127,23 @@ def clean_input(raw: DataFrame, cfg: PrepareConfig) -> Cleaned:
         quarantine = raw.sparkSession.createDataFrame([], quarantine.schema)
     cleaned = Cleaned(ratings=pairs.where(F.col("reason").isNull()).drop("reason", "n"), quarantine=quarantine,
                       by_reason=by_reason, n_good=good["rows"], n_pairs=good["pairs"], approx_users=good["users"],
-                      approx_items=good["items"], cached=pairs)
+                      approx_items=good["items"], cached=pairs, id_types=id_types)
     n_input = cleaned.n_input
     if n_input == 0:
         pairs.unpersist()
         raise InputError(f"{cfg.input}: no data rows (empty or header only)")
     if n_bad > cfg.max_quarantine_fraction * n_input:
-        message = _quarantine_message(n_input, n_bad, by_reason, quarantine, cfg.max_quarantine_fraction)
+        message = _quarantine_message(n_input, n_bad, by_reason, quarantine, cfg.max_quarantine_fraction, id_types)
         pairs.unpersist()
         raise QualityGateError(message)
+    cleaned.scale = rating_scale(good, cfg, feedback) if cleaned.n_pairs else {}
     return cleaned
 
 
 def _reconciled(counts: Dict[str, Any]) -> Dict[str, Any]:
     """``counts`` with ``reconciled``: every input row is accounted for (else a bug: raise)."""
     accounted = (counts["train_rows"] + counts["valid_rows"] + counts["quarantined"] + counts["duplicates_dropped"]
-                 + counts["removed_min_user"] + counts["removed_min_item"] + counts["cold_start_dropped"])
+                 + counts["events_merged"] + counts["removed_min_user"] + counts["removed_min_item"] + counts["cold_start_dropped"])
     counts["reconciled"] = accounted == counts["input_rows"]
     if not counts["reconciled"]:
         # A bug, not bad input: rows vanished somewhere between steps.
@@ -142,7 +161,7 @@ def _indexed_split(kept: DataFrame):
     indexed = apply_index(indexed, items, "item_id", "item_idx", broadcast=n_items <= BROADCAST_MAX_ROWS)
     train, valid = split_frames(indexed.select(
         F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), F.col("rating").cast("float"),
-        F.col("user_id").cast("int"), F.col("item_id").cast("int"), F.col("timestamp").cast("long"),
+        "user_id", "item_id", F.col("timestamp").cast("long"),
         "is_valid", "is_cold"))
     return users, items, train, valid, n_users, n_items
 
@@ -155,8 +174,8 @@ def _min_counts(ratings: DataFrame, n_rows: int, column: str, minimum: int):
     return kept, kept.count(), kept
 
 
-def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
-    """Clean, deduplicate, filter, split and index raw ratings.
+def prepare_ratings(raw: DataFrame, cfg: PrepareConfig, feedback: str = "explicit") -> Prepared:
+    """Clean, deduplicate (for ``implicit`` feedback: count events), filter, split and index raw ratings.
 
     Parameters
     ----------
@@ -172,11 +191,12 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
     QualityGateError
         The quarantined share exceeds ``max_quarantine_fraction``.
     """
-    cleaned = clean_input(raw, cfg)
+    cutoff = split_cutoff(raw.sparkSession, cfg)
+    cleaned = clean_input(raw, cfg, feedback)
     by_user, n_by_user, user_cache = _min_counts(cleaned.ratings, cleaned.n_pairs, "user_id", cfg.min_user_ratings)
     by_item, n_by_item, item_cache = _min_counts(by_user, n_by_user, "item_id", cfg.min_item_ratings)
 
-    flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed),
+    flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed, cutoff),
                               broadcast=(cleaned.approx_users <= BROADCAST_MAX_ROWS,
                                          cleaned.approx_items <= BROADCAST_MAX_ROWS))
     kept = apply_cold_start(flagged, cfg.cold_start).persist()
@@ -195,7 +215,9 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
         "input_rows": cleaned.n_input,
         "quarantined": cleaned.n_input - cleaned.n_good,
         "quarantined_by_reason": dict(sorted(cleaned.by_reason.items())),
-        "duplicates_dropped": cleaned.n_good - cleaned.n_pairs,
+        # Explicit ratings keep each pair's latest; events are merged into one row per pair, counted.
+        "duplicates_dropped": 0 if feedback == "implicit" else cleaned.n_good - cleaned.n_pairs,
+        "events_merged": cleaned.n_good - cleaned.n_pairs if feedback == "implicit" else 0,
         "removed_min_user": cleaned.n_pairs - n_by_user,
         "removed_min_item": n_by_user - n_by_item,
         "cold_start_rows": n_cold_kept if cfg.cold_start != "drop" else n_by_item - n_kept,
@@ -207,7 +229,8 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig) -> Prepared:
         "n_items": n_items,
     })
     return Prepared(train=train, valid=valid, users=users, items=items, quarantine=cleaned.quarantine,
-                    counts=counts, cached=[kept, users, items])
+                    counts=counts, cached=[kept, users, items], feedback=feedback, scale=cleaned.scale,
+                    id_types=cleaned.id_types)
 
 
 def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any]) -> Dict[str, Any]:
@@ -217,9 +240,11 @@ def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any
         "n_users": counts["n_users"],
         "n_items": counts["n_items"],
         "counts": counts,
-        "rating": {"min": cfg.rating_min, "max": cfg.rating_max, "step": cfg.rating_step},
+        "feedback": prepared.feedback,
+        "rating": prepared.scale,
+        "id_types": {"user": prepared.id_types[0], "item": prepared.id_types[1]},
         "split": {"method": cfg.split, "valid_fraction": cfg.valid_fraction, "seed": cfg.seed,
-                  "cold_start": cfg.cold_start},
+                  "cold_start": cfg.cold_start, "split_time": cfg.split_time},
         "input": input_info,
         "config": asdict(cfg),
         "versions": {"cfmodel": cfmodel.__version__, "spark": pyspark.__version__,

@@ -23,6 +23,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_type
 from pyspark.sql.window import Window
 
 from cfmodel.config import Config, ScoreConfig
@@ -31,7 +32,7 @@ from cfmodel.prepare.source import read_ratings
 from cfmodel.prepare.transforms import clean_input, column_spec
 from cfmodel.storage import Storage
 
-FOLDED_SCHEMA = T.StructType([
+FOLDED_SCHEMA = T.StructType([  # user_id: of the ids' type (int for MovieLens-style ids)
     T.StructField("user_id", T.IntegerType(), False),
     T.StructField("features", T.ArrayType(T.FloatType()), True),
     T.StructField("bias", T.FloatType(), True),
@@ -43,11 +44,15 @@ def newer_ratings(spark: SparkSession, cfg: Config) -> DataFrame:
     """``user_id, item_id, rating`` of ``score.ratings``: a prepare output's splits, or a raw input read and
     cleaned as prepare does (its quarantine gate included; duplicates keep the latest rating)."""
     path = cfg.score.ratings.rstrip("/")
-    if Storage(spark).exists(f"{path}/meta.json"):
+    storage = Storage(spark)
+    if storage.exists(f"{path}/meta.json"):
         return prepared_ratings(spark, path)
     prep = dataclasses.replace(cfg.prepare, input=path)
-    raw = read_ratings(spark, path, column_spec(prep), prep.input_format).frame
-    return clean_input(raw, prep).ratings.select("user_id", "item_id", "rating")
+    raw = read_ratings(spark, path, column_spec(prep), prep.input_format)
+    # The ids are read as the model's were: a newcomer's id has the type of the ids it joins.
+    types = storage.read_json(f"{cfg.score.data.rstrip('/')}/meta.json").get("id_types") or {}
+    id_types = (types.get("user", "int"), types.get("item", "int"))
+    return clean_input(raw.frame, prep, raw.feedback, id_types).ratings.select("user_id", "item_id", "rating")
 
 
 def prepared_ratings(spark: SparkSession, path: str) -> DataFrame:
@@ -61,8 +66,9 @@ def _solve_groups(rows: DataFrame, key: str, solver, min_ratings: int) -> DataFr
     """``key, features, bias, seen`` from ``key, items, ratings`` groups (``items``: the other side's indices):
     each partition's groups solved in one batch by ``solver``; nulls under ``min_ratings``."""
     shared = rows.sparkSession.sparkContext.broadcast(solver)
-    schema = pa.schema([(key, pa.int32(), False), ("features", pa.list_(pa.float32())), ("bias", pa.float32()),
-                        ("seen", pa.list_(pa.int32()), False)])
+    key_type = rows.schema[key].dataType
+    schema = pa.schema([(key, to_arrow_type(key_type), False), ("features", pa.list_(pa.float32())),
+                        ("bias", pa.float32()), ("seen", pa.list_(pa.int32()), False)])
 
     def solve(batches):
         fold = shared.value
@@ -79,7 +85,7 @@ def _solve_groups(rows: DataFrame, key: str, solver, min_ratings: int) -> DataFr
                  pa.array([float(biases[at[n]]) if e else None for n, e in enumerate(enough)], pa.float32()),
                  pa.array([o.astype(np.int32) for o in others], pa.list_(pa.int32()))], schema=schema)
 
-    return rows.mapInArrow(solve, schema=T.StructType([T.StructField(key, T.IntegerType(), False), *FOLDED_SCHEMA[1:]]))
+    return rows.mapInArrow(solve, schema=T.StructType([T.StructField(key, key_type, False), *FOLDED_SCHEMA[1:]]))
 
 
 def fold_in_items_frame(ratings: DataFrame, model: TrainedModel, users: DataFrame, items: DataFrame,

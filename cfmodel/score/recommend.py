@@ -21,17 +21,26 @@ from pyspark.sql import types as T
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
 from cfmodel.model import CFModule, TrainedModel
+from cfmodel.model.factors import id_type_of
 from cfmodel.model.topn import BlockScorer, ItemTable
-from cfmodel.prepare.clean import positive_int32
+from cfmodel.prepare.clean import id_check
 from cfmodel.storage import Storage
 
-OUTPUT_SCHEMA = T.StructType([
-    T.StructField("user_id", T.IntegerType(), False),
-    T.StructField("rank", T.IntegerType(), False),
-    T.StructField("item_id", T.IntegerType(), False),
-    T.StructField("score", T.FloatType(), False),
-    T.StructField("fallback", T.BooleanType(), False),
-])
+SPARK_ID_TYPES = {"int": T.IntegerType(), "long": T.LongType(), "string": T.StringType()}
+
+
+def output_schema(user_type: T.DataType = T.IntegerType(), item_type: T.DataType = T.IntegerType()) -> T.StructType:
+    """Long-form lists: ``user_id, rank, item_id, score, fallback``, the ids in their own types."""
+    return T.StructType([
+        T.StructField("user_id", user_type, False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", item_type, False),
+        T.StructField("score", T.FloatType(), False),
+        T.StructField("fallback", T.BooleanType(), False),
+    ])
+
+
+OUTPUT_SCHEMA = output_schema()  # MovieLens' int32 ids
 
 
 @dataclass
@@ -129,9 +138,11 @@ def item_table(item_factors: DataFrame, items: DataFrame, cfg: ScoreConfig,
         raise InputError("item_factors idx is not contiguous from 0")
     candidate = pdf["n_ratings"].fillna(0).to_numpy() >= cfg.min_item_ratings
     if cfg.exclude_items:
-        candidate &= ~np.isin(pdf["id"].to_numpy(), np.asarray(cfg.exclude_items))
+        ids = pdf["id"].to_numpy()
+        excluded = [str(i) for i in cfg.exclude_items] if id_type_of(ids) == "string" else cfg.exclude_items
+        candidate &= ~np.isin(ids, np.asarray(excluded, dtype=ids.dtype))
     return ItemTable(
-        ids=pdf["id"].to_numpy(dtype=np.int64),
+        ids=pdf["id"].to_numpy(),
         factors=np.stack(pdf["features"].to_numpy()).astype(np.float32),
         bias=pdf["bias"].fillna(0.0).to_numpy(dtype=np.float32),
         candidate=candidate)
@@ -180,13 +191,14 @@ def users_to_score(user_factors: DataFrame, users: DataFrame, seen: DataFrame,
     known = users.select("user_id", "user_idx")
     factors = user_factors.select(F.col("id").alias("user_id"), "features", "bias")
     everyone = (known.join(factors, "user_id", "full_outer") if subset is None
-                else subset.select(F.col("user_id").cast("int")).distinct()
+                else subset.select(F.col("user_id").cast(known.schema["user_id"].dataType)).distinct()
                 .join(known, "user_id", "left").join(factors, "user_id", "left"))
     return everyone.join(seen, "user_idx", "left").select("user_id", "features", "bias", "seen")
 
 
-def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
-    """``user_id`` from a CSV (header with ``user_col``, or one column) or Parquet file of ids."""
+def read_user_list(spark: SparkSession, path: str, user_col: str, id_type: T.DataType = T.IntegerType()) -> DataFrame:
+    """``user_id`` (of ``id_type``: the users map's) from a CSV (header with ``user_col``, or one column) or
+    Parquet file of ids."""
     if not Storage(spark).exists(path):
         raise InputError(f"user list not found: {path} (score.users)")
     frame = (spark.read.parquet(path) if path.rstrip("/").endswith(".parquet")
@@ -196,10 +208,14 @@ def read_user_list(spark: SparkSession, path: str, user_col: str) -> DataFrame:
         raise InputError(f"{path}: user list needs a '{user_col}' column (or a single column); found {frame.columns}")
     ids = frame.select(F.trim(F.col(f"`{column}`").cast("string")).alias("raw"))
     # The same id rule as the prepare job's cleaning; a blank cell is no id either.
-    bad = ids.where(F.col("raw").isNull() | ~positive_int32("raw")).first()
+    kind = next(k for k, v in SPARK_ID_TYPES.items() if v == id_type)
+    value = F.expr("try_cast(raw AS bigint)")
+    bad = ids.where(F.col("raw").isNull() | (F.col("raw") == "") | ~id_check(F.col("raw"), value, kind)).first()
     if bad is not None:
-        raise InputError(f"{path}: user id {bad['raw']!r} in column '{column}' is not a positive int32")
-    return ids.select(F.col("raw").cast("int").alias("user_id"))
+        what = {"int": "a positive int32", "long": "a 64-bit integer", "string": "an id"}[kind]
+        raise InputError(f"{path}: user id {bad['raw']!r} in column '{column}' is not {what} (the model's "
+                         f"user ids are {kind})")
+    return ids.select(F.col("raw").cast(id_type).alias("user_id"))
 
 
 def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession, partitions: int = 0) -> DataFrame:
@@ -219,7 +235,8 @@ def recommend(frame: DataFrame, scorer: BlockScorer, spark: SparkSession, partit
         for batch in batches:
             yield block_scorer.score_batch(batch)
 
-    return frame.mapInArrow(score_partition, schema=OUTPUT_SCHEMA)
+    schema = output_schema(frame.schema["user_id"].dataType, SPARK_ID_TYPES[id_type_of(scorer.items.ids)])
+    return frame.mapInArrow(score_partition, schema=schema)
 
 
 def nested(long: DataFrame, user_col: str, item_col: str) -> DataFrame:

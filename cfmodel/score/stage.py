@@ -35,7 +35,7 @@ from cfmodel.score.recommend import (ScoreInputs, build_scorer, load_inputs, out
                                      recommend, seen_items, users_to_score)
 from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
-from cfmodel.titles import read_titles
+from cfmodel.titles import read_titles, with_titles
 
 LOG = logging.getLogger(__name__)
 # What the score column holds, written into the outputs' schema (Parquet keeps it) and report.json.
@@ -59,7 +59,8 @@ def run(spark: SparkSession, cfg: Config, overwrite: bool) -> Tuple[Dict[str, An
         scorer = build_scorer(inputs, sc)
         version = sc.model_version or inputs.model.version
 
-        subset = read_user_list(spark, sc.users, user_col) if sc.users else None
+        subset = (read_user_list(spark, sc.users, user_col, inputs.users.schema["user_id"].dataType)
+                  if sc.users else None)
         frame = users_to_score(inputs.list_user_factors, inputs.users,
                                seen_items(sc.data, spark, sc.exclude_valid), subset)
         frame, folded = _with_newer_ratings(cfg, inputs, known_items, frame, subset, newer)
@@ -124,7 +125,7 @@ def _with_newer_ratings(cfg: Config, inputs: ScoreInputs, known_items: DataFrame
     history = prepared_ratings(newer.sparkSession, sc.data) if sc.fold_in_refresh else None
     folded = fold_in_frame(newer, inputs.model, inputs.users, known_items, sc, history)
     if subset is not None:
-        folded = folded.join(subset.select(F.col("user_id").cast("int")), "user_id", "left_semi")
+        folded = folded.join(subset.select("user_id"), "user_id", "left_semi")
     folded = folded.persist()
     rated = (newer.join(inputs.items.select("item_id", "item_idx"), "item_id")
              .groupBy("user_id").agg(F.collect_list("item_idx").alias("_newer")))
@@ -164,9 +165,7 @@ def print_examples(storage: Storage, examples: Optional[pd.DataFrame], titles: O
     """
     if examples is None or not len(examples):
         return
-    names = read_titles(storage, titles)
-    if names is not None:
-        examples = examples.merge(names, on="item_id", how="left")
+    examples = with_titles(examples, read_titles(storage, titles))
     for user_id, recs in examples.groupby("user_id", sort=True):
         print(f"\nuser {user_id}{' (fallback)' if recs['fallback'].iloc[0] else ''}:")
         for row in recs.itertuples():

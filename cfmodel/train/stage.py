@@ -32,9 +32,10 @@ import torch
 import cfmodel
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import TrainConfig
+from cfmodel.train_config import LESSON_Y_RANGE, for_data
 from cfmodel.errors import OutputExistsError
 from cfmodel.model import ModelArgs, TrainedModel
-from cfmodel.model.factors import read_id_map
+from cfmodel.model.factors import ids_payload, read_id_map
 from cfmodel.storage import LocalStorage, atomic_output
 from cfmodel.train.loaders import make_loaders, read_prepared_meta
 from cfmodel.train.sparse_adamw import SparseAdamW
@@ -56,9 +57,10 @@ def checkpoint_dir(out: str) -> str:
 
 
 def model_args(cfg: TrainConfig, n_users: int, n_items: int) -> ModelArgs:
-    """The ``train`` section's architecture for data of this size (a ranking head for ``hybrid``)."""
-    return ModelArgs(cfg.model, n_users, n_items, cfg.n_factors, list(cfg.y_range), list(cfg.hidden),
-                     list(cfg.dropouts), cfg.emb_dropout,
+    """The ``train`` section's architecture for data of this size (a ranking head for ``hybrid``); a
+    section not yet resolved for its data (:func:`cfmodel.train_config.for_data`) gets the lesson's y_range."""
+    return ModelArgs(cfg.model, n_users, n_items, cfg.n_factors, list(cfg.y_range or LESSON_Y_RANGE),
+                     list(cfg.hidden), list(cfg.dropouts), cfg.emb_dropout,
                      rank_factors=cfg.rank_factors if cfg.objective == "hybrid" else None)
 
 
@@ -112,7 +114,7 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False, spark: Any = No
     out = cfg.output.rstrip("/")
     if os.path.exists(out) and not (overwrite or resume):
         raise OutputExistsError(f"output already exists: {out} (pass --overwrite to replace it or --resume)")
-    cfg = tuned_config(cfg)
+    cfg = for_data(tuned_config(cfg), read_prepared_meta(cfg.data))
     if cfg.distributed.processes:
         from cfmodel.train.distributed import run_distributed
         return run_distributed(cfg, resume, spark)
@@ -121,8 +123,9 @@ def run(cfg: TrainConfig, overwrite: bool, resume: bool = False, spark: Any = No
 
 def fit_and_publish(cfg: TrainConfig, resume: bool, ranks: Ranks = SINGLE) -> Optional[Dict[str, Any]]:
     """Fit on this rank's shard; rank 0 then publishes the output and returns the result (others: None)."""
-    out, ckpt = cfg.output.rstrip("/"), checkpoint_dir(cfg.output)
     started = time.time()
+    cfg = for_data(cfg, read_prepared_meta(cfg.data))
+    out, ckpt = cfg.output.rstrip("/"), checkpoint_dir(cfg.output)
     meta, train, valid, kind, device, model = _setup(cfg, ranks)
     user_ids = read_id_map(f"{cfg.data.rstrip('/')}/users", "user_id", "user_idx")
     item_ids = read_id_map(f"{cfg.data.rstrip('/')}/items", "item_id", "item_idx")
@@ -131,7 +134,7 @@ def fit_and_publish(cfg: TrainConfig, resume: bool, ranks: Ranks = SINGLE) -> Op
         _resume_point(out, ckpt, resume)
     objective = objective_for(cfg, cfg.data, meta["n_items"])
     trainer = Trainer(model, train, valid, cfg, ckpt, device,
-                      extra={"user_ids": torch.from_numpy(user_ids), "item_ids": torch.from_numpy(item_ids),
+                      extra={"user_ids": ids_payload(user_ids), "item_ids": ids_payload(item_ids),
                              "data": data_fingerprint}, objective=objective, ranks=ranks)
     fit_started = time.time()
     history = trainer.fit(resume=resume)
@@ -176,7 +179,7 @@ def fit_and_publish(cfg: TrainConfig, resume: bool, ranks: Ranks = SINGLE) -> Op
 
 def _write_meta(out: str, cfg: TrainConfig, meta: dict, result: dict, trained: TrainedModel, history) -> None:
     meta_out = {**result, "n_users": meta["n_users"], "n_items": meta["n_items"], "data": trained.extra["data"],
-                "prepared_meta": {k: meta[k] for k in ("counts", "split", "rating", "input")},
+                "prepared_meta": {k: meta.get(k) for k in ("counts", "split", "rating", "input", "feedback")},
                 "model_args": trained.args.to_dict(), "history": [m.to_json() for m in history],
                 "config": vars(cfg), "versions": {"cfmodel": cfmodel.__version__, "torch": torch.__version__,
                                                   "python": platform.python_version()}}
@@ -188,6 +191,7 @@ def find_lr(cfg: TrainConfig) -> float:
     """The learning-rate finder: writes ``lr_find.png`` and ``lr_find.json`` under the output; returns the suggestion."""
     out = cfg.output
     os.makedirs(out, exist_ok=True)
+    cfg = for_data(cfg, read_prepared_meta(cfg.data))
     meta, train, _, _, device, model = _setup(cfg)
     finding = lr_find(model, train, cfg, device, cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps,
                       objective=objective_for(cfg, cfg.data, meta["n_items"]))

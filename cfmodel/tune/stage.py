@@ -32,7 +32,8 @@ from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
 from cfmodel.tune.best import BEST
 from cfmodel.tune.search import rung_epochs, survivors, trials
-from cfmodel.train_config import RATING_OBJECTIVES
+from cfmodel.train_config import RATING_OBJECTIVES, for_data
+from cfmodel.train.loaders import read_prepared_meta
 from cfmodel.tune.trial import run_trial, trial_config
 
 LOG = logging.getLogger(__name__)
@@ -50,11 +51,15 @@ def resolve_metric(tune: TuneConfig, train: TrainConfig) -> str:
 
 def search(spark: SparkSession, tune: TuneConfig, base: TrainConfig) -> List[Dict[str, Any]]:
     """Every rung's trial results (successive halving over the space's trials)."""
+    meta = read_prepared_meta(base.data)
+    base = for_data(base, meta)
     metric = resolve_metric(tune, base)
     points = trials(tune.space, tune.trials, tune.seed)
     full = [trial_config(base, p, p.get("epochs", base.epochs), "unused").run_epochs for p in points]  # checks each
     alive, rows, rung = list(range(len(points))), [], 0
-    run = functools.partial(run_trial, base, metric, tune.k, tune.relevance_threshold)
+    # Events have no rating to threshold: every held-out pair is relevant.
+    threshold = None if meta.get("feedback") == "implicit" else tune.relevance_threshold
+    run = functools.partial(run_trial, base, metric, tune.k, threshold)
     while True:
         epochs = {t: full[t] if len(alive) == 1 else rung_epochs(full[t], tune.min_epochs, tune.eta, rung)
                   for t in alive}

@@ -1,0 +1,157 @@
+"""A user's own data shapes, in one run: events without ratings, text ids, another rating scale, the time
+split, and prepare's speed on an event log.
+
+    .venv/bin/python bench/bench_own_data.py                    # make bench-own-data
+    .venv/bin/python bench/bench_own_data.py --scale-rows 2000000
+
+Every row is one ``cf-pipeline`` run (``conf/local.yaml``, the shipped defaults, prepare's input and the
+split changed only) on a copy of ml-latest-small-2016's ratings made to look like a user's file:
+
+- ``ratings``: as shipped (0.5-5 stars, integer ids), under three splits: ``random`` (20%), ``per_user``
+  (25% of each user's) and ``time`` (each user's latest 20%); held-out ratings >= 4 are relevant.
+- ``text ids``: the same ratings with ids ``u<userId>`` and ``m<movieId>``, random split.
+- ``1-10 scale``: the same ratings doubled, every scale key left null (inferred), random split.
+- ``events``: the rating column dropped (``userId, movieId, timestamp``): implicit feedback with its
+  defaults, random split, every held-out pair relevant; implicit ALS's grid (best point by NDCG) beside it.
+
+Lists are top 10, training items excluded. Then prepare alone on planted data of the ML-20M shape
+(138,000 users, 27,000 movies, ``--scale-rows`` rows) read as ratings and, with the rating column cut,
+as events: rows/s in the same run. The table goes to ``bench/results/bench_own_data.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.results import write_results  # noqa: E402
+from cfmodel import prepare  # noqa: E402
+from cfmodel.config import GenerateConfig, load_config  # noqa: E402
+from cfmodel.generate import generate  # noqa: E402
+from cfmodel.pipeline import run_pipeline  # noqa: E402
+from cfmodel.session import spark_session  # noqa: E402
+
+MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016"
+SPLITS = {"random": ["prepare.split=random", "prepare.valid_fraction=0.2"],
+          "per_user": ["prepare.split=per_user", "prepare.valid_fraction=0.25"],
+          "time": ["prepare.split=time", "prepare.valid_fraction=0.2"]}
+COMMON = ["spark.log_level=ERROR", "train.progress=false", "train.loader=memory", "score.show_examples=0",
+          "score.output_files=1", "evaluate.titles=null", "evaluate.top_movies=50"]
+
+
+def shapes(work: Path) -> dict:
+    """The user-shaped copies of MovieLens small: {name: csv path}."""
+    frame = pd.read_csv(MOVIELENS / "ratings.csv")
+    out = {"ratings": work / "ratings.csv", "text ids": work / "text_ids.csv", "1-10 scale": work / "x2.csv",
+           "events": work / "events.csv"}
+    frame.to_csv(out["ratings"], index=False)
+    frame.assign(userId="u" + frame["userId"].astype(str), movieId="m" + frame["movieId"].astype(str)).to_csv(
+        out["text ids"], index=False)
+    frame.assign(rating=(frame["rating"] * 2).astype(int)).to_csv(out["1-10 scale"], index=False)
+    frame[["userId", "movieId", "timestamp"]].to_csv(out["events"], index=False)
+    return out
+
+
+def pipeline_row(spark, work: Path, name: str, path: Path, split: str, extra=()) -> list:
+    """One pipeline run's evaluate table, each method a row tagged with the data and split."""
+    sets = [f"prepare.input={path}", f"pipeline.output_root={work}/runs", *SPLITS[split], *COMMON, *extra]
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets)
+    started = time.time()
+    manifest = run_pipeline(spark, cfg, f"{name.replace(' ', '-')}-{split}")
+    seconds = time.time() - started
+    report = manifest["stages"]["evaluate"]["report"]
+    print(f"[{name}, {split}] {seconds:.0f} s", flush=True)
+    return [{"data": name, "split": split, **row, "run_s": round(seconds)} for row in report["methods"]]
+
+
+def quality(spark, work: Path) -> list:
+    data = shapes(work)
+    rows = []
+    for split in SPLITS:
+        rows += pipeline_row(spark, work, "ratings", data["ratings"], split, ["evaluate.baselines=[popular, ease]"])
+    rows += pipeline_row(spark, work, "text ids", data["text ids"], "random", ["evaluate.baselines=[popular]"])
+    rows += pipeline_row(spark, work, "1-10 scale", data["1-10 scale"], "random",
+                         ["evaluate.baselines=[popular]", "evaluate.relevance_threshold=8.0"])
+    rows += pipeline_row(spark, work, "events", data["events"], "random")
+    return rows
+
+
+def prepare_speed(spark, work: Path, n_rows: int) -> list:
+    """rows/s of prepare on planted ratings and on the same rows as events (the rating column cut)."""
+    made = work / f"planted-{n_rows}"
+    if not (made / "ratings.csv").exists():
+        generate(GenerateConfig(n_ratings=n_rows, n_users=138_000, n_items=27_000, seed=42), str(made))
+    events = made / "events.csv"
+    if not events.exists():
+        with open(events, "wb") as out:
+            subprocess.run(["cut", "-d,", "-f1,2,4", str(made / "ratings.csv")], stdout=out, check=True)
+    rows = []
+    for name, path in (("ratings", made / "ratings.csv"), ("events", events), ("ratings", made / "ratings.csv")):
+        cfg = load_config(str(ROOT / "conf" / "local.yaml"), [f"prepare.input={path}", "spark.log_level=ERROR",
+                                                               f"prepare.output={work}/prepared-{name}"])
+        report = prepare.run(spark, cfg, overwrite=True)
+        rows.append({"input": name, "rows": report["input_rows"], "seconds": report["seconds"],
+                     "rows_per_s": round(report["input_rows"] / report["seconds"])})
+        print(f"[prepare {name}] {rows[-1]}", flush=True)
+        shutil.rmtree(f"{work}/prepared-{name}", ignore_errors=True)
+    return rows
+
+
+def render(rows: list, speed: list) -> str:
+    def cell(v, fmt=".4f"):
+        return "—" if v is None else format(v, fmt)
+
+    popular = {(r["data"], r["split"]): r["ndcg"] for r in rows if r["method"] == "most popular"}
+    ease_ndcg = {(r["data"], r["split"]): r["ndcg"] for r in rows if r["method"].startswith("EASE")}
+    out = ["| data | split | method | RMSE | NDCG@10 | × popular | × EASE | P@10 | R@10 | MAP@10 | coverage |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        key = (r["data"], r["split"])
+        ease = f"{r['ndcg'] / ease_ndcg[key]:.2f}" if key in ease_ndcg else "—"
+        out.append(f"| {r['data']} | {r['split']} | {r['method']} | {cell(r['rmse'])} | {cell(r['ndcg'])} | "
+                   f"{r['ndcg'] / popular[key]:.2f} | {ease} | {cell(r['precision'])} | {cell(r['recall'])} | "
+                   f"{cell(r['map'])} | {cell(r['coverage'])} |")
+    model = {(r["data"], r["split"]): r for r in rows if r["method"].startswith("model")}
+    base = model[("ratings", "random")]
+    out += ["", "| check | value |", "|---|---:|",
+            f"| text ids RMSE / int ids RMSE | {model[('text ids', 'random')]['rmse'] / base['rmse']:.4f} |",
+            f"| text ids NDCG / int ids NDCG | {model[('text ids', 'random')]['ndcg'] / base['ndcg']:.4f} |",
+            f"| 1-10 scale RMSE / (2 × 0.5-5 RMSE) | {model[('1-10 scale', 'random')]['rmse'] / (2 * base['rmse']):.4f} |"]
+    if speed:
+        out += ["", "| prepare input (ML-20M shape) | rows | seconds | rows/s |", "|---|---:|---:|---:|"]
+        out += [f"| {s['input']} | {s['rows']:,} | {s['seconds']} | {s['rows_per_s']:,} |" for s in speed]
+    out += ["", "Relevant: held-out ratings >= 4 (>= 8 on the 1-10 scale); for events every held-out pair. "
+                "Each model row is the shipped default objective (`auto`: hybrid on ratings, softmax on events)."]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale-rows", type=int, default=20_000_000, help="prepare speed rows (0: skip)")
+    parser.add_argument("--work", default="/tmp/cfmodel-bench-own-data", help="kept: the planted scale inputs")
+    args = parser.parse_args(argv)
+    if not (MOVIELENS / "ratings.csv").exists():
+        raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), ["spark.log_level=ERROR"])
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp, spark_session(cfg.spark) as spark:
+        rows = quality(spark, Path(tmp))
+        speed = prepare_speed(spark, work, args.scale_rows) if args.scale_rows else []
+    body = render(rows, speed)
+    print(body)
+    print(f"written: {write_results('bench_own_data', body)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Where a bench leaves its latest table: ``bench/results/<bench>.md``, overwritten by the next run, headed by
+the date, the command, the machine and the git revision it measured."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def git_revision() -> str:
+    """The checkout's commit (with ``+dirty`` when files differ from it), or ``unknown`` outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def write_results(bench: str, body: str) -> Path:
+    """Write ``body`` (markdown) as ``bench/results/<bench>.md`` under a header; returns the path."""
+    RESULTS.mkdir(exist_ok=True)
+    command = " ".join([Path(sys.executable).name, *[os.path.relpath(a) if os.path.exists(a) else a
+                                                      for a in sys.argv]])
+    header = (f"# {bench}\n\n| | |\n|---|---|\n| date | {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC |\n"
+              f"| command | `{command}` |\n| machine | {platform.machine()}, {os.cpu_count()} cores, "
+              f"{platform.system()} |\n| git revision | {git_revision()} |\n\n")
+    path = RESULTS / f"{bench}.md"
+    path.write_text(header + body.rstrip() + "\n", encoding="utf-8")
+    return path
