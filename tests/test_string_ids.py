@@ -105,3 +105,15 @@ def test_the_model_keeps_text_ids_through_a_save_and_load(string_run):
     assert model.user_ids.dtype == object and set(model.user_ids) == set(frame["userId"])
     lists = model.recommend([0, 1], 5)
     assert set(lists["user_id"]) == set(model.user_ids[:2]) and set(lists["item_id"]) <= set(frame["movieId"])
+
+
+def test_ranking_metrics_judge_text_ids(spark):
+    """Broken version caught: text ids cast to double (all null), so every list scores 0."""
+    from cfmodel.evaluate.metrics import ranking_metrics, relevant_items
+
+    held = spark.createDataFrame([("a", "x", 5.0), ("a", "y", 5.0), ("b", "z", 5.0)],
+                                 "user_id string, item_id string, rating double")
+    recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y"), ("b", 1, "w"), ("b", 2, "z")],
+                                 "user_id string, rank int, item_id string")
+    got = ranking_metrics(recs, relevant_items(held, None), 2)
+    assert got["users"] == 2 and got["recall"] == pytest.approx(1.0) and got["precision"] == pytest.approx(0.75)
