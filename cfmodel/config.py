@@ -9,6 +9,7 @@ sections live in :mod:`cfmodel.train_config`, ``score`` and ``evaluate`` in
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import typing
 from dataclasses import dataclass, field
@@ -208,6 +209,13 @@ def _to_float(value: Any) -> Any:
     return value
 
 
+def _to_str(value: Any) -> Any:
+    # A text field given a number or a date (split_time: 1339227110, or YAML's 2016-06-01) keeps it as text.
+    if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
     """Apply ``section.key=value`` overrides; values are parsed as YAML scalars."""
     for item in overrides:
@@ -278,6 +286,6 @@ def load_config(path: Union[None, str, Sequence[str]] = None, overrides: Sequenc
         source = f"{source} + --set"
     _check_keys(data, Config, "", source)
     try:
-        return dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={float: _to_float}))
+        return dacite.from_dict(Config, data, config=dacite.Config(strict=True, type_hooks={float: _to_float, str: _to_str}))
     except dacite.DaciteError as exc:
         raise ConfigError(f"{source}: {exc}") from exc

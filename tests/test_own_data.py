@@ -112,6 +112,14 @@ def test_time_split_holds_out_each_users_latest_and_a_cutoff_splits_globally(raw
         prepare_ratings(raw_frame(rows), PrepareConfig(split="time", split_time="soon"))
 
 
+def test_a_cutoff_given_as_a_number_or_a_yaml_date_is_read_as_text(tmp_path):
+    """``--set prepare.split_time=1339227110`` (YAML reads a number) and ``split_time: 2016-06-01`` (a date)."""
+    assert load_config(None, ["prepare.split=time", "prepare.split_time=1339227110"]).prepare.split_time == "1339227110"
+    conf = tmp_path / "c.yaml"
+    conf.write_text("prepare:\n  split: time\n  split_time: 2016-06-01\n")
+    assert load_config(str(conf)).prepare.split_time == "2016-06-01"
+
+
 def test_split_and_feedback_settings_are_checked_where_they_are_read():
     with pytest.raises(ConfigError, match="prepare.split=time needs prepare.timestamp_col"):
         PrepareConfig(split="time", timestamp_col=None)
