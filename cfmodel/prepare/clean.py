@@ -116,7 +116,6 @@ def _value_checks(rating: Column, value: Column, rule: RatingRule) -> list:
     return checks
 
 
-ID_TYPES = ("int", "long", "string")
 # How each id type is stored: int keeps MovieLens' int32 ids exactly as before; long is any 64-bit integer;
 # string is the trimmed text (SKUs, UUIDs, tt0114709).
 ID_SQL_TYPES = {"int": "int", "long": "bigint", "string": "string"}
@@ -161,15 +160,16 @@ def classify(raw: DataFrame, rule: RatingRule, id_types: Tuple[str, str] = ("int
         ("user", "bigint"), ("item", "bigint"), ("rating", "double"), ("timestamp", "bigint"))])
     user_n, item_n, value, ts_n = (F.col(f"_{c}_n") for c in ("user", "item", "rating", "timestamp"))
     ts_value = epoch_seconds("_timestamp", ts_n)
+    value_checks = _value_checks(rating, value, rule)
     checks = [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
         (_blank(user), "missing_user"),
         (_blank(item), "missing_item"),
-        *[(c, r) for c, r in _value_checks(rating, value, rule) if r.startswith("missing")],
+        *[(c, r) for c, r in value_checks if r.startswith("missing")],
         (F.lit(rule.require_timestamp) & _blank(ts), "missing_timestamp"),
         (~id_check(user, user_n, id_types[0]), "bad_user_id"),
         (~id_check(item, item_n, id_types[1]), "bad_item_id"),
-        *[(c, r) for c, r in _value_checks(rating, value, rule) if not r.startswith("missing")],
+        *[(c, r) for c, r in value_checks if not r.startswith("missing")],
         (~_blank(ts) & ts_value.isNull(), "bad_timestamp"),
     ]
     reason = F.lit(None).cast("string")
@@ -202,7 +202,7 @@ def detect_id_types(raw: DataFrame, sample_rows: int, tolerance: float) -> Tuple
     sample = raw.select(_stripped("user").alias("u"), _stripped("item").alias("i")).limit(sample_rows)
     shares = []
     for c in ("u", "i"):
-        text, value = F.col(c), F.expr(f"try_cast({c} AS bigint)")
+        text, value = F.col(c), _try_cast(c, "bigint")
         present = F.when(~_blank(text), F.lit(1))
         shares += [F.sum(present).alias(f"{c}_n"),
                    F.sum(F.when(~_blank(text) & _id_ok(text, value), 1)).alias(f"{c}_int"),
