@@ -15,14 +15,14 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed clean
+.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed clean
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@echo "Java for Spark: $$($(BIN)/python -m cfmodel.java)"
 	touch $@
 
@@ -41,10 +41,15 @@ browser:
 test: $(STAMP) browser
 	$(WITH_JAVA) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
+# What to run before every commit (under 3 minutes): everything but the end-to-end runs marked slow.
+test-fast: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python -m pytest -q $(PYTEST_ARGS) -m "not slow" tests
+
 # The wheel (pip install on cluster nodes, or into a venv-pack archive) and the same
 # archive as .zip for spark-submit --py-files, which takes .py/.zip/.egg but not .whl.
 DIST ?= dist
 dist: $(STAMP)
+	rm -rf build  # setuptools reuses build/lib: a module moved or removed since would ship again
 	$(BIN)/python -m pip wheel . --no-deps --no-build-isolation -q -w $(DIST)
 	cp $(DIST)/cfmodel-$$($(BIN)/python setup.py --version 2>/dev/null)-py3-none-any.whl \
 	   $(DIST)/cfmodel-$$($(BIN)/python setup.py --version 2>/dev/null)-py-files.zip

@@ -193,4 +193,7 @@ def report(rows, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.results import recorded
+
+    with recorded("bench_fold_in"):
+        main()

@@ -215,4 +215,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.results import recorded
+
+    with recorded("bench_scale"):
+        code = main()
+    sys.exit(code)

@@ -88,7 +88,7 @@ def run_ours(factors: Path, out: Path, n_items: int, rank: int) -> float:
     import numpy as np
     from pyspark.sql import functions as F
 
-    from cfmodel.score.recommend import item_table, recommend
+    from cfmodel.lists import item_table, recommend
     from cfmodel.model import dot_head
     from cfmodel.model.topn import BlockScorer
 
@@ -250,4 +250,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.results import recorded
+
+    with recorded("bench_score"):
+        main()

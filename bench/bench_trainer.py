@@ -182,4 +182,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.results import recorded
+
+    with recorded("bench_trainer"):
+        code = main()
+    sys.exit(code)

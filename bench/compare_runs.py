@@ -34,7 +34,7 @@ MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016"
 # Keys whose values are expected to differ between two runs of the same config.
 VOLATILE = {"seconds", "fit_seconds", "wall", "ratings_per_s", "output", "path", "model", "data", "started",
             "finished", "run_dir", "versions", "git_revision", "config", "model_version", "prepared", "device",
-            "trained", "history", "prepared_meta", "model_args", "stage", "report"}
+            "trained", "history", "prepared_meta", "model_args", "stage", "report", "ended", "pid", "host"}
 
 
 def _pipeline(out: Path, name: str, sets: list, confs: list = ()) -> None:

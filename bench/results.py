@@ -2,6 +2,7 @@
 the date, the command, the machine and the git revision it measured."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -36,3 +37,33 @@ def write_results(bench: str, body: str) -> Path:
     path = RESULTS / f"{bench}.md"
     path.write_text(header + body.rstrip() + "\n", encoding="utf-8")
     return path
+
+
+class _Tee:
+    """A text stream that writes to ``stream`` and keeps a copy."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def recorded(bench: str):
+    """Run a bench's ``main`` inside: what it prints (its tables, in markdown) becomes
+    ``bench/results/<bench>.md`` when it finishes without an error; a failed run leaves the last one."""
+    tee = _Tee(sys.stdout)
+    sys.stdout = tee
+    try:
+        yield
+    finally:
+        sys.stdout = tee.stream
+    print(f"written: {write_results(bench, ''.join(tee.parts))}")

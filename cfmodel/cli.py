@@ -9,7 +9,7 @@ from typing import Callable, List, Optional, Sequence
 
 from py4j.protocol import Py4JNetworkError
 
-from cfmodel.config import Config, load_config
+from cfmodel.config import USER_KEYS, Config, load_config
 from cfmodel.errors import CfError
 
 LOG = logging.getLogger("cfmodel")
@@ -19,7 +19,15 @@ JVM_LOST_EXIT_CODE = 5
 
 def job_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every job takes."""
-    parser = argparse.ArgumentParser(description=description)
+    sections: dict = {}
+    for key in USER_KEYS:
+        section, name = key.split(".", 1)
+        sections.setdefault(section, []).append(name)
+    epilog = "the keys you set (--set SECTION.KEY=VALUE):\n" + "\n".join(
+        f"  {section}: {', '.join(names)}" for section, names in sections.items())
+    epilog += "\nevery key, its default and meaning, the advanced ones too: docs/configuration.md"
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conf", action="append", default=None,
                         help="YAML config file (default: built-in defaults); repeat to layer files, later keys win")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

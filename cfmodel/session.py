@@ -38,7 +38,7 @@ def get_spark(conf: SparkConfig) -> SparkSession:
     ``spark-submit``, so ``--master`` on the command line always wins; then
     ``JAVA_HOME`` is pointed at a Java 17 (:mod:`cfmodel.java`). In local
     mode the Python workers run this interpreter, so they import the same
-    ``cfmodel`` as the driver; on a cluster, ship the environment (README).
+    ``cfmodel`` as the driver; on a cluster, ship the environment (docs/operations.md).
     """
     builder = SparkSession.builder.appName(conf.app_name)
     if not launched_by_spark_submit():  # spark-submit has started the JVM already

@@ -23,6 +23,8 @@ from cfmodel.urls import to_url
 
 LOG = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
+# An overwritten output waits here until the new one is in place.
+OLD_MARK = ".old-"
 
 
 class Storage:
@@ -94,6 +96,10 @@ class Storage:
     def copy_from_local(self, local: str, dst: str) -> None:
         """Upload a local file or directory tree to ``dst`` (any Hadoop file system)."""
         self._fs(dst).copyFromLocalFile(False, True, self._path("file://" + os.path.abspath(local)), self._path(dst))
+
+    def copy_to_local(self, src: str, local: str) -> None:
+        """Download a file or directory tree from any Hadoop file system to a local path."""
+        self._fs(src).copyToLocalFile(False, self._path(src), self._path("file://" + os.path.abspath(local)), True)
 
     def size(self, path: str) -> int:
         return int(self._fs(path).getFileStatus(self._path(path)).getLen())
@@ -205,21 +211,37 @@ class LocalStorage:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
 
+    def read_text(self, path: str) -> str:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+
     def list_dirs(self, path: str) -> List[str]:
         if not os.path.isdir(path):
             return []
         return sorted(os.path.join(path, n) for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
 
 
-def remove_stale_temporaries(storage: Any, path: str) -> List[str]:
-    """Delete the ``<path>.tmp-*`` siblings that a crashed attempt (``kill -9``, a lost node) left behind.
-
-    :func:`atomic_output` removes its temporary directory on any error it sees,
-    but a killed process sees none; on HDFS those directories would pile up.
-    Returns the names deleted.
-    """
+def _siblings(storage: Any, path: str, mark: str) -> List[str]:
     parent, _, name = path.rstrip("/").rpartition("/")
-    stale = [d for d in storage.list_dirs(parent or ".") if d.rstrip("/").rsplit("/", 1)[-1].startswith(name + TMP_MARK)]
+    return [d for d in storage.list_dirs(parent or ".") if d.rstrip("/").rsplit("/", 1)[-1].startswith(name + mark)]
+
+
+def remove_stale_temporaries(storage: Any, path: str) -> List[str]:
+    """Clean up after a crashed attempt (``kill -9``, a lost node) on ``path``; call it holding the lease.
+
+    A crash between the two renames of an overwrite left ``path`` missing and its previous content at
+    ``<path>.old-*``: that content is put back. Then the ``<path>.tmp-*`` and ``<path>.old-*`` siblings are
+    deleted (:func:`atomic_output` removes its own on any error it sees, but a killed process sees none; on
+    HDFS they would pile up). Returns the names deleted.
+    """
+    path = path.rstrip("/")
+    olds = _siblings(storage, path, OLD_MARK)
+    if olds and not storage.exists(path):
+        kept = max(olds)
+        LOG.warning("restoring %s from %s: an overwrite was interrupted between its renames", path, kept)
+        storage.rename(kept, path)
+        olds.remove(kept)
+    stale = _siblings(storage, path, TMP_MARK) + olds
     for d in stale:
         LOG.info("removing %s, left by a crashed attempt", d)
         storage.delete(d)
@@ -228,30 +250,41 @@ def remove_stale_temporaries(storage: Any, path: str) -> List[str]:
 
 @contextmanager
 def atomic_output(storage: Any, path: str, overwrite: bool) -> Iterator[str]:
-    """Yield a temporary sibling of ``path`` to write into; publish it by rename on success.
+    """Yield a temporary sibling of ``path`` to write into; publish it by rename on success, holding the
+    lease on ``path`` throughout (:mod:`cfmodel.lease`: a second live attempt stops at once).
 
-    A crash or error leaves no half-written ``path``: the temporary directory is
-    removed and ``path`` keeps its previous content (temporaries of a killed
-    attempt are removed by the next one). A ``_SUCCESS`` marker is written
-    last, so readers can tell a finished output from anything else.
-    ``storage`` is a :class:`Storage` or a :class:`LocalStorage`.
+    A crash or error leaves no half-written ``path``: the temporary directory is removed and ``path`` keeps
+    its previous content. ``_SUCCESS`` is written last into the temporary directory: it is the commit point
+    readers check (on object stores, where a rename is a copy, the only one). An overwrite moves the old
+    output aside, moves the new one in, then deletes the old, so a crash at any point leaves one complete
+    copy (:func:`remove_stale_temporaries` puts it back). ``storage`` is a :class:`Storage` or a
+    :class:`LocalStorage`.
 
     Raises
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false (checked before any work).
+    LeaseHeldError
+        Another live attempt is writing ``path``.
     """
+    from cfmodel.lease import lease
+
     path = path.rstrip("/")
     if storage.exists(path) and not overwrite:
         raise OutputExistsError(f"output already exists: {path} (pass --overwrite to replace it)")
-    remove_stale_temporaries(storage, path)
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    try:
-        yield tmp
-        storage.write_text(f"{tmp}/_SUCCESS", "")
-        if storage.exists(path):
-            storage.delete(path)
-        storage.rename(tmp, path)
-    finally:
-        if storage.exists(tmp):
-            storage.delete(tmp)
+    with lease(storage, path):
+        remove_stale_temporaries(storage, path)
+        tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+        try:
+            yield tmp
+            storage.write_text(f"{tmp}/_SUCCESS", "")
+            if storage.exists(path):
+                old = f"{path}{OLD_MARK}{uuid.uuid4().hex[:12]}"
+                storage.rename(path, old)
+                storage.rename(tmp, path)
+                storage.delete(old)
+            else:
+                storage.rename(tmp, path)
+        finally:
+            if storage.exists(tmp):
+                storage.delete(tmp)

@@ -24,3 +24,11 @@ def read_json_file(path: str) -> dict:
     filesystem, inner = fs.FileSystem.from_uri(to_url(path))
     with filesystem.open_input_stream(inner) as stream:
         return json.loads(stream.read().decode("utf-8"))
+
+
+def exists(path: str) -> bool:
+    """Whether a file or directory exists at a local path or any URL pyarrow reads."""
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(to_url(path))
+    return filesystem.get_file_info(inner).type != fs.FileType.NotFound

@@ -1,10 +1,13 @@
-"""Shared fixtures: one real local[2] SparkSession for the whole test run."""
+"""Shared fixtures: one real local[2] SparkSession for the whole test run, and every test's shared state
+(torch threads, the ``cfmodel`` logger, the Spark settings jobs change) restored after it."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import pytest
+import torch
 
 from cfmodel.config import SparkConfig
 from cfmodel.session import get_spark
@@ -21,6 +24,30 @@ def spark():
               "spark.driver.memory": "2g", "spark.ui.enabled": "false"}))
     yield session
     session.stop()
+
+
+# Session settings a job sets on the Spark session it is given (prepare's read splits, score's Arrow batches).
+JOB_SPARK_CONFS = ("spark.sql.files.minPartitionNum", "spark.sql.execution.arrow.maxRecordsPerBatch",
+                   "spark.sql.ansi.enabled")
+
+
+@pytest.fixture(autouse=True)
+def restores_shared_state(request):
+    """Put back what a test (or a job run in-process) changed for the whole process: torch's thread count
+    (scoring sets it), the ``cfmodel`` logger (``main()`` reconfigures it), the Spark session's job settings."""
+    threads = torch.get_num_threads()
+    logger = logging.getLogger("cfmodel")
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    session = request.getfixturevalue("spark") if "spark" in request.fixturenames else None
+    confs = {k: session.conf.get(k, None) for k in JOB_SPARK_CONFS} if session is not None else {}
+    yield
+    torch.set_num_threads(threads)
+    logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+    for key, value in confs.items():
+        if value is None:
+            session.conf.unset(key)
+        else:
+            session.conf.set(key, value)
 
 
 @pytest.fixture
@@ -60,5 +87,6 @@ def trained_model(prepared_dir, tmp_path_factory):
     from cfmodel.train import run
 
     out = str(tmp_path_factory.mktemp("trained") / "model")
-    run(TrainConfig(data=prepared_dir, output=out, n_factors=8, epochs=6, wd=0.5, progress=False), overwrite=False)
+    run(TrainConfig(objective="rating", data=prepared_dir, output=out, n_factors=8, epochs=6, wd=0.5,
+                    progress=False), overwrite=False)
     return out

@@ -20,6 +20,50 @@ def _random_case(kind: str, objective: str, seed: int, sampler_seed: int, rank_f
     return model, users, items, sampler, make_objective(objective, sampler, 1, 16, None, 1.0, "softmax")
 
 
+@pytest.mark.parametrize("kind", ["dot_bias", "embedding_net"])
+def test_count_confidence_weighs_a_pair_as_its_events_repeated(kind):
+    """``confidence: count`` on a pair seen c times is the unweighted loss of the pair repeated c times (the
+    same drawn items), in value and gradients, for the fused (bilinear) and the composed softmax; ``log``
+    differs from both. Mutant caught: a weight that is ignored (the three losses equal), or not normalised."""
+    model, users, items, sampler, _ = _random_case(kind, "softmax", seed=4, sampler_seed=7)
+    model.eval()
+    counts = torch.randint(1, 5, (64,)).float()
+    weights = [p for p in model.parameters() if p.requires_grad]
+
+    def loss(confidence, u, i, r):
+        sampler.reseed(7)
+        value, _ = make_objective("softmax", sampler, 1, 16, None, 1.0, "softmax", confidence).loss(model, u, i, r)
+        return value.detach(), torch.autograd.grad(value, weights, allow_unused=True)
+
+    reps = counts.long()
+    weighted, weighted_grads = loss("count", users, items, counts)
+    repeated, repeated_grads = loss("none", users.repeat_interleave(reps), items.repeat_interleave(reps),
+                                    torch.ones(int(reps.sum())))
+    logged, _ = loss("log", users, items, counts)
+    plain, _ = loss("none", users, items, counts)
+    assert torch.allclose(weighted, repeated, atol=1e-5)
+    for g, w in zip(weighted_grads, repeated_grads):
+        assert (g is None) == (w is None) and (g is None or torch.allclose(g, w, atol=1e-5))
+    assert abs(float(weighted - plain)) > 1e-3 and abs(float(logged - plain)) > 1e-4
+    assert abs(float(logged - weighted)) > 1e-4
+
+
+def test_bpr_confidence_is_a_weighted_mean_of_the_pairs_terms():
+    """``bpr`` with ``confidence: count`` on equal counts is the plain loss (a weighted mean, normalised); on
+    unequal counts it is not. Mutant caught: weights left unnormalised (a loss 3x the plain one)."""
+    model, users, items, sampler, _ = _random_case("dot_bias", "bpr", seed=5, sampler_seed=9)
+
+    def loss(confidence, counts):
+        sampler.reseed(9)
+        value, _ = make_objective("bpr", sampler, 3, 16, None, 1.0, "softmax", confidence).loss(
+            model, users, items, counts)
+        return float(value.detach())
+
+    plain = loss("none", torch.ones(64))
+    assert loss("count", torch.full((64,), 3.0)) == pytest.approx(plain, rel=1e-5)
+    assert loss("count", torch.randint(1, 9, (64,)).float()) != pytest.approx(plain, rel=1e-3)
+
+
 def test_hybrid_softmax_term_equals_the_whole_row_formula_in_value_and_head_gradients():
     """The hybrid's term skips the backward pass through the (detached) rating columns: the same loss and the
     same gradients of the head as [rating | head] rows scored whole."""
@@ -28,7 +72,7 @@ def test_hybrid_softmax_term_equals_the_whole_row_formula_in_value_and_head_grad
     model, users, items, sampler, objective = _random_case("dot_bias", "hybrid", seed=0, sampler_seed=3, rank_factors=3)
     (u, _), (i, _) = model.rows("user", users), model.rows("item", items)
     head = [model.u_rank.weight, model.i_rank.weight, model.r_bias.weight]
-    got = objective.ranking.term(model, users, items, (u.detach(), i.detach()))
+    got = objective.ranking.term(model, users, items, (u.detach(), i.detach()), None)
     got_grads = torch.autograd.grad(got, head)
     sampler.reseed(3)
     drawn, log_q = sampler.draw(16), sampler.log_q
@@ -52,7 +96,7 @@ def test_softmax_term_of_a_bilinear_model_equals_the_composed_formula(kind):
 
     model, users, items, sampler, objective = _random_case(kind, "softmax", seed=1, sampler_seed=5)
     weights = [p for p in model.parameters() if p.requires_grad]
-    got = objective.term(model, users, items, None)
+    got = objective.term(model, users, items, None, None)
     got_grads = torch.autograd.grad(got, weights, allow_unused=True)
     sampler.reseed(5)
     drawn, log_q = sampler.draw(16), sampler.log_q
@@ -75,7 +119,7 @@ def test_softmax_term_of_a_network_leaves_out_each_rows_own_drawn_item():
 
     model, users, items, sampler, objective = _random_case("embedding_net", "softmax", seed=2, sampler_seed=5)
     model.eval()  # no dropout: the two passes see the same network
-    got = objective.term(model, users, items, None)
+    got = objective.term(model, users, items, None, None)
     sampler.reseed(5)
     drawn, log_q = sampler.draw(16), sampler.log_q
     assert bool((drawn[None, :] == items[:, None]).any())  # some rows meet their own item among the drawn

@@ -1,7 +1,7 @@
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
-from cfmodel.prepare.clean import RatingRule, bad_rows, classify, filter_min_counts, latest_by_pair
+from cfmodel.ingest.rules import RatingRule, bad_rows, classify, filter_min_counts, latest_by_pair
 
 RULE = RatingRule(0.5, 5.0, 0.5)
 

@@ -12,13 +12,49 @@ def test_defaults_without_file():
     cfg = load_config(None)
     assert isinstance(cfg, Config)
     assert cfg.prepare.valid_fraction == 0.2
-    assert cfg.prepare.cold_start == "train"
+    assert cfg.prepare.valid_cold_start == "train"
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(str(ROOT / "conf" / name))
     assert cfg.prepare.seed == 42
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml", "demo.yaml"])
+def test_shipped_configs_hold_only_what_differs_from_the_defaults(name):
+    """An environment's file states only its differences, so every line in it is a choice a reader can see.
+    Broken version caught: a file repeating a default (as conf/local.yaml once repeated 105 of 109)."""
+    import yaml
+
+    defaults = Config()
+
+    def same(section, data, where):
+        for key, value in data.items():
+            default = getattr(section, key)
+            if isinstance(value, dict) and hasattr(default, "__dataclass_fields__"):
+                yield from same(default, value, f"{where}.{key}")
+            elif value == default:
+                yield f"{where}.{key}"
+
+    data = yaml.safe_load((ROOT / "conf" / name).read_text())
+    assert [k for s, v in data.items() for k in same(getattr(defaults, s), v, s)] == []
+
+
+def test_the_code_and_the_shipped_local_config_train_the_same_objective():
+    assert load_config(None).train.objective == load_config(str(ROOT / "conf" / "local.yaml")).train.objective
+
+
+def test_a_renamed_key_is_read_under_its_old_name_with_a_warning_naming_the_new(tmp_path, caplog):
+    f = tmp_path / "c.yaml"
+    f.write_text("prepare:\n  cold_start: drop\nevaluate:\n  als_rank: 7\n")
+    with caplog.at_level("WARNING", logger="cfmodel.config.load"):
+        cfg = load_config(str(f), ["score.min_item_ratings=3"])
+    assert (cfg.prepare.valid_cold_start, cfg.evaluate.als_n_factors, cfg.score.min_candidate_ratings) == ("drop", 7, 3)
+    assert "'prepare.cold_start' is now 'prepare.valid_cold_start'" in caplog.text
+    assert "'score.min_item_ratings' is now 'score.min_candidate_ratings'" in caplog.text
+    with pytest.raises(ConfigError, match="'prepare.cold_start' and 'prepare.valid_cold_start' are the same key"):
+        load_config(str(f), ["prepare.valid_cold_start=keep"])
 
 
 def test_cluster_config_keeps_urls():
@@ -76,15 +112,15 @@ def test_unknown_override_key_is_named():
 
 @pytest.mark.parametrize("override, message", [
     ("prepare.valid_fraction=1.5", "valid_fraction"),
-    ("prepare.cold_start=maybe", "cold_start"),
+    ("prepare.valid_cold_start=maybe", "valid_cold_start"),
     ("prepare.input_format=xlsx", "input_format"),
-    ("prepare.rating_min=6", "rating_min"),
+    ("prepare.rating_min=6;prepare.rating_max=5", "rating_min"),
     ("prepare.item_col=userId", "column names must differ"),
     ("train.wd_epoch_steps=0", "wd_epoch_steps must be >= 1 or null"),
 ])
 def test_value_checks(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(None, [override])
+        load_config(None, override.split(";"))
 
 
 def test_missing_and_invalid_files(tmp_path):
@@ -123,3 +159,21 @@ def test_null_wd_and_epochs_are_the_objectives(objective, wd, epochs):
     assert load_config(None, [f"train.objective={objective}", "train.schedule=sgdr"]).train.total_epochs() == 7
     with pytest.raises(ConfigError, match="epochs"):
         load_config(None, ["train.epochs=0"])
+
+
+def test_progress_bars_only_on_a_terminal_unless_forced(monkeypatch):
+    """A scheduler's log (stderr not a terminal) gets no tqdm bar by default. Broken version caught: bars on
+    by default (Airflow's log filled with carriage returns)."""
+    import io
+    import sys
+
+    from cfmodel.config import TrainConfig
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert TrainConfig().show_progress is False and TrainConfig(progress=True).show_progress is True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert TrainConfig().show_progress is True and TrainConfig(progress=False).show_progress is False

@@ -13,7 +13,7 @@ from cfmodel.errors import QualityGateError
 from cfmodel.evaluate.compare import evaluate_all, load_split
 from cfmodel.evaluate.predict import predict_pairs
 from cfmodel.model import ModelArgs, TrainedModel
-from cfmodel.score.recommend import load_inputs
+from cfmodel.lists import load_inputs
 from cfmodel.storage import Storage
 from cfmodel.evaluate.stage import check_quality_gate
 
@@ -23,7 +23,7 @@ from browser import render
 @pytest.fixture(scope="module")
 def evaluation(spark, prepared_dir, trained_model):
     cfg = EvaluateConfig(model=trained_model, data=prepared_dir, baselines=["global_mean", "biases", "popular", "als"],
-                         als_rank=8, als_max_iter=8)
+                         als_n_factors=8, als_max_iter=8)
     split = load_split(spark, prepared_dir)
     result = evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg), cfg, (0.5, 5.0))
     result["valid_predictions"].unpersist()
@@ -155,6 +155,8 @@ def test_load_split_adds_ids_only_when_the_prepare_output_lacks_them(spark, tmp_
                                      item_id=frame["item_idx"].map({0: 40, 1: 70}).astype("int32"))
             (root / part).mkdir(parents=True)
             frame.to_parquet(root / part / "part-0.parquet", index=False)
+        (root / "meta.json").write_text('{"n_users": 2, "n_items": 2, "counts": {}, "input": {}}')
+        (root / "_SUCCESS").write_text("")
         split = load_split(spark, str(root))
         train = split.train.toPandas().sort_values(["user_idx", "item_idx"], ignore_index=True)
         assert train[["user_id", "item_id"]].values.tolist() == [[5, 40], [9, 40], [9, 70]], name

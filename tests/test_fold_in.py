@@ -171,7 +171,7 @@ def test_adam_fold_in_recovers_planted_users_and_shrinks_the_sparse_ones_more():
 
     model = _model()
     p, b, items, ratings = _planted(model, users=150, per_user=40)
-    cfg = TrainConfig(lr=0.05, wd=0.1, epochs=8, batch_size=256)
+    cfg = TrainConfig(objective="rating", lr=0.05, wd=0.1, epochs=8, batch_size=256)
     probe = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     model.extra["optimizer"] = optimizer_record(cfg, probe, 20, 8 * 20)
     assert len(model.extra["optimizer"]["segments"]) == 64

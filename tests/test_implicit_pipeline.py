@@ -10,6 +10,8 @@ import pytest
 from cfmodel.config import load_config
 from cfmodel.pipeline import run_pipeline
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -23,7 +25,7 @@ def events_run(spark, tmp_path_factory):
             "generate.n_items=400", "generate.n_ratings=40000", "generate.noise=0.3",
             "pipeline.stages=[generate, prepare, train, score, evaluate]", f"pipeline.output_root={tmp}/runs",
             "prepare.rows_per_file=5000", "prepare.row_group_mb=1", "train.batch_size=128", "train.progress=false",
-            "score.show_examples=0", "score.output_files=1", "evaluate.implicit_als_ranks=[16]",
+            "score.show_examples=0", "score.output_files=1", "evaluate.implicit_als_n_factors=[16]",
             "evaluate.implicit_als_regs=[0.1]", "evaluate.implicit_als_alphas=[10.0]", "evaluate.top_movies=50",
             "evaluate.table_size=5"]
     cfg = load_config([str(ROOT / "conf" / "local.yaml"), str(ROOT / "conf" / "demo.yaml")], sets)

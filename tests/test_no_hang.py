@@ -10,7 +10,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cfmodel.session import EXIT_ON_OOM, with_exit_on_oom
+
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
 SCRIPT = """
 import sys

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import Crash, CrashingLoader, setup
 from cfmodel.config import Config, EvaluateConfig, ScoreConfig, TrainConfig
 from cfmodel.model import ModelArgs, TrainedModel
 from cfmodel.train.loaders import InMemoryLoader
@@ -117,22 +118,21 @@ def test_bpr_ranks_the_niche_cluster_first_for_its_fans_and_not_for_everyone(tmp
 
 
 def test_bpr_resume_equals_uninterrupted(prepared_dir, tmp_path):
-    from test_train import _CrashingLoader, _setup, _Crash
 
     cfg = TrainConfig(n_factors=8, batch_size=256, epochs=3, objective="bpr", progress=False, schedule="sgdr",
                       n_cycles=2, cycle_len=1, cycle_mult=1)
 
     def fresh():
-        from cfmodel.train.stage import objective_for
-        model, train, valid, meta = _setup(prepared_dir, cfg)
-        return model, train, valid, objective_for(cfg, prepared_dir, meta["n_items"])
+        from cfmodel.train.fit import objective_for
+        model, train, valid, data = setup(prepared_dir, cfg)
+        return model, train, valid, objective_for(cfg, data)
 
     model, train, valid, obj = fresh()
     full = Trainer(model, train, valid, cfg, str(tmp_path / "full"), objective=obj)
     full.fit()
     model, train, valid, obj = fresh()
-    with pytest.raises(_Crash):
-        Trainer(model, _CrashingLoader(train, 2), valid, cfg, str(tmp_path / "cut"), objective=obj).fit()
+    with pytest.raises(Crash):
+        Trainer(model, CrashingLoader(train, 2), valid, cfg, str(tmp_path / "cut"), objective=obj).fit()
     model, train, valid, obj = fresh()
     resumed = Trainer(model, train, valid, cfg, str(tmp_path / "cut"), objective=obj)
     resumed.fit(resume=True)
@@ -147,7 +147,7 @@ def test_ranking_model_through_score_and_evaluate(spark, prepared_dir, tmp_path)
     the evaluation reports no RMSE for it. A hybrid model predicts ratings and ranks by its head."""
     from cfmodel import score, train
     from cfmodel.evaluate.compare import evaluate_all, load_split
-    from cfmodel.score.recommend import load_inputs
+    from cfmodel.lists import load_inputs
     from cfmodel.storage import Storage
 
     for objective in ("softmax", "hybrid"):
@@ -174,23 +174,29 @@ def test_ranking_model_through_score_and_evaluate(spark, prepared_dir, tmp_path)
     assert meta["history"][0]["valid_mse"] is None and meta["history"][0]["valid_loss"] > 0
 
 
-@pytest.mark.parametrize("ranking", ["softmax", "bpr"])
-def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, tmp_path, ranking):
+@pytest.mark.parametrize("ranking, row_updates, threshold", [
+    ("softmax", "dense", None), ("bpr", "dense", None),
+    ("softmax", "sparse", None),   # what auto picks on large tables: lazy moments, one pass per row set
+    ("softmax", "sparse", 4.0),    # only high ratings are the ranking term's positives
+])
+def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, tmp_path, ranking, row_updates,
+                                                                 threshold):
     """The ranking term reads the rating factors without moving them: the rating tables of a hybrid model
-    end as the rating objective's (same seed, same optimiser), and only its ranking head learns lists."""
-    from test_train import _setup
+    end as the rating objective's (same seed, same optimiser), and only its ranking head learns lists.
+    Mutant caught: the ranking gradient leaking into the rating tables (dropping a ``detach``), with dense
+    or sparse updates (the sparse row sets update a side's rating table and head together)."""
 
-    from cfmodel.train.stage import objective_for
+    from cfmodel.train.fit import objective_for
 
     trained = {}
     for objective in ("rating", "hybrid"):
         cfg = TrainConfig(n_factors=8, batch_size=256, epochs=2, objective=objective, hybrid_ranking=ranking,
-                          wd=0.05, progress=False, row_updates="dense")
-        model, train, valid, meta = _setup(prepared_dir, cfg)
-        obj = objective_for(cfg, prepared_dir, meta["n_items"])
+                          wd=0.05, progress=False, row_updates=row_updates, positive_threshold=threshold)
+        model, train, valid, data = setup(prepared_dir, cfg)
+        obj = objective_for(cfg, data)
         history = Trainer(model, train, valid, cfg, str(tmp_path / objective), objective=obj).fit()
         trained[objective] = (model, history)
-    untrained = _setup(prepared_dir, cfg)[0].state_dict()  # the hybrid's initial weights (same seed)
+    untrained = setup(prepared_dir, cfg)[0].state_dict()  # the hybrid's initial weights (same seed)
     rating, hybrid = trained["rating"][0].state_dict(), trained["hybrid"][0].state_dict()
     for key in ("u_weight.weight", "i_weight.weight", "u_bias.weight", "i_bias.weight"):
         assert torch.allclose(rating[key], hybrid[key], atol=1e-6), key

@@ -7,7 +7,7 @@ from cfmodel.config import Config, PrepareConfig, TrainConfig, load_config
 from cfmodel.errors import ConfigError
 from cfmodel.pipeline.runs import wire
 from cfmodel.prepare.transforms import prepare_ratings
-from cfmodel.train_config import derived_y_range, for_data
+from cfmodel.config.train import derived_y_range, for_data
 
 
 def _events(raw_frame, rows):
@@ -76,6 +76,9 @@ def test_objective_auto_and_rating_objectives_on_events():
     for objective in ("rating", "hybrid"):
         with pytest.raises(ConfigError, match=f"train.objective={objective} predicts ratings, but .* implicit"):
             for_data(TrainConfig(objective=objective), events)
+    assert for_data(TrainConfig(objective="auto", confidence="log"), events).confidence == "log"
+    with pytest.raises(ConfigError, match="train.confidence=log weighs rows by their event count, but .* ratings"):
+        for_data(TrainConfig(objective="auto", confidence="log"), ratings)
     assert load_config(None, ["evaluate.baselines=[global_mean, biases, popular, als]"]).evaluate.for_feedback(
         "implicit").baselines == ["popular", "implicit_als", "ease"]
 
@@ -99,12 +102,12 @@ def test_time_split_holds_out_each_users_latest_and_a_cutoff_splits_globally(raw
     """No user's validation row is older than their training rows; with ``split_time`` every row at or after
     it is validation. Broken version caught: the time split drawing by hash like ``per_user``."""
     rows = [(str(u), str(i), "4", str(1000 * u + 37 * ((i * 7919) % 23))) for u in range(1, 30) for i in range(1, 21)]
-    p = prepare_ratings(raw_frame(rows), PrepareConfig(split="time", valid_fraction=0.25, cold_start="keep"))
+    p = prepare_ratings(raw_frame(rows), PrepareConfig(split="time", valid_fraction=0.25, valid_cold_start="keep"))
     train = p.train.groupBy("user_id").agg(F.max("timestamp").alias("t"), F.count(F.lit(1)).alias("n"))
     valid = p.valid.groupBy("user_id").agg(F.min("timestamp").alias("v"), F.count(F.lit(1)).alias("m"))
     joined = train.join(valid, "user_id").collect()
     assert len(joined) == 29 and all(r.t <= r.v and r.m == 5 and r.n == 15 for r in joined)
-    cut = prepare_ratings(raw_frame(rows), PrepareConfig(split="time", split_time="15000", cold_start="keep"))
+    cut = prepare_ratings(raw_frame(rows), PrepareConfig(split="time", split_time="15000", valid_cold_start="keep"))
     assert cut.valid.where(F.col("timestamp") < 15000).count() == 0
     assert cut.train.where(F.col("timestamp") >= 15000).count() == 0
     assert cut.valid.count() == sum(1 for r in rows if int(r[3]) >= 15000)

@@ -13,29 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from cfmodel.config import load_config
+from helpers import pipeline_config, pipeline_sets
 from cfmodel.errors import InputError, QualityGateError
 from cfmodel.pipeline.runs import read_latest
 from cfmodel.storage import Storage
 from cfmodel.pipeline import run_pipeline
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _config(tmp, *extra, gen=None):
-    return load_config(str(ROOT / "conf" / "local.yaml"), _sets(tmp, gen) + list(extra))
-
-
-def _sets(tmp, gen=None):
-    """The overrides every pipeline test starts from."""
-    gen = gen or f"{tmp}/gen"
-    return [f"generate.output={gen}", "generate.n_users=300", "generate.n_items=200",
-            "generate.n_ratings=15000", "prepare.rows_per_file=5000", "prepare.row_group_mb=1",
-            "train.epochs=4", "train.batch_size=128", "train.n_factors=8", "train.progress=false", "score.show_examples=0",
-            "score.titles=null", "score.output_files=1", "evaluate.baselines=[global_mean]",
-            "evaluate.top_movies=50", "evaluate.table_size=5", f"evaluate.titles={gen}/movies.csv",
-            f"pipeline.output_root={tmp}/runs", "pipeline.stages=[generate, prepare, train, score, evaluate]"]
 
 
 def _stage_status(manifest):
@@ -45,7 +32,7 @@ def _stage_status(manifest):
 @pytest.fixture(scope="module")
 def first_run(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
-    manifest = run_pipeline(spark, _config(tmp), "r1")
+    manifest = run_pipeline(spark, pipeline_config(tmp), "r1")
     return tmp, manifest
 
 
@@ -58,7 +45,7 @@ class OwnRoot:
         self.tmp, self.gen = tmp, base / "gen"
 
     def config(self, *extra):
-        return _config(self.tmp, *extra, gen=self.gen)
+        return pipeline_config(self.tmp, *extra, gen=self.gen)
 
 
 @pytest.fixture
@@ -167,7 +154,7 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path):
 
 
 def test_url_root_trains_locally_and_copies_the_model_up(spark, tmp_path):
-    cfg = _config(tmp_path, f"pipeline.output_root=file://{tmp_path}/url-runs",
+    cfg = pipeline_config(tmp_path, f"pipeline.output_root=file://{tmp_path}/url-runs",
                   f"pipeline.local_dir={tmp_path}/scratch", "pipeline.stages=[generate, prepare, train, score]")
     manifest = run_pipeline(spark, cfg, "u1")
     assert manifest["status"] == "succeeded"
@@ -206,9 +193,9 @@ def test_killed_training_resumes_from_its_checkpoint(spark, tmp_path):
     uninterrupted training ends (the same model_version), and a crashed attempt's temporaries are removed."""
     from cfmodel.train import run as train_run
 
-    sets = ["train.epochs=12", "train.batch_size=32", "pipeline.stages=[generate, prepare, train]"]
-    cfg = _config(tmp_path, *sets)
-    args = [a for s in _sets(tmp_path) + sets + ["spark.master=local[2]"] for a in ("--set", s)]
+    sets = ["train.epochs=6", "train.batch_size=64", "pipeline.stages=[generate, prepare, train]"]
+    cfg = pipeline_config(tmp_path, *sets)
+    args = [a for s in pipeline_sets(tmp_path) + sets + ["spark.master=local[2]"] for a in ("--set", s)]
     proc = _submit(["--run-id", "k1", *args], start_new_session=True)
     ckpt = tmp_path / "runs" / "k1" / "train.checkpoints" / "last.pt"
     deadline = time.time() + 300
@@ -225,9 +212,9 @@ def test_killed_training_resumes_from_its_checkpoint(spark, tmp_path):
     resumed = run_pipeline(spark, cfg, "k1")
     report = resumed["stages"]["train"]["report"]
     assert _stage_status(resumed) == {"generate": "skipped", "prepare": "skipped", "train": "succeeded"}
-    assert 1 <= report["resumed_after_epoch"] < 12
+    assert 1 <= report["resumed_after_epoch"] < 6
     history = json.loads((tmp_path / "runs" / "k1" / "train" / "metrics.json").read_text())
-    assert [m["epoch"] for m in history] == list(range(1, 13))
+    assert [m["epoch"] for m in history] == list(range(1, 7))
     assert not stale.exists() and not (tmp_path / "runs" / "k1" / "train.checkpoints").exists()
 
     whole = cfg.train
@@ -243,11 +230,11 @@ def test_changed_input_file_redoes_prepare_and_old_runs_are_pruned(spark, tmp_pa
                             str(tmp_path / "raw"))["ratings"])
     rows = len(ratings.read_text().splitlines()) - 1
     sets = [f"prepare.input={ratings}", "pipeline.stages=[prepare]", "pipeline.keep_runs=2"]
-    first = run_pipeline(spark, _config(tmp_path, *sets), "p1")
-    same = run_pipeline(spark, _config(tmp_path, *sets), "p2")
+    first = run_pipeline(spark, pipeline_config(tmp_path, *sets), "p1")
+    same = run_pipeline(spark, pipeline_config(tmp_path, *sets), "p2")
     assert same["stages"]["prepare"]["reused_from"] == "p1"  # same files: copied, not recomputed
     ratings.write_text(ratings.read_text().rstrip("\n") + "\n99999,99999,4.0,1000000000\n")
-    changed = run_pipeline(spark, _config(tmp_path, *sets), "p3")
+    changed = run_pipeline(spark, pipeline_config(tmp_path, *sets), "p3")
     assert changed["stages"]["prepare"]["status"] == "succeeded" and "reused_from" not in changed["stages"]["prepare"]
     assert changed["fingerprints"]["prepare"] != first["fingerprints"]["prepare"]
     assert changed["stages"]["prepare"]["report"]["input_rows"] == rows + 1

@@ -12,6 +12,8 @@ import pytest
 from cfmodel.config import GenerateConfig
 from cfmodel.generate import generate
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

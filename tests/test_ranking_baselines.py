@@ -49,11 +49,11 @@ def test_ease_and_implicit_als_recommend_what_co_occurs(spark):
 def test_ranking_baselines_in_the_evaluation_table(spark, prepared_dir, trained_model):
     from cfmodel.config import EvaluateConfig
     from cfmodel.evaluate.compare import evaluate_all, load_split
-    from cfmodel.score.recommend import load_inputs
+    from cfmodel.lists import load_inputs
     from cfmodel.storage import Storage
 
     cfg = EvaluateConfig(model=trained_model, data=prepared_dir, baselines=["popular", "implicit_als", "ease"],
-                         implicit_als_ranks=[4], implicit_als_regs=[0.1], implicit_als_alphas=[1.0, 10.0],
+                         implicit_als_n_factors=[4], implicit_als_regs=[0.1], implicit_als_alphas=[1.0, 10.0],
                          als_max_iter=5)
     split = load_split(spark, prepared_dir)
     table = {r["method"]: r for r in evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg), cfg,
@@ -61,8 +61,8 @@ def test_ranking_baselines_in_the_evaluation_table(spark, prepared_dir, trained_
     (als_name,) = [m for m in table if m.startswith("implicit ALS (rank 4, reg 0.1, alpha ")]
     ease, popular = table["EASE (lambda 300)"], table["most popular"]
     assert ease["rmse"] is None and table[als_name]["rmse"] is None
-    # The generator's Zipf popularity decides what is rated, so popularity is strong here (the README's demo
-    # table); EASE is in the same range and spreads its lists over far more of the catalogue.
+    # The generator's Zipf popularity decides what is rated, so popularity is strong here (as on the demo's
+    # data); EASE is in the same range and spreads its lists over far more of the catalogue.
     assert 0.5 * popular["ndcg"] < ease["ndcg"] <= 1 and ease["coverage"] > popular["coverage"]
     assert 0 < table[als_name]["ndcg"] <= 1
     split.release()
@@ -72,7 +72,7 @@ def test_ranking_baselines_in_the_evaluation_table(spark, prepared_dir, trained_
     assert [r["method"] for r in table] == ["model (dot_bias)"]  # EASE skipped: over ease_max_items
 
 
-@pytest.mark.parametrize("bad", [{"ease_lambda": 0}, {"implicit_als_ranks": []}])
+@pytest.mark.parametrize("bad", [{"ease_lambda": 0}, {"implicit_als_n_factors": []}])
 def test_bad_baseline_settings(bad):
     from cfmodel.config import EvaluateConfig
     from cfmodel.errors import ConfigError

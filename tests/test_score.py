@@ -1,11 +1,12 @@
 """The scoring transforms on real Spark: planted checkerboard, exclusions, fallback, schemas, limits."""
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import types as T
 
 from cfmodel.config import ScoreConfig
 from cfmodel.errors import InputError
-from cfmodel.score.recommend import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, load_inputs,
+from cfmodel.lists import (OUTPUT_SCHEMA, check_broadcast_size, fallback_ranking, item_table, load_inputs,
                                nested, read_user_list, recommend, seen_items, users_to_score)
 from cfmodel.storage import Storage
 from cfmodel.model import ModelArgs, head_module
@@ -52,7 +53,7 @@ def test_each_user_gets_their_group_and_never_a_seen_item(spark, checkerboard):
 
 
 def test_candidate_filters_and_popular_fallback(spark, checkerboard):
-    cfg = ScoreConfig(top_n=2, exclude_items=[14], min_item_ratings=3, fallback="popular")
+    cfg = ScoreConfig(top_n=2, exclude_items=[14], min_candidate_ratings=3, fallback="popular")
     recs, _ = _run(spark, checkerboard, cfg)
     # n_ratings = 5 - i % 5: 5, 4, 3, 2, 1, 5, 4, 3 for items 10..17; 13 and 14 have too few, 14 is excluded too.
     assert recs[4] == [15, 16] and recs[1] == [11, 12]
@@ -112,6 +113,41 @@ def test_model_from_another_prepare_run_is_refused(spark, tmp_path):
     with pytest.raises(InputError, match=r"not found: .*model/meta.json"):
         load_inputs(spark, Storage(spark), cfg)
     (tmp_path / "model" / "meta.json").write_text('{"data": {"input_sha256": "aaaa"}, "model_args": {}}')
-    (tmp_path / "data" / "meta.json").write_text('{"input": {"sha256": "bbbb"}}')
+    with pytest.raises(InputError, match=r"model: no _SUCCESS; the train output is incomplete"):
+        load_inputs(spark, Storage(spark), cfg)
+    (tmp_path / "model" / "_SUCCESS").write_text("")
+    (tmp_path / "data" / "meta.json").write_text('{"input": {"sha256": "bbbb"}, "n_users": 1, "n_items": 1, '
+                                                 '"counts": {}}')
+    with pytest.raises(InputError, match=r"data: no _SUCCESS; the prepare output is incomplete"):
+        load_inputs(spark, Storage(spark), cfg)
+    (tmp_path / "data" / "_SUCCESS").write_text("")
     with pytest.raises(InputError, match="trained on another prepare output"):
         load_inputs(spark, Storage(spark), cfg)
+
+
+def test_the_score_stages_lists_are_the_models_lists_by_id(spark, trained_model, prepared_dir, tmp_path):
+    """The Spark stage's export and ``TrainedModel.recommend_for_users`` (the notebook's call) give the same
+    lists, items and scores, for 100 sampled users; an unknown id gets the fallback list. Broken versions
+    caught: the stage ranking by other factors than the model's lists (a hybrid's rating table), an id
+    shifted by one in the maps, the exclusions not applied."""
+    from cfmodel.config import Config
+    from cfmodel.model import TrainedModel
+    from cfmodel.score import run
+
+    cfg = Config()
+    cfg.score = ScoreConfig(model=trained_model, data=prepared_dir, output=str(tmp_path / "recs"), show_examples=0,
+                            formats=["parquet"], output_files=1)
+    run(spark, cfg, overwrite=False)
+    recs = pd.read_parquet(tmp_path / "recs" / "recommendations")
+    users = sorted(recs["user_id"].unique())[::max(1, len(recs["user_id"].unique()) // 100)][:100]
+    rated = pd.concat([pd.read_parquet(f"{prepared_dir}/{s}") for s in ("train", "valid")])
+    exclude = rated.groupby("user_id")["item_id"].apply(list).to_dict()
+    model = TrainedModel.load(trained_model)
+    got = model.recommend_for_users(users, n=10, exclude=exclude)
+    want = recs[recs["user_id"].isin(users)]
+    key = ["user_id", "rank"]
+    got, want = got.sort_values(key, ignore_index=True), want.sort_values(key, ignore_index=True)
+    assert got[key + ["item_id"]].equals(want[key + ["item_id"]].astype(got[key + ["item_id"]].dtypes))
+    assert np.allclose(got["score"], want["score"], atol=1e-5) and not got["fallback"].any()
+    new = model.recommend_for_users([-7], n=10)
+    assert new["fallback"].all() and len(new) == 10

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pandas as pd
 
 from cfmodel.train import main as train_main
+
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.errors import InputError
-from cfmodel.prepare.source import ColumnSpec, read_ratings, resolve_format
+from cfmodel.ingest.source import ColumnSpec, read_ratings, resolve_format
 
 SPEC = ColumnSpec("userId", "movieId", "rating", "timestamp")
 
@@ -100,7 +100,7 @@ def test_unknown_extension_needs_format(tmp_path):
 
 
 def test_a_large_file_is_read_in_several_splits_a_core(spark, tmp_path):
-    from cfmodel.prepare.source import MIN_SPLITS, SPLITS_PER_CORE
+    from cfmodel.ingest.source import MIN_SPLITS, SPLITS_PER_CORE
     # 9 MB: one split under Spark's default; 4 splits a core (never under 4 MB each) make it 3.
     path = _write(tmp_path, "big.csv", b"userId,movieId,rating,timestamp\n" + b"1,10,4.0,1000000000\n" * 450_000)
     spark.conf.unset(MIN_SPLITS)

@@ -8,24 +8,15 @@ import pytest
 import torch
 
 from cfmodel.config import TrainConfig
-from cfmodel.train.loaders import InMemoryLoader, PetastormLoader, make_loaders, read_prepared_meta
+from cfmodel.dataset import PreparedData
+from cfmodel.train.loaders import InMemoryLoader, PetastormLoader
 from cfmodel.train.lr_find import lr_find, plot_lr_find
 from cfmodel.model import TrainedModel
 from cfmodel.model.factors import read_id_map
-from cfmodel.train.stage import model_args
 from cfmodel.train.trainer import Trainer, TrainingDivergedError
 from cfmodel.train.validation import validation_mse
 
-CFG = TrainConfig(n_factors=8, batch_size=256, lr=0.01, wd=0.05, schedule="one_cycle", epochs=6,
-                  progress=False, y_range=[0.0, 5.5])
-
-
-def _setup(prepared_dir, cfg=CFG, loader="memory"):
-    meta = read_prepared_meta(prepared_dir)
-    train, valid, _ = make_loaders(prepared_dir, meta, cfg.batch_size, loader, 10**9, cfg.seed, 5000)
-    torch.manual_seed(cfg.seed)
-    model = model_args(cfg, meta["n_users"], meta["n_items"]).build()
-    return model, train, valid, meta
+from helpers import CFG, Crash, CrashingLoader, setup
 
 
 def _biases_mse(prepared_dir, reg=5.0):
@@ -51,7 +42,7 @@ def _biases_mse(prepared_dir, reg=5.0):
 ])
 def test_training_recovers_planted_signal(prepared_dir, tmp_path, name, overrides, ratio):
     cfg = TrainConfig(**{**CFG.__dict__, "model": name, **overrides})
-    model, train, valid, _ = _setup(prepared_dir, cfg)
+    model, train, valid, _ = setup(prepared_dir, cfg)
     history = Trainer(model, train, valid, cfg, str(tmp_path)).fit()
     baseline = _biases_mse(prepared_dir)
     best = min(m.valid_mse for m in history)
@@ -61,25 +52,6 @@ def test_training_recovers_planted_signal(prepared_dir, tmp_path, name, override
     assert open(tmp_path / "metrics.csv").readline().startswith("epoch,train_mse,valid_mse,valid_rmse")
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashingLoader:
-    """Delegates to a loader, but dies on the first batch of one epoch (a killed job)."""
-
-    def __init__(self, inner, crash_epoch):
-        self.inner, self.crash_epoch = inner, crash_epoch
-
-    def steps_per_epoch(self):
-        return self.inner.steps_per_epoch()
-
-    def epoch(self, n):
-        if n == self.crash_epoch:
-            raise _Crash()
-        return self.inner.epoch(n)
-
-
 @pytest.mark.parametrize("overrides", [
     {"model": "embedding_net", "hidden": [16], "dropouts": [0.2]},
     {"model": "dot_bias", "row_updates": "sparse"},  # the decay ledger and lazy moments survive a restart
@@ -87,14 +59,14 @@ class _CrashingLoader:
 def test_resume_equals_uninterrupted(prepared_dir, tmp_path, overrides):
     cfg = TrainConfig(**{**CFG.__dict__, **overrides, "schedule": "sgdr", "n_cycles": 2, "cycle_len": 1,
                          "cycle_mult": 2})
-    model, train, valid, _ = _setup(prepared_dir, cfg)
+    model, train, valid, _ = setup(prepared_dir, cfg)
     full = Trainer(model, train, valid, cfg, str(tmp_path / "full"))
     full.fit()
 
-    model, train, valid, _ = _setup(prepared_dir, cfg)
-    with pytest.raises(_Crash):
-        Trainer(model, _CrashingLoader(train, 3), valid, cfg, str(tmp_path / "cut")).fit()
-    model, train, valid, _ = _setup(prepared_dir, cfg)  # a fresh process: new weights, new optimiser
+    model, train, valid, _ = setup(prepared_dir, cfg)
+    with pytest.raises(Crash):
+        Trainer(model, CrashingLoader(train, 3), valid, cfg, str(tmp_path / "cut")).fit()
+    model, train, valid, _ = setup(prepared_dir, cfg)  # a fresh process: new weights, new optimiser
     resumed = Trainer(model, train, valid, cfg, str(tmp_path / "cut"))
     history = resumed.fit(resume=True)
 
@@ -106,12 +78,12 @@ def test_resume_equals_uninterrupted(prepared_dir, tmp_path, overrides):
 
 def test_checkpoint_round_trip(prepared_dir, tmp_path):
     cfg = TrainConfig(**{**CFG.__dict__, "epochs": 1})
-    model, train, valid, _ = _setup(prepared_dir, cfg)
+    model, train, valid, _ = setup(prepared_dir, cfg)
     a = Trainer(model, train, valid, cfg, str(tmp_path), extra={"user_ids": torch.arange(3)})
     a.fit()
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert torch.equal(state["user_ids"], torch.arange(3)) and state["config"]["n_factors"] == 8
-    model2, _, _, _ = _setup(prepared_dir, cfg)
+    model2, _, _, _ = setup(prepared_dir, cfg)
     b = Trainer(model2, train, valid, cfg, str(tmp_path))
     assert b.resume_from(str(tmp_path / "last.pt"))
     assert b.epoch == 1 and b.step == a.step and b.best_valid == a.best_valid
@@ -125,11 +97,11 @@ def test_row_updates_auto_goes_sparse_only_for_tables_large_against_the_batch():
     from cfmodel.train.optim import make_optimizer
 
     small, large = ModelArgs("dot_bias", 700, 9000, 8).build(), ModelArgs("dot_bias", 138_000, 27_000, 8).build()
-    cfg = TrainConfig(batch_size=1024)
+    cfg = TrainConfig(objective="rating", batch_size=1024)
     assert not isinstance(make_optimizer(small, cfg), SparseAdamW)
     assert isinstance(make_optimizer(large, cfg), SparseAdamW) and large.u_weight.sparse and large.i_bias.sparse
-    assert isinstance(make_optimizer(small, TrainConfig(row_updates="sparse")), SparseAdamW)
-    assert not isinstance(make_optimizer(large, TrainConfig(row_updates="dense")), SparseAdamW)
+    assert isinstance(make_optimizer(small, TrainConfig(objective="rating", row_updates="sparse")), SparseAdamW)
+    assert not isinstance(make_optimizer(large, TrainConfig(objective="rating", row_updates="dense")), SparseAdamW)
     # A hybrid's ranking head does not count: on MovieLens small's tables it stays dense, as the rating model.
     hybrid = ModelArgs("dot_bias", 700, 9000, 8, rank_factors=16).build()
     assert not isinstance(make_optimizer(hybrid, cfg), SparseAdamW)
@@ -148,7 +120,7 @@ def test_an_epoch_pays_at_most_wd_epoch_steps_of_decay(tmp_path, cap, scale, row
     g = torch.Generator().manual_seed(0)
     users, items = torch.randint(0, 8, (64,), generator=g), torch.randint(0, 8, (64,), generator=g)
     ratings = 1 + 4 * torch.rand(64, generator=g)
-    cfg = TrainConfig(n_factors=4, batch_size=4, lr=0.01, wd=2.0, wd_epoch_steps=cap, epochs=1,
+    cfg = TrainConfig(objective="rating", n_factors=4, batch_size=4, lr=0.01, wd=2.0, wd_epoch_steps=cap, epochs=1,
                       schedule="constant", row_updates=row_updates, progress=False)
     torch.manual_seed(0)
     model = ModelArgs("dot_bias", 8, 10, 4).build()  # item 9 is never rated
@@ -183,7 +155,7 @@ def test_the_cap_scales_the_rating_tables_and_biases_decay_not_ranking_rows():
 
 
 def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):
-    model, train, valid, _ = _setup(prepared_dir)
+    model, train, valid, _ = setup(prepared_dir)
     with torch.no_grad():
         model.u_weight.weight[:] = float("nan")
     with pytest.raises(TrainingDivergedError, match="loss is nan at epoch 1, step 1"):
@@ -191,14 +163,14 @@ def test_nan_loss_stops_with_epoch_and_step(prepared_dir, tmp_path):
 
 
 def test_export_schema_ids_and_model_file(prepared_dir, tmp_path):
-    model, train, valid, meta = _setup(prepared_dir)
+    model, train, valid, data = setup(prepared_dir)
     user_ids = read_id_map(os.path.join(prepared_dir, "users"), "user_id", "user_idx")
     item_ids = read_id_map(os.path.join(prepared_dir, "items"), "item_id", "item_idx")
     TrainedModel(model.args, model.eval(), user_ids, item_ids, {"valid_mse": 0.5}).save(str(tmp_path))
     users = pd.read_parquet(tmp_path / "user_factors")
     assert list(users.columns) == ["id", "idx", "bias", "features"]
     assert str(users["id"].dtype) == "int32" and str(users["bias"].dtype) == "float32"
-    assert users["idx"].tolist() == list(range(meta["n_users"]))
+    assert users["idx"].tolist() == list(range(data.n_users))
     assert users["id"].tolist() == user_ids.tolist()
     np.testing.assert_allclose(np.stack(users["features"].to_numpy()), model.u_weight.weight.detach().numpy())
     np.testing.assert_allclose(users["bias"].to_numpy(), model.u_bias.weight.detach().numpy()[:, 0])
@@ -211,7 +183,7 @@ def test_export_schema_ids_and_model_file(prepared_dir, tmp_path):
 
 
 def test_lr_finder(prepared_dir, tmp_path):
-    model, train, _, _ = _setup(prepared_dir)
+    model, train, _, _ = setup(prepared_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     finding = lr_find(model, train, CFG, torch.device("cpu"), 1e-5, 10.0, 150)
     assert 20 < len(finding.lrs) <= 150
@@ -228,9 +200,8 @@ def _pairs(loader, epoch):
 
 
 def test_petastorm_loader_epochs_and_shards(prepared_dir):
-    meta = read_prepared_meta(prepared_dir)
     url = os.path.join(prepared_dir, "train")
-    rows = meta["counts"]["train_rows"]
+    rows = PreparedData(prepared_dir).counts["train_rows"]
     loader = PetastormLoader(url, rows, batch_size=500, shuffle=True, seed=1, shuffle_buffer=2000)
     e1, e2 = _pairs(loader, 1), _pairs(loader, 2)
     truth = pd.read_parquet(url)
@@ -281,7 +252,7 @@ class _WorseningLoader:
 
 def test_early_stopping_after_patience(prepared_dir, tmp_path):
     cfg = TrainConfig(**{**CFG.__dict__, "early_stopping": 2, "epochs": 6})
-    model, train, valid, _ = _setup(prepared_dir, cfg)
+    model, train, valid, _ = setup(prepared_dir, cfg)
     history = Trainer(model, train, _WorseningLoader(valid), cfg, str(tmp_path)).fit()
     assert [m.epoch for m in history] == [1, 2, 3]  # best at 1, then two epochs without a gain
     best = torch.load(tmp_path / "best.pt", weights_only=True)

@@ -14,6 +14,8 @@ import torch
 from cfmodel.model import TrainedModel
 from cfmodel.train import main
 
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
 
 def _args(prepared_dir, out, *extra):
     return ["--set", f"train.data={prepared_dir}", "--set", f"train.output={out}", "--set", "train.n_factors=6",

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.config import Config, TrainConfig, TuneConfig, load_config
+from helpers import pipeline_config
 from cfmodel.errors import ConfigError
 from cfmodel.pipeline.runs import fingerprints, wire
 from cfmodel.train import run as train
@@ -42,7 +43,7 @@ def test_tune_config_is_checked():
 
 def test_cf_tune_picks_the_best_trial_stops_losers_early_and_train_takes_it_up(spark, prepared_dir, tmp_path):
     cfg = Config()
-    cfg.train = TrainConfig(data=prepared_dir, output=str(tmp_path / "model"), epochs=4, batch_size=256,
+    cfg.train = TrainConfig(objective="rating", data=prepared_dir, output=str(tmp_path / "model"), epochs=4, batch_size=256,
                             progress=False)
     # wd 50 crushes every factor: a losing trial, which must stop after the first rung.
     cfg.tune = TuneConfig(data=prepared_dir, output=str(tmp_path / "tune"),
@@ -76,9 +77,9 @@ def test_the_pipeline_wires_tune_into_train():
 
 def test_pipeline_tune_stage_chooses_what_train_uses_and_the_report_shows_it(spark, tmp_path):
     from cfmodel.pipeline.stage import run_pipeline
-    from test_pipeline import _config
 
-    cfg = _config(tmp_path, "pipeline.stages=[generate, prepare, tune, train, evaluate]",
+
+    cfg = pipeline_config(tmp_path, "pipeline.stages=[generate, prepare, tune, train, evaluate]",
                   "tune.space={n_factors: [4, 8], wd: [0.05, 5.0]}")
     manifest = run_pipeline(spark, cfg, "t1")
     run_dir = tmp_path / "runs" / "t1"

@@ -20,11 +20,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from cfmodel.config import Config
+from cfmodel.dataset import PreparedData
 from cfmodel.evaluate import interpret, plots
 from cfmodel.evaluate.compare import evaluate_all, load_split
 from cfmodel.evaluate.html import Section, render
 from cfmodel.model import TrainedModel
-from cfmodel.score.recommend import load_inputs
+from cfmodel.lists import load_inputs
 from cfmodel.storage import Storage
 from cfmodel.titles import read_titles
 
@@ -45,13 +46,10 @@ def _crosstab(split, model: TrainedModel, n: int, titles: Dict[int, str]):
 
 def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -> Dict[str, object]:
     """Evaluate, interpret, plot and write everything under ``out``; returns ``metrics.json``'s content."""
-    prepared = storage.read_json(f"{cfg.evaluate.data}/meta.json")
-    ev = cfg.evaluate.for_feedback(prepared.get("feedback", "explicit"))
-    split = load_split(spark, ev.data)
-    inputs = load_inputs(spark, storage, ev)
-    scale = prepared.get("rating") or {}
-    rating_range = (scale.get("min", cfg.prepare.rating_min), scale.get("max", cfg.prepare.rating_max))
-    result = evaluate_all(spark, split, inputs, ev, rating_range)
+    data = PreparedData(cfg.evaluate.data, storage)
+    ev = cfg.evaluate.for_feedback(data.feedback)
+    split, inputs = load_split(spark, ev.data), load_inputs(spark, storage, ev)
+    result = evaluate_all(spark, split, inputs, ev, data.rating_range)
     table = pd.DataFrame(result["table"])
     model_row = result["table"][0]
     trained = storage.read_json(f"{ev.model}/meta.json")
@@ -88,7 +86,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
         storage.write_text(f"{out}/tables/{name}.csv", frame.to_csv(index=False))
 
     metrics = {"stage": "evaluate", "model": ev.model, "data": ev.data, "k": ev.k,
-               "feedback": prepared.get("feedback", "explicit"), "baselines": list(ev.baselines),
+               "feedback": data.feedback, "baselines": list(ev.baselines),
                "relevance_threshold": ev.relevance_threshold, "users_evaluated": result["users"],
                "valid_rows": n_valid, "valid_rmse": model_row["rmse"], "valid_mae": model_row["mae"],
                "methods": result["table"], "pca_explained_variance": [float(v) for v in explained],

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cfmodel.config import EvaluateConfig, ScoreConfig
+from cfmodel.dataset import PreparedData
 from cfmodel.errors import InputError
 from cfmodel.evaluate.baselines import als_factors, fit_als, fit_biases, fit_implicit_als, global_mean
 from cfmodel.evaluate.ease import ease_lists
@@ -26,7 +27,8 @@ from cfmodel.evaluate.metrics import catalogue_coverage, ranking_metrics, rating
 from cfmodel.evaluate.predict import predict_pairs
 from cfmodel.model import CFModule, dot_head
 from cfmodel.model.topn import BlockScorer
-from cfmodel.score.recommend import ScoreInputs, collect_seen, fallback_ranking, item_table, recommend, users_to_score
+from cfmodel.lists import ScoreInputs, collect_seen, fallback_ranking, item_table, recommend, users_to_score
+from cfmodel.storage import Storage
 
 LOG = logging.getLogger(__name__)
 COLUMNS = ("rmse", "mae", "precision", "recall", "ndcg", "map", "coverage")
@@ -52,7 +54,8 @@ class HeldOut:
 
 def load_split(spark: SparkSession, prepared: str) -> HeldOut:
     """Read ``train/``, ``valid/``, ``users/``, ``items/``; add original ids when written without them."""
-    users, items = spark.read.parquet(f"{prepared}/users"), spark.read.parquet(f"{prepared}/items")
+    data = PreparedData(prepared, Storage(spark))
+    users, items = data.frame(spark, "users"), data.frame(spark, "items")
 
     def with_ids(frame: DataFrame) -> DataFrame:
         if {"user_id", "item_id"} <= set(frame.columns):  # written with prepare.keep_ids
@@ -61,7 +64,7 @@ def load_split(spark: SparkSession, prepared: str) -> HeldOut:
         return (frame.join(users.select("user_idx", "user_id"), "user_idx")
                 .join(items.select("item_idx", "item_id"), "item_idx"))
 
-    train, valid = (with_ids(spark.read.parquet(f"{prepared}/{s}")) for s in ("train", "valid"))
+    train, valid = (with_ids(data.frame(spark, s)) for s in ("train", "valid"))
     # Popularity and candidate counts from training rows only: the held-out rows must not leak into them.
     counts = train.groupBy("item_idx").agg(F.count(F.lit(1)).cast("int").alias("n_ratings"),
                                            F.avg("rating").cast("float").alias("mean_rating"))
@@ -127,7 +130,7 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
         return preds, top_k(spark, split, _idx(inputs.list_user_factors), _idx(inputs.list_item_factors),
                             trained.list_head(), eval_users, cfg.k)
 
-    label = trained.args.name if trained.objective == "rating" else f"{trained.args.name}, {trained.objective}"
+    label = trained.args.name if trained.spec.lists_by_rating else f"{trained.args.name}, {trained.objective}"
     methods = [(f"model ({label})", model)]
     judge = lambda recs: _ranking_row(recs, relevant, cfg.k, n_items)  # noqa: E731
     methods += _baselines(spark, split, _idx(inputs.item_factors), pairs, eval_users, cfg, rating_range, judge)
@@ -172,7 +175,7 @@ def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pai
         return None, top_k(spark, split, none, item_factors, dot_head(), eval_users, cfg.k)
 
     def als():
-        model = fit_als(split.train.select("user_idx", "item_idx", "rating"), cfg.als_rank, cfg.als_reg,
+        model = fit_als(split.train.select("user_idx", "item_idx", "rating"), cfg.als_n_factors, cfg.als_reg,
                         cfg.als_max_iter, cfg.seed)
         preds = model.transform(pairs).withColumn(
             "prediction", F.when(F.isnan("prediction"), F.lit(mean)).otherwise(F.col("prediction")))
@@ -188,7 +191,7 @@ def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pai
 
     every = {"global_mean": ("global mean", lambda: (pairs.withColumn("prediction", F.lit(mean)), None)),
              "biases": ("user + movie biases", biases), "popular": ("most popular", popular),
-             "als": (f"ALS (rank {cfg.als_rank}, reg {cfg.als_reg})", als),
+             "als": (f"ALS (rank {cfg.als_n_factors}, reg {cfg.als_reg})", als),
              "implicit_als": ("implicit ALS", implicit_als), "ease": ("EASE", ease)}
     return [every[name] for name in BASELINE_ORDER if name in cfg.baselines]
 
@@ -197,7 +200,7 @@ def _best_implicit_als(spark: SparkSession, split: HeldOut, eval_users: DataFram
     """(None, metrics, name) of the implicit-ALS grid point with the best NDCG; every point is logged."""
     best = None
     train = split.train.select("user_idx", "item_idx", "rating").cache()
-    for rank in cfg.implicit_als_ranks:
+    for rank in cfg.implicit_als_n_factors:
         for reg in cfg.implicit_als_regs:
             for alpha in cfg.implicit_als_alphas:
                 users_f, items_f = als_factors(fit_implicit_als(train, rank, reg, alpha, cfg.als_max_iter, cfg.seed))

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from pyspark.sql import DataFrame, SparkSession
 
-from cfmodel.score.recommend import output_schema
+from cfmodel.lists import output_schema
 
 LOG = logging.getLogger(__name__)
 # Above this many items the solve runs in float32 (memory); below it in float64 (accuracy).
@@ -48,7 +48,7 @@ def ease_weights(users: np.ndarray, items: np.ndarray, n_users: int, n_items: in
 
 def ease_lists(spark: SparkSession, train: DataFrame, eval_users: DataFrame, users: DataFrame, items: DataFrame,
                k: int, lam: float, max_items: int, block: int = 1024) -> Optional[DataFrame]:
-    """Long-form top-``k`` EASE lists (:func:`cfmodel.score.recommend.output_schema`) for ``eval_users``, or None when over ``max_items``."""
+    """Long-form top-``k`` EASE lists (:func:`cfmodel.lists.output_schema`) for ``eval_users``, or None when over ``max_items``."""
     n_items, n_users = items.count(), users.count()
     if n_items > max_items:
         LOG.warning("EASE skipped: %d items is over evaluate.ease_max_items=%d (an items x items solve)",

@@ -262,3 +262,17 @@ class EmbeddingNet(CFModule):
             pairs = self.raw_pairs(block.repeat_interleave(n_items, dim=0), i.repeat(len(block), 1))
             blocks.append(pairs.view(len(block), n_items))
         return torch.cat(blocks) if blocks else u.new_zeros((0, n_items))
+
+
+def head_module(args: ModelArgs, state: Dict[str, Any]) -> CFModule:
+    """A module of ``args``' architecture with empty tables and ``state`` (name -> tensor or array) loaded."""
+    module = args.head_only().build()
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
+    return module.eval()
+
+
+def dot_head() -> CFModule:
+    """The head of a plain dot product (biases added when the factor tables carry them): how the
+    baselines' factor tables (ALS, the bias model, popularity) are scored. A head has no tables,
+    so it serves factors of any size."""
+    return head_module(ModelArgs("dot", 0, 0, 1), {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import pickle
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,9 +25,9 @@ from cfmodel.errors import CfError, InputError
 from cfmodel.model.factors import factor_table, id_type_of, ids_from, ids_payload, write_factor_table
 from cfmodel.model.fold_in import CHUNK_ELEMENTS, fold_in, fold_in_list_items, fold_in_lists, in_chunks, user_sample
 from cfmodel.model.fold_in_adam import fold_in_adam
-from cfmodel.model.nets import CFModule, ModelArgs
+from cfmodel.model.nets import CFModule, ModelArgs, dot_head, head_module
 from cfmodel.model.topn import BlockScorer, ItemTable
-from cfmodel.train_config import RATING_OBJECTIVES
+from cfmodel import objectives
 
 
 def weights_digest(args: ModelArgs, module: CFModule) -> str:
@@ -57,8 +58,13 @@ class TrainedModel:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "model.pt") -> "TrainedModel":
         """Rebuild from ``model.pt``'s bytes (loaded with ``weights_only=True``)."""
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if "model_args" not in payload:
+        try:
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            # A truncated or corrupt file (a copy cut short, a full disk): say which, not torch's traceback.
+            detail = str(exc).split(". ")[0].splitlines()[0] if str(exc) else "truncated"
+            raise InputError(f"{source}: not a readable model file ({detail}); retrain, or copy it again") from exc
+        if not isinstance(payload, dict) or "model_args" not in payload:
             raise InputError(f"{source}: no model_args; written by an older cfmodel? Retrain the model")
         args = ModelArgs.from_dict(payload["model_args"])
         module = args.build()
@@ -124,15 +130,20 @@ class TrainedModel:
         return self.extra.get("objective") or "rating"
 
     @property
+    def spec(self) -> objectives.Objective:
+        """The training objective's contract (:mod:`cfmodel.objectives`)."""
+        return objectives.stored(self.objective)
+
+    @property
     def predicts_ratings(self) -> bool:
         """Whether :meth:`predict` gives ratings (``rating``, ``hybrid``) or only ranking scores."""
-        return self.objective in RATING_OBJECTIVES
+        return self.spec.predicts_ratings
 
     @property
     def list_score(self) -> str:
         """What the score of a top-N list means: ``predicted_rating`` (a rating model's lists) or
         ``ranking_score`` (ordered by the ranking objective; not on the rating scale)."""
-        return "predicted_rating" if self.objective == "rating" else "ranking_score"
+        return self.spec.score_meaning
 
     def rank_factors(self, side: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """(features, biases or None) that rank ``side``: the ranking head's tables when there is one."""
@@ -217,7 +228,7 @@ class TrainedModel:
         over the rated items; for ``bpr`` and ``softmax`` models the whole vector that way
         (:func:`cfmodel.model.fold_in.fold_in_lists`). ``method`` as :meth:`fold_in_users`, for the rating
         factors."""
-        if self.objective == "rating":
+        if self.spec.lists_by_rating:
             return self.fold_in_solver(reg, newton_steps, method=method)
         self._require_bilinear()
         weight, bias = self.rank_factors("item")
@@ -231,7 +242,7 @@ class TrainedModel:
         item side; for a ranking model each item's terms in every user's full softmax, estimated on
         ``sample_size`` users (:func:`cfmodel.model.fold_in.fold_in_ranking_items`). ``user_counts``: each
         known user's ratings, by index, in the ratings the new items' come from (unused by a rating model)."""
-        if self.objective == "rating":
+        if self.spec.lists_by_rating:
             return self.fold_in_solver(reg, newton_steps, "item", method)
         self._require_bilinear()
         users, _ = self.rank_factors("user")
@@ -259,12 +270,9 @@ class TrainedModel:
 
     def recommend(self, users: Sequence[int], n: int, exclude: Optional[Dict[int, Sequence[int]]] = None,
                   candidate: Optional[np.ndarray] = None) -> pd.DataFrame:
-        """Top-``n`` lists for user indices: ``user_id, rank, item_id, score, fallback``.
-
-        ``exclude`` maps a user index to item indices never to return (what they
-        rated); ``candidate`` (bool per item) limits the items. The same block
-        scorer as the score stage, in this process.
-        """
+        """Top-``n`` lists for user *indices* (``user_id, rank, item_id, score, fallback``) by the score stage's
+        block scorer, in this process; ``exclude``: user index -> item indices never to return (what they
+        rated); ``candidate`` (bool per item) limits the items."""
         weight, bias = self.rank_factors("item")
         table = ItemTable(self.item_ids, weight, np.zeros(len(weight), np.float32) if bias is None else bias,
                           np.ones(len(weight), bool) if candidate is None else candidate)
@@ -278,16 +286,15 @@ class TrainedModel:
                               "seen": [np.asarray(exclude.get(int(u), []), np.int32) for u in users]})
         return scorer.score_frame(frame)
 
+    # -- by ids (cfmodel.model.by_id): what a notebook or a downstream job asks -----
+    def recommend_for_users(self, ids: Sequence, n: int = 10, exclude: Optional[Dict[Any, Sequence]] = None
+                            ) -> pd.DataFrame:
+        """Top-``n`` lists for user *ids* (:func:`cfmodel.model.by_id.recommend_for_users`)."""
+        from cfmodel.model.by_id import recommend_for_users
+        return recommend_for_users(self, ids, n, exclude)
 
-def head_module(args: ModelArgs, state: Dict[str, Any]) -> CFModule:
-    """A module of ``args``' architecture with empty tables and ``state`` (name -> tensor or array) loaded."""
-    module = args.head_only().build()
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
-    return module.eval()
+    def predict_ratings(self, pairs) -> pd.DataFrame:
+        """Predicted ratings for (user id, item id) pairs (:func:`cfmodel.model.by_id.predict_ratings`)."""
+        from cfmodel.model.by_id import predict_ratings
+        return predict_ratings(self, pairs)
 
-
-def dot_head() -> CFModule:
-    """The head of a plain dot product (biases added when the factor tables carry them): how the
-    baselines' factor tables (ALS, the bias model, popularity) are scored. A head has no tables,
-    so it serves factors of any size."""
-    return head_module(ModelArgs("dot", 0, 0, 1), {})

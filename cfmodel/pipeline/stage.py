@@ -27,6 +27,7 @@ from pyspark.sql import SparkSession
 from cfmodel import evaluate, prepare, score, train, tune
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
+from cfmodel.lease import lease
 from cfmodel.errors import ConfigError, InputError
 from cfmodel.evaluate.stage import check_quality_gate, print_table
 from cfmodel.generate import generate
@@ -35,6 +36,7 @@ from cfmodel.pipeline.runs import (Run, fingerprints, is_local, local_staging, n
 from cfmodel.score.stage import print_examples
 from cfmodel.session import spark_session
 from cfmodel.storage import Storage
+from cfmodel.tracking import record_run
 
 LOG = logging.getLogger(__name__)
 
@@ -86,11 +88,18 @@ def run_pipeline(spark: SparkSession, cfg: Config, run_id: str, stages: Optional
 
     Raises whatever a stage raises (after recording it in the manifest), or
     :class:`cfmodel.errors.QualityGateError` when the model misses
-    ``evaluate.max_valid_rmse``; ``latest`` moves only on success.
+    ``evaluate.max_valid_rmse``; ``latest`` moves only on success. The run holds the lease on its directory
+    throughout (:mod:`cfmodel.lease`): a second live attempt of the same run id stops at once with
+    :class:`cfmodel.lease.LeaseHeldError` (exit code 6), before it touches anything.
     """
     storage = Storage(spark)
     root = cfg.pipeline.output_root.rstrip("/")
-    stages = stages or list(cfg.pipeline.stages)
+    with lease(storage, f"{root}/{run_id}"):
+        return _run_leased(spark, storage, cfg, root, run_id, stages or list(cfg.pipeline.stages))
+
+
+def _run_leased(spark: SparkSession, storage: Storage, cfg: Config, root: str, run_id: str,
+                stages: List[str]) -> Dict[str, Any]:
     wired = wire(cfg, f"{root}/{run_id}", local_staging(root, cfg.pipeline.local_dir, run_id))
     run = Run(storage, root, run_id, wired)
     fps = fingerprints(wired, _input_listing(storage, wired, stages), run.manifest["versions"]["cfmodel"] or "")
@@ -105,7 +114,13 @@ def run_pipeline(spark: SparkSession, cfg: Config, run_id: str, stages: Optional
 
     latest = read_latest(storage, root)
     previous = Run(storage, root, latest, None) if latest and latest != run_id else None
-    run_stages(run, stages, fps, stage_bodies(spark, storage, wired, run, fps), gate, previous)
+    try:
+        run_stages(run, stages, fps, stage_bodies(spark, storage, wired, run, fps), gate, previous)
+    finally:  # a failed run is recorded too, as failed
+        tracked = record_run(spark, wired, run_id, run.dir, run.manifest)
+        if tracked:
+            run.manifest["mlflow_run_id"] = tracked
+            run.save()
     pruned = prune(storage, root, cfg.pipeline.keep_runs, protect=[run_id])
     if pruned:
         LOG.info("pruned old runs: %s", ", ".join(pruned))

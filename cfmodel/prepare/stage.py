@@ -1,7 +1,7 @@
 """The prepare stage (``cf-prepare``): clean raw ratings, index ids, split train/validation, write Parquet.
 
 Run it with spark-submit (``jobs/prepare.py``; the project installed in the
-Python that ``PYSPARK_PYTHON`` names, or shipped as described in the README)::
+Python that ``PYSPARK_PYTHON`` names, or shipped as docs/operations.md describes)::
 
     PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[*]' \\
         jobs/prepare.py --conf conf/local.yaml --set prepare.input=data/demo/ratings.csv
@@ -27,8 +27,9 @@ from pyspark.sql import SparkSession
 from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.errors import ConfigError
-from cfmodel.prepare.source import read_ratings
-from cfmodel.prepare.transforms import build_meta, column_spec, prepare_ratings, write_prepared
+from cfmodel.ingest.source import read_ratings
+from cfmodel.ingest.clean import column_spec
+from cfmodel.prepare.transforms import build_meta, prepare_ratings, write_prepared
 from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output, input_fingerprint
 

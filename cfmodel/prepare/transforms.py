@@ -1,6 +1,6 @@
 """The prepare stage: raw ratings -> clean, indexed, split frames, and how to write them.
 
-``prepare_ratings`` chains the pure transforms of :mod:`cfmodel.prepare.clean`,
+``prepare_ratings`` chains the cleaning of :mod:`cfmodel.ingest.clean`,
 :mod:`cfmodel.prepare.split` and :mod:`cfmodel.prepare.index`, counting what each step removes
 so that the counts reconcile::
 
@@ -13,7 +13,7 @@ import logging
 import math
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pyarrow
 import pyspark
@@ -21,12 +21,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 import cfmodel
-from cfmodel.prepare.clean import RatingRule, bad_rows, classify, events_by_pair, filter_min_counts, latest_by_pair
+from cfmodel.ingest.clean import clean_input
+from cfmodel.ingest.rules import filter_min_counts
 from cfmodel.config import PrepareConfig
-from cfmodel.errors import InputError, QualityGateError
+from cfmodel.dataset import PREPARED_FORMAT
+from cfmodel.errors import InputError
 from cfmodel.prepare.index import apply_index, build_index
-from cfmodel.prepare.infer import STEP_CANDIDATES, id_types_of, rating_scale, split_cutoff
-from cfmodel.prepare.source import ColumnSpec
+from cfmodel.ingest.infer import split_cutoff
 from cfmodel.prepare.split import apply_cold_start, cold_start_rows, split_frames, split_rows
 
 LOG = logging.getLogger(__name__)
@@ -56,88 +57,6 @@ class Prepared:
         this session from the cache (a changed file would read as it was), and holds the memory."""
         for frame in self.cached:
             frame.unpersist()
-
-
-def column_spec(cfg: PrepareConfig) -> ColumnSpec:
-    return ColumnSpec(cfg.user_col, cfg.item_col, cfg.rating_col, cfg.timestamp_col, cfg.weight_col, cfg.feedback)
-
-
-def _quarantine_message(n_input: int, n_bad: int, by_reason: Dict[str, int], bad: DataFrame,
-                        limit: float, id_types: Tuple[str, str] = ("int", "int")) -> str:
-    example = bad.first()
-    where = ""
-    if example is not None:
-        where = (f"; e.g. {example['_source_file']}: user={example['user']!r} item={example['item']!r} "
-                 f"rating={example['rating']!r} ({example['reason']})")
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
-    hint = ""
-    if {"bad_user_id", "bad_item_id"} & set(by_reason):
-        hint = (f" (ids read as user {id_types[0]}, item {id_types[1]}; prepare.id_type=string takes any "
-                f"text id)")
-    return (f"quarantined {n_bad} of {n_input} rows ({n_bad / n_input:.1%}), over the limit of "
-            f"{limit:.1%} (prepare.max_quarantine_fraction): {reasons}{hint}{where}")
-
-
-@dataclass
-class Cleaned:
-    """Classified input: the deduplicated good ratings (cached), the quarantine and the counts of each."""
-
-    ratings: DataFrame
-    quarantine: DataFrame
-    by_reason: Dict[str, int]
-    n_good: int
-    n_pairs: int
-    approx_users: int  # HyperLogLog estimates, for choosing joins
-    approx_items: int
-    cached: DataFrame
-    scale: Dict[str, Any] = field(default_factory=dict)
-    id_types: Tuple[str, str] = ("int", "int")
-
-    @property
-    def n_input(self) -> int:
-        return self.n_good + sum(self.by_reason.values())
-
-
-def clean_input(raw: DataFrame, cfg: PrepareConfig, feedback: str = "explicit",
-                id_types: Optional[Tuple[str, str]] = None) -> Cleaned:
-    """Classify raw rows, count them by reason, keep each pair's latest good rating (for ``implicit``
-    feedback: count each pair's events, :func:`events_by_pair`); applies the quarantine gate.
-
-    The input is parsed once for all of it (:func:`latest_by_pair`). The quarantine is a second, lazy read
-    of the input, made only when rows were quarantined (the gate's message or the written output).
-    """
-    implicit = feedback == "implicit"
-    scale = (None, None, None) if implicit else (cfg.rating_min, cfg.rating_max, cfg.rating_step)
-    rule = RatingRule(*scale, cfg.timestamp_col is not None, feedback, cfg.weight_col is not None)
-    id_types = id_types or id_types_of(raw, cfg)
-    classified = classify(raw, rule, id_types)
-    pairs = (events_by_pair if implicit else latest_by_pair)(classified).persist()
-    rating = F.col("rating")
-    stats = {r["reason"]: r for r in pairs.groupBy("reason").agg(
-        F.sum("n").alias("rows"), F.count(F.lit(1)).alias("pairs"),
-        F.approx_count_distinct("user_id").alias("users"), F.approx_count_distinct("item_id").alias("items"),
-        F.min(rating).alias("low"), F.max(rating).alias("high"),
-        *[F.max(F.abs(rating / c - F.round(rating / c))).alias(f"off_{i}") for i, c in enumerate(STEP_CANDIDATES)],
-    ).collect()}
-    good = stats.pop(None, {"rows": 0, "pairs": 0, "users": 0, "items": 0})
-    by_reason = {reason: row["rows"] for reason, row in stats.items()}
-    n_bad = sum(by_reason.values())
-    quarantine = bad_rows(classified)
-    if not n_bad:
-        quarantine = raw.sparkSession.createDataFrame([], quarantine.schema)
-    cleaned = Cleaned(ratings=pairs.where(F.col("reason").isNull()).drop("reason", "n"), quarantine=quarantine,
-                      by_reason=by_reason, n_good=good["rows"], n_pairs=good["pairs"], approx_users=good["users"],
-                      approx_items=good["items"], cached=pairs, id_types=id_types)
-    n_input = cleaned.n_input
-    if n_input == 0:
-        pairs.unpersist()
-        raise InputError(f"{cfg.input}: no data rows (empty or header only)")
-    if n_bad > cfg.max_quarantine_fraction * n_input:
-        message = _quarantine_message(n_input, n_bad, by_reason, quarantine, cfg.max_quarantine_fraction, id_types)
-        pairs.unpersist()
-        raise QualityGateError(message)
-    cleaned.scale = rating_scale(good, cfg, feedback) if cleaned.n_pairs else {}
-    return cleaned
 
 
 def _reconciled(counts: Dict[str, Any]) -> Dict[str, Any]:
@@ -180,7 +99,7 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig, feedback: str = "explici
     Parameters
     ----------
     raw
-        Text ratings as :func:`cfmodel.prepare.source.read_ratings` returns them.
+        Text ratings as :func:`cfmodel.ingest.source.read_ratings` returns them.
     cfg
         The ``prepare`` config section.
 
@@ -199,7 +118,7 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig, feedback: str = "explici
     flagged = cold_start_rows(split_rows(by_item, cfg.split, cfg.valid_fraction, cfg.seed, cutoff),
                               broadcast=(cleaned.approx_users <= BROADCAST_MAX_ROWS,
                                          cleaned.approx_items <= BROADCAST_MAX_ROWS))
-    kept = apply_cold_start(flagged, cfg.cold_start).persist()
+    kept = apply_cold_start(flagged, cfg.valid_cold_start).persist()
     summary = kept.agg(F.count(F.lit(1)).alias("n"),
                        F.sum(F.col("is_valid").cast("int")).alias("valid"),
                        F.sum(F.col("is_cold").cast("int")).alias("cold")).first()
@@ -220,8 +139,8 @@ def prepare_ratings(raw: DataFrame, cfg: PrepareConfig, feedback: str = "explici
         "events_merged": cleaned.n_good - cleaned.n_pairs if feedback == "implicit" else 0,
         "removed_min_user": cleaned.n_pairs - n_by_user,
         "removed_min_item": n_by_user - n_by_item,
-        "cold_start_rows": n_cold_kept if cfg.cold_start != "drop" else n_by_item - n_kept,
-        "cold_start_policy": cfg.cold_start,
+        "cold_start_rows": n_cold_kept if cfg.valid_cold_start != "drop" else n_by_item - n_kept,
+        "cold_start_policy": cfg.valid_cold_start,
         "cold_start_dropped": n_by_item - n_kept,
         "train_rows": n_kept - n_valid,
         "valid_rows": n_valid,
@@ -237,6 +156,7 @@ def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any
     """The ``meta.json`` that ties a prepare output to its input, config and versions."""
     counts = prepared.counts
     return {
+        "format_version": PREPARED_FORMAT,
         "n_users": counts["n_users"],
         "n_items": counts["n_items"],
         "counts": counts,
@@ -244,7 +164,7 @@ def build_meta(prepared: Prepared, cfg: PrepareConfig, input_info: Dict[str, Any
         "rating": prepared.scale,
         "id_types": {"user": prepared.id_types[0], "item": prepared.id_types[1]},
         "split": {"method": cfg.split, "valid_fraction": cfg.valid_fraction, "seed": cfg.seed,
-                  "cold_start": cfg.cold_start, "split_time": cfg.split_time},
+                  "cold_start": cfg.valid_cold_start, "split_time": cfg.split_time},
         "input": input_info,
         "config": asdict(cfg),
         "versions": {"cfmodel": cfmodel.__version__, "spark": pyspark.__version__,

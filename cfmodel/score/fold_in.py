@@ -27,9 +27,10 @@ from pyspark.sql.pandas.types import to_arrow_type
 from pyspark.sql.window import Window
 
 from cfmodel.config import Config, ScoreConfig
+from cfmodel.dataset import PreparedData
 from cfmodel.model import TrainedModel
-from cfmodel.prepare.source import read_ratings
-from cfmodel.prepare.transforms import clean_input, column_spec
+from cfmodel.ingest.source import read_ratings
+from cfmodel.ingest.clean import clean_input, column_spec
 from cfmodel.storage import Storage
 
 FOLDED_SCHEMA = T.StructType([  # user_id: of the ids' type (int for MovieLens-style ids)
@@ -45,20 +46,19 @@ def newer_ratings(spark: SparkSession, cfg: Config) -> DataFrame:
     cleaned as prepare does (its quarantine gate included; duplicates keep the latest rating)."""
     path = cfg.score.ratings.rstrip("/")
     storage = Storage(spark)
-    if storage.exists(f"{path}/meta.json"):
+    if storage.exists(f"{path}/meta.json"):  # a prepare output, not a raw input
         return prepared_ratings(spark, path)
     prep = dataclasses.replace(cfg.prepare, input=path)
     raw = read_ratings(spark, path, column_spec(prep), prep.input_format)
     # The ids are read as the model's were: a newcomer's id has the type of the ids it joins.
-    types = storage.read_json(f"{cfg.score.data.rstrip('/')}/meta.json").get("id_types") or {}
-    id_types = (types.get("user", "int"), types.get("item", "int"))
+    id_types = PreparedData(cfg.score.data, storage).id_types
     return clean_input(raw.frame, prep, raw.feedback, id_types).ratings.select("user_id", "item_id", "rating")
 
 
 def prepared_ratings(spark: SparkSession, path: str) -> DataFrame:
     """``user_id, item_id, rating`` of a prepare output (both splits)."""
-    frames = [spark.read.parquet(f"{path.rstrip('/')}/{split}").select("user_id", "item_id", "rating")
-              for split in ("train", "valid")]
+    data = PreparedData(path, Storage(spark))
+    frames = [data.frame(spark, split).select("user_id", "item_id", "rating") for split in ("train", "valid")]
     return frames[0].unionByName(frames[1])
 
 
@@ -100,7 +100,7 @@ def fold_in_items_frame(ratings: DataFrame, model: TrainedModel, users: DataFram
                                     F.avg("rating").cast("float").alias("mean_rating")))
     stats = rows.select("item_id", "mean_rating")
     # Only a ranking model weighs a new movie's raters against everyone's ratings (a small collect).
-    counts = _user_counts(known, len(model.user_ids)) if model.objective != "rating" else None
+    counts = _user_counts(known, len(model.user_ids)) if not model.spec.lists_by_rating else None
     solver = model.fold_in_item_solver(counts, sc.fold_in_reg, sc.fold_in_newton_steps, sc.fold_in_method)
     solved = _solve_groups(rows.drop("mean_rating"), "item_id", solver, sc.fold_in_min_ratings) \
         .where(F.col("features").isNotNull())

@@ -31,7 +31,7 @@ from cfmodel.cli import job_parser, run_main, start_job
 from cfmodel.config import Config
 from cfmodel.score.fold_in import (fold_in_frame, fold_in_items_frame, newer_ratings, prepared_ratings,
                                    refreshed_users)
-from cfmodel.score.recommend import (ScoreInputs, build_scorer, load_inputs, output_frames, read_user_list,
+from cfmodel.lists import (ScoreInputs, build_scorer, load_inputs, output_frames, read_user_list,
                                      recommend, seen_items, users_to_score)
 from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
@@ -108,7 +108,7 @@ def with_new_items(inputs: ScoreInputs, new: DataFrame) -> ScoreInputs:
     table = inputs.list_item_factors.select("id", "idx", "bias", "features").unionByName(factors)
     # The folded factors are list factors: a ranking model's rating table (if any) does not get them.
     return dataclasses.replace(
-        inputs, item_factors=table if inputs.model.objective == "rating" else inputs.item_factors,
+        inputs, item_factors=table if inputs.model.spec.lists_by_rating else inputs.item_factors,
         list_item_factors=table, new_items=count,
         items=inputs.items.unionByName(new.select("item_id", "item_idx", "n_ratings", "mean_rating"),
                                        allowMissingColumns=True))

@@ -20,10 +20,7 @@ rather than composed of autograd ops:
   products there, which also give the drawn items' bias gradient.
 
 Five passes forward and two back, against thirteen when the block was built
-by parts, masked whole and normalised in place: the term's forward and
-backward at 1024 × 512 (the hybrid's, 50 rating and 16 head factors) fell
-from 1.85 to 1.55 ms on two cores, and a hybrid step at the MovieLens-20M
-shape by about 6% (5.8 to 5.4 ms, alternating runs).
+by parts, masked whole and normalised in place.
 """
 from __future__ import annotations
 
@@ -36,16 +33,19 @@ Hits = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 def sampled_softmax(pos: torch.Tensor, u: torch.Tensor, d: torch.Tensor, d_bias: Optional[torch.Tensor],
                     items: torch.Tensor, drawn: torch.Tensor, log_q: torch.Tensor,
-                    fixed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-    """Mean cross-entropy of each row's positive against the drawn items: the logits ``[pos | u @ d.T +
+                    fixed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean cross-entropy (weighted by ``weight``, each row's share of the total, when given) of each row's
+    positive against the drawn items: the logits ``[pos | u @ d.T +
     d_bias]`` (plus ``fixed[0] @ fixed[1].T``, a part of the score without gradient), each less the log of
     its item's sampling probability ``log_q`` (the log-q correction), the row's own item among the drawn ones
     left out. ``pos`` must be the same score of the row's own item (it stands in for the left-out entries
     in the row's maximum). Gradients reach ``pos``, ``u``, ``d`` and ``d_bias``."""
     shift = -log_q[drawn] if d_bias is None else d_bias - log_q[drawn]
     u_fixed, d_fixed = fixed if fixed is not None else (u.new_zeros(len(u), 0), d.new_zeros(len(d), 0))
+    share = weight.float() if weight is not None else None
     return _BlockSoftmaxLoss.apply(pos.float() - log_q[items], u, d, shift, u_fixed.detach(), d_fixed.detach(),
-                                   own_item_hits(items, drawn, len(log_q)))
+                                   own_item_hits(items, drawn, len(log_q)), share)
 
 
 def own_item_hits(items: torch.Tensor, drawn: torch.Tensor, n_items: int) -> Hits:
@@ -73,12 +73,12 @@ def fill_hits(block: torch.Tensor, hits: Hits, value: float) -> None:
 
 
 class _BlockSoftmaxLoss(torch.autograd.Function):
-    """Mean cross-entropy of ``[pos | [u_fixed | u | 1] @ [d_fixed | d | shift].T]`` with the positive as the
-    class and the ``hits`` left out; gradients for ``pos``, ``u``, ``d`` and ``shift`` (the module docstring
-    says why it is written out)."""
+    """Cross-entropy of ``[pos | [u_fixed | u | 1] @ [d_fixed | d | shift].T]`` with the positive as the
+    class and the ``hits`` left out, each row's weighted by its ``share`` (None: the plain mean);
+    gradients for ``pos``, ``u``, ``d`` and ``shift`` (the module docstring says why it is written out)."""
 
     @staticmethod
-    def forward(ctx, pos, u, d, shift, u_fixed, d_fixed, hits):
+    def forward(ctx, pos, u, d, shift, u_fixed, d_fixed, hits, share):
         # In float32 whatever autocast made of the inputs, as the composed softmax's logits are.
         pos, u, d, shift = pos.float(), u.float(), d.float(), shift.float()
         left = torch.cat([u_fixed.float(), u, u.new_ones(len(u), 1)], dim=1)
@@ -89,16 +89,18 @@ class _BlockSoftmaxLoss(torch.autograd.Function):
         exp_pos = (pos[:, None] - top).exp_()
         total = exps.sum(1, keepdim=True).add_(exp_pos)
         ctx.save_for_backward(exps, total, exp_pos, u, d)
-        return (total.log().add_(top).squeeze(1) - pos).mean()
+        ctx.share = share
+        losses = total.log().add_(top).squeeze(1) - pos
+        return losses.mean() if share is None else (losses * share).sum()
 
     @staticmethod
     def backward(ctx, grad):
         exps, total, exp_pos, u, d = ctx.saved_tensors
-        # The block's gradient is exps / total × grad / rows: the row scale goes on the small factors.
-        per_row = grad / len(exps)
+        # The block's gradient is exps / total × grad × a row's share: the row scale goes on the small factors.
+        per_row = grad / len(exps) if ctx.share is None else grad * ctx.share[:, None]
         scale = per_row / total
         grad_u = (exps @ d) * scale
         # (x.T @ exps).T, not exps.T @ x: MKL reads the block's transpose 2x slower (214 against 106 µs).
         grad_d_shift = (torch.cat([u * scale, scale], dim=1).T @ exps).T
         return ((exp_pos * scale - per_row).squeeze(1), grad_u, grad_d_shift[:, :-1], grad_d_shift[:, -1],
-                None, None, None)
+                None, None, None, None)

@@ -4,7 +4,7 @@ With ``train.distributed.processes: N`` the train stage hands its fit to
 TorchDistributor, which starts N processes (``local_mode: true``: on the
 driver's machine through ``torchrun``; ``false``: as a barrier stage of N
 tasks on the executors, one ``torchrun`` node each). Every process runs
-:func:`~cfmodel.train.stage.fit_and_publish` with the loop of the single-process
+:func:`~cfmodel.train.fit.fit_and_publish` with the loop of the single-process
 trainer:
 
 - rank r of N reads Petastorm shard r of N of both splits (whole row groups;
@@ -43,6 +43,7 @@ import torch
 
 from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError, ConfigError
+from cfmodel.train.fit import checkpoint_dir, fit_and_publish
 from cfmodel.train.ranks import Ranks
 
 LOG = logging.getLogger(__name__)
@@ -98,14 +99,12 @@ def with_port_retries(run: Callable[[], T], failed: str, retries: int = PORT_RAC
 
 def failure_dir(cfg: TrainConfig) -> str:
     """Where failing ranks leave their errors (under the checkpoint directory)."""
-    from cfmodel.train.stage import checkpoint_dir
     return os.path.join(checkpoint_dir(cfg.output), "failed")
 
 
 def rank_main(cfg: TrainConfig, resume: bool) -> Optional[Dict[str, Any]]:
     """One training process (run by torchrun): join the group, fit this rank's shard, return rank 0's result."""
     from cfmodel.cli import setup_logging
-    from cfmodel.train.stage import fit_and_publish
 
     setup_logging()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

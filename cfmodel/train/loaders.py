@@ -21,8 +21,9 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 
-from cfmodel.errors import ConfigError, InputError
-from cfmodel.urls import read_json_file, to_url
+from cfmodel.dataset import PreparedData
+from cfmodel.errors import ConfigError
+from cfmodel.urls import to_url
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 FIELDS = ["user_idx", "item_idx", "rating"]
@@ -139,35 +140,27 @@ class InMemoryLoader:
             yield self.users[idx], self.items[idx], self.ratings[idx]
 
 
-def read_prepared_meta(path: str) -> dict:
-    """The prepare job's ``meta.json`` under ``path`` (local path or any pyarrow-supported URL)."""
-    try:
-        return read_json_file(path.rstrip("/") + "/meta.json")
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no meta.json; is this a prepare job's output?") from exc
-
-
-def make_loaders(data: str, meta: dict, batch_size: int, loader: str, memory_max_rows: int, seed: int,
+def make_loaders(data: PreparedData, batch_size: int, loader: str, memory_max_rows: int, seed: int,
                  shuffle_buffer: int, workers: int = 1, cur_shard: Optional[int] = None,
                  shard_count: Optional[int] = None, shard_valid: bool = False):
     """(train, valid, kind): in-memory when ``loader`` says so, or ``auto`` and the data fit. The training
     split is read as shard ``cur_shard`` of ``shard_count``, and with ``shard_valid`` the validation split too
     (a data-parallel run sums every rank's validation figures)."""
-    counts = meta["counts"]
+    counts = data.counts
     rows = counts["train_rows"] + counts["valid_rows"]
     kind = loader if loader != "auto" else ("memory" if rows <= memory_max_rows else "petastorm")
-    base = data.rstrip("/")
+    train_path, valid_path = data.part("train"), data.part("valid")
     if kind == "memory" and cur_shard is not None:
         raise ConfigError(f"reading a shard (train.cur_shard, or train.distributed) needs the petastorm loader, but "
                           f"train.loader={loader} chose the memory loader ({rows} rows); set train.loader=petastorm")
     if kind == "memory":
-        train = InMemoryLoader.from_parquet(f"{base}/train", batch_size, shuffle=True, seed=seed)
-        valid = InMemoryLoader.from_parquet(f"{base}/valid", 65536, shuffle=False)
+        train = InMemoryLoader.from_parquet(train_path, batch_size, shuffle=True, seed=seed)
+        valid = InMemoryLoader.from_parquet(valid_path, 65536, shuffle=False)
     else:
-        train = PetastormLoader(f"{base}/train", counts["train_rows"], batch_size, shuffle=True, seed=seed,
+        train = PetastormLoader(train_path, counts["train_rows"], batch_size, shuffle=True, seed=seed,
                                 shuffle_buffer=shuffle_buffer, cur_shard=cur_shard, shard_count=shard_count,
                                 workers=workers)
-        valid = PetastormLoader(f"{base}/valid", counts["valid_rows"], 65536, shuffle=False, workers=workers,
+        valid = PetastormLoader(valid_path, counts["valid_rows"], 65536, shuffle=False, workers=workers,
                                 cur_shard=cur_shard if shard_valid else None,
                                 shard_count=shard_count if shard_valid else None)
     return train, valid, kind

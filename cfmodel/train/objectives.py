@@ -16,18 +16,23 @@ Ranking terms score the model's ranking rows (``rank_rows``: the ranking
 head's when it has one) with its own ``raw_pairs``/``raw_block`` (before the
 output transform), leaving out the user bias, which shifts all of a user's
 scores alike and cancels in both terms; they use only the rows rated at or
-above ``positive_threshold`` (all rows when it is None). A batch's positive
+above ``positive_threshold`` (all rows when it is None) and, with a
+``confidence`` (implicit feedback only), weigh each row by its event count:
+``log`` by 1 + ln(count), ``count`` by the count itself (as if each event were
+a row), normalised over the batch. A batch's positive
 and negative items are looked up in one call, so each table gets one gradient
 pass. Every objective returns ``(loss, mse or None)``.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from cfmodel import objectives
 from cfmodel.model.nets import CFModule
+from cfmodel.objectives import Objective
 from cfmodel.train.block_softmax import fill_hits, own_item_hits, sampled_softmax
 from cfmodel.train.negatives import NegativeSampler
 
@@ -56,8 +61,9 @@ class _Ranking:
 
     predicts_ratings = False
 
-    def __init__(self, sampler: NegativeSampler, size: int, threshold: Optional[float]) -> None:
-        self.sampler, self.size, self.threshold = sampler, size, threshold
+    def __init__(self, sampler: NegativeSampler, size: int, threshold: Optional[float],
+                 confidence: str = "none") -> None:
+        self.sampler, self.size, self.threshold, self.confidence = sampler, size, threshold, confidence
 
     def reseed(self, seed: int) -> None:
         self.sampler.reseed(seed)
@@ -75,38 +81,55 @@ class _Ranking:
             shared = None if shared is None else (shared[0][keep], shared[1][keep])
         if not len(users):
             return _zero(model), None
-        return self.term(model, users, items, shared), None
+        weight = None
+        if self.confidence != "none":
+            counts = (ratings if keep is None else ratings[keep]).float().clamp(min=1.0)
+            weight = 1.0 + counts.log() if self.confidence == "log" else counts
+            weight = weight / weight.sum()
+        return self.term(model, users, items, shared, weight), None
 
-    def term(self, model: CFModule, users, items, shared: Optional[tuple]) -> torch.Tensor:
+    def term(self, model: CFModule, users, items, shared: Optional[tuple],
+             weight: Optional[torch.Tensor]) -> torch.Tensor:
+        """The term's loss over the rows: their mean, or their sum weighted by ``weight`` (summing to 1)."""
         raise NotImplementedError
+
+
+def _weighted(losses: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """The mean of per-row ``losses``, or their sum weighted by ``weight``."""
+    return losses.mean() if weight is None else (losses * weight).sum()
 
 
 class Bpr(_Ranking):
     """Bayesian personalised ranking against ``size`` sampled unrated items per positive."""
 
-    def term(self, model, users, items, shared):
+    def term(self, model, users, items, shared, weight):
         neg, valid = self.sampler.for_users(users, self.size)
         u, (i, ib), (n, nb) = _item_rows(model, users, items, neg.reshape(-1), shared)
         pos = model.raw_pairs(u, i, None, ib).float()
         neg_scores = model.raw_pairs(u.repeat_interleave(self.size, dim=0), n, None, nb).float()
         gap = pos[:, None] - neg_scores.view(-1, self.size)
-        return -F.logsigmoid(gap)[valid].mean()
+        if weight is None:
+            return -F.logsigmoid(gap)[valid].mean()
+        # Each row's weight spread over its valid negatives, so a row's share does not depend on how many it has.
+        per_pair = valid.float() * weight[:, None] / valid.sum(1, keepdim=True).clamp(min=1)
+        return -(F.logsigmoid(gap) * per_pair).sum() / per_pair.sum().clamp(min=1e-12)
 
 
 class Softmax(_Ranking):
     """Sampled softmax over ``size`` items drawn per batch, log-q corrected (``size`` 0: a full softmax)."""
 
-    def term(self, model, users, items, shared):
+    def term(self, model, users, items, shared, weight):
         if not self.size:
             every = torch.arange(self.sampler.rated.n_items, device=users.device)
-            return F.cross_entropy(model.rank_logits_block(users, every).float(), items)
+            logits = model.rank_logits_block(users, every).float()
+            return _weighted(F.cross_entropy(logits, items, reduction="none"), weight)
         cand = self.sampler.draw(self.size).to(users.device)
         log_q = self.sampler.log_q.to(users.device)
         if shared is not None:
-            return _head_softmax(model, users, items, cand, log_q, shared)
+            return _head_softmax(model, users, items, cand, log_q, shared, weight)
         u, (i, ib), (c, cb) = _item_rows(model, users, items, cand)
         if model.bilinear:  # the block is u @ c.T + the drawn items' biases: the fused form
-            return sampled_softmax(model.raw_pairs(u, i, None, ib), u, c, cb, items, cand, log_q)
+            return sampled_softmax(model.raw_pairs(u, i, None, ib), u, c, cb, items, cand, log_q, weight=weight)
         pos, others = model.raw_pairs(u, i, None, ib), model.raw_block(u, c, None, cb)
         # log-q correction: each item's logit less the log of its sampling probability.
         pos, others = pos.float() - log_q[items], others.float() - log_q[cand][None, :]
@@ -116,7 +139,8 @@ class Softmax(_Ranking):
         # The row's own item among the drawn ones would count as its own negative: left out, filled in place on
         # the concatenation (whose backward does not need it), as the fused form zeroes its exponential.
         fill_hits(logits[:, 1:], own_item_hits(items, cand, len(log_q)), float("-inf"))
-        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+        target = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
+        return _weighted(F.cross_entropy(logits, target, reduction="none"), weight)
 
 
 class Hybrid:
@@ -150,7 +174,7 @@ class Hybrid:
         return mse + self.weight * rank, mse
 
 
-def _head_softmax(model: CFModule, users, items, drawn, log_q, shared: tuple) -> torch.Tensor:
+def _head_softmax(model: CFModule, users, items, drawn, log_q, shared: tuple, weight=None) -> torch.Tensor:
     """The sampled softmax term of a hybrid's ranking head, whose score is a plain dot product of
     [rating factors | head factors] rows plus the item's ranking bias, log-q corrected like
     :class:`Softmax`'s. The rating part, which the term must not move, is computed without a gradient
@@ -165,7 +189,7 @@ def _head_softmax(model: CFModule, users, items, drawn, log_q, shared: tuple) ->
     with torch.no_grad():
         fixed_pos = (u_rating * i_rating).sum(1)
     return sampled_softmax(fixed_pos + (u_head * i_head).sum(1) + i_bias, u_head, d_head, d_bias, items, drawn,
-                           log_q, fixed=(u_rating, drawn_rating))
+                           log_q, fixed=(u_rating, drawn_rating), weight=weight)
 
 
 def _item_rows(model: CFModule, users, items, negatives, shared: Optional[tuple] = None):
@@ -188,11 +212,15 @@ def _zero(model: CFModule) -> torch.Tensor:
     return sum(p.sum() for p in model.parameters()) * 0.0
 
 
-def make_objective(name: str, sampler: Optional[NegativeSampler], negatives: int, samples: int,
-                   threshold: Optional[float], weight: float, hybrid_ranking: str):
-    """The objective called ``name`` (``rating``, ``bpr``, ``softmax``, ``hybrid``)."""
-    if name == "rating":
+def make_objective(objective: Union[str, Objective], sampler: Optional[NegativeSampler], negatives: int,
+                   samples: int, threshold: Optional[float], weight: float, hybrid_ranking: str,
+                   confidence: str = "none"):
+    """The loss of ``objective`` (its :class:`~cfmodel.objectives.Objective`, or its name): MSE alone, a
+    ranking term alone, or MSE plus a ranking term on the ranking head."""
+    spec = objectives.spec(objective) if isinstance(objective, str) else objective
+    term = spec.ranking_loss(hybrid_ranking)
+    if term is None:
         return Rating()
-    term = hybrid_ranking if name == "hybrid" else name
-    ranking = Bpr(sampler, negatives, threshold) if term == "bpr" else Softmax(sampler, samples, threshold)
-    return Hybrid(ranking, weight) if name == "hybrid" else ranking
+    ranking = (Bpr(sampler, negatives, threshold, confidence) if term == "bpr"
+               else Softmax(sampler, samples, threshold, confidence))
+    return Hybrid(ranking, weight) if spec.predicts_ratings else ranking

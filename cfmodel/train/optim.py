@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from cfmodel.config import TrainConfig
-from cfmodel.train_config import RATING_OBJECTIVES
 from cfmodel.model.nets import CFModule
 from cfmodel.train.sparse_adamw import SparseAdamW, share_rows
 
@@ -26,8 +25,7 @@ def make_optimizer(model: CFModule, cfg: TrainConfig, merge_rows: bool = True,
     model names in ``bias_parameters`` decay by ``bias_wd`` instead of ``wd``,
     the ranking head's by ``rank_wd``. With sparse updates and ``merge_rows`` (one process: DDP keeps
     its own view of each weight), the tables a step looks up with the same indices share a storage
-    (:func:`row_sets`), updated in one pass: at the MovieLens-20M shape a hybrid step's optimiser time fell
-    from 2.15 to 1.87 ms, and an epoch ran 7% (hybrid) to 9% (rating) more ratings a second.
+    (:func:`row_sets`), updated in one pass instead of once a table.
     """
     sparse = uses_sparse_updates(model, cfg)
     sets = [share_rows(tables) for tables in row_sets(model, cfg)] if sparse and merge_rows else []
@@ -39,7 +37,8 @@ def make_optimizer(model: CFModule, cfg: TrainConfig, merge_rows: bool = True,
         decays = step_decays(cfg, steps_per_epoch)
         groups = [{"params": [p for p in params if id(p) not in biases | head], "weight_decay": decays.wd},
                   {"params": [p for p in params if id(p) in biases], "weight_decay": decays.bias_wd},
-                  {"params": [p for p in params if id(p) in head], "weight_decay": decays.rank_wd}]
+                  {"params": [p for p in params if id(p) in head], "weight_decay": decays.rank_wd,
+                   "lr": cfg.rank_lr if cfg.rank_lr is not None else cfg.lr}]
     else:
         groups = [{"params": [p for p in params if id(p) in tables], "weight_decay": 0.0},
                   {"params": [p for p in params if id(p) not in tables], "weight_decay": cfg.weight_decay,
@@ -64,21 +63,16 @@ def decay_scale(cfg: TrainConfig, steps_per_epoch: Optional[int]) -> float:
 
     Why: decoupled decay shrinks every row at every step, but a row moves only at the steps whose batch
     holds one of its ratings. Per-step decay therefore grows with the data's size against the batch: at
-    the MovieLens-20M shape (19,500 steps an epoch at batch 1024) a typical user is in one step of 135,
-    and the decay held the factors near zero, close to a biases-only model (planted data: validation MSE
-    0.464, biases alone about 0.47). Capped, a row with n ratings meets about min(n, steps) moves per epoch
-    against the same decay on any data set, as on MovieLens small (79 steps), whose tuned ``wd`` the cap
-    leaves exactly as it was. 1 too for ``wd_mode: l2``, whose penalty is on the batch's rows already,
-    and for an unknown ``steps_per_epoch``.
+    the MovieLens-20M shape (19,500 steps an epoch at batch 1024) it held the factors near zero, close to a
+    biases-only model. Capped, a row with n ratings meets about min(n, steps) moves per epoch against the
+    same decay on any data set, as on MovieLens small (79 steps), whose tuned ``wd`` the cap leaves exactly
+    as it was (``bench/bench_trainer.py --against train.wd_epoch_steps=null`` measures both). 1 too for
+    ``wd_mode: l2``, whose penalty is on the batch's rows already, and for an unknown ``steps_per_epoch``.
 
-    Only for the objectives that predict ratings (``rating``, ``hybrid``), and not for a hybrid's ranking
-    head (``rank_wd``). Measured on 2M planted ratings (1,563 steps an epoch, the pipeline's evaluate
-    stage): the capped rating tables took the hybrid's validation RMSE from 0.867 to 0.604 (ALS 0.631)
-    and its lists' NDCG@10 from 0.169 to 0.174 with the head decayed per step, but to 0.134 with the
-    head's decay capped too (most popular 0.167); ``softmax`` capped fell from 0.166 to 0.124. Ranking
-    rows learnt from sampled terms overfit with the lighter decay."""
+    Only for the objectives that predict ratings, and not for a hybrid's ranking head (``rank_wd``):
+    ranking rows learnt from sampled terms overfit with the lighter decay."""
     cap = cfg.wd_epoch_steps
-    if (cfg.wd_mode != "adamw" or cfg.objective not in RATING_OBJECTIVES or cap is None or not steps_per_epoch
+    if (cfg.wd_mode != "adamw" or not cfg.spec.predicts_ratings or cap is None or not steps_per_epoch
             or steps_per_epoch <= cap):
         return 1.0
     return cap / steps_per_epoch
@@ -109,15 +103,15 @@ def row_sets(model: CFModule, cfg: TrainConfig) -> List[List[nn.Embedding]]:
         return []
     (u_weight, u_bias), (i_weight, i_bias) = model.tables("user"), model.tables("item")
     head = model.has_rank_head
-    sets = [[u_weight, u_bias if cfg.objective in RATING_OBJECTIVES else None, model.u_rank if head else None],
+    sets = [[u_weight, u_bias if cfg.spec.predicts_ratings else None, model.u_rank if head else None],
             [i_weight, i_bias],
             [model.i_rank, model.r_bias] if head else []]
     return [found for found in ([t for t in s if t is not None] for s in sets) if len(found) > 1]
 
 
-# ``row_updates: auto`` goes sparse when the rating tables hold more rows than this many per batch row. Measured
-# (bench_trainer, 2 cores, batch 1024): dense AdamW costs ~1.2 ms + 0.07 µs per table row a step, the
-# sparse update ~2.4 ms flat, so they cross near 18,000 rows.
+# ``row_updates: auto`` goes sparse when the rating tables hold more rows than this many per batch row: dense
+# AdamW's step grows with the tables, the sparse update's does not, and they cross near 18,000 rows at batch
+# 1024 (``bench/bench_trainer.py --row-updates sparse dense``).
 SPARSE_ROWS_PER_BATCH_ROW = 16
 
 
@@ -150,7 +144,9 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             opt, T_0=cfg.cycle_len * steps_per_epoch, T_mult=cfg.cycle_mult, eta_min=cfg.lr / 100)
     elif cfg.schedule == "one_cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        # Each group peaks at its own rate (a hybrid's ranking head may have its own, train.rank_lr).
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                    total_steps=total, pct_start=0.25)
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     return sched, total

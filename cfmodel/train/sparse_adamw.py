@@ -2,10 +2,9 @@
 
 Dense AdamW updates every row of every embedding table at every step, so a
 step costs the tables' size: at the MovieLens-20M shape (165,000 rows of 50
-factors) that capped training near 130k ratings/s on two cores, against 420k
-on small tables. :class:`SparseAdamW` takes the sparse gradients the tables
-give with ``nn.Embedding(sparse=True)`` and updates only the rows a batch
-touched:
+factors) that dominates the step (``bench/bench_trainer.py --row-updates``).
+:class:`SparseAdamW` takes the sparse gradients the tables give with
+``nn.Embedding(sparse=True)`` and updates only the rows a batch touched:
 
 - Adam's moments of a row move only when the row has a gradient ("lazy Adam",
   as in TensorFlow's LazyAdam and torch's SparseAdam); the bias corrections

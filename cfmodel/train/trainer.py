@@ -238,7 +238,7 @@ class Trainer:
         self.model.train()
         sq, total, n = 0.0, 0.0, 0
         bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}",
-                   disable=not (self.cfg.progress and self.ranks.is_main), leave=False)
+                   disable=not (self.cfg.show_progress and self.ranks.is_main), leave=False)
         for i, (users, items, ratings) in enumerate(bar, start=1):
             users, items = users.to(self.device), items.to(self.device)
             ratings = ratings.to(self.device)
@@ -265,8 +265,8 @@ class Trainer:
 
     def _criterion(self, metrics: EpochMetrics) -> float:
         """What picks the best epoch: validation MSE for objectives that predict ratings; for ranking-only
-        objectives the latest epoch (a sampled validation loss does not follow list quality: on MovieLens
-        small the softmax's lowest-loss epoch, 5 of 8, had NDCG@10 0.214 and the last one 0.247)."""
+        objectives the latest epoch (a sampled validation loss does not follow list quality: a softmax
+        model's lowest-loss epoch can make worse lists than its last)."""
         return metrics.valid_mse if self.objective.predicts_ratings else -float(metrics.epoch)
 
     def _end_epoch(self, metrics: EpochMetrics) -> None:

@@ -14,9 +14,6 @@ import math
 import random
 from typing import Any, Dict, List, Sequence
 
-# Train keys a search may vary.
-TUNABLE = ("n_factors", "wd", "lr", "epochs", "bias_wd", "batch_size", "ranking_weight", "rank_factors", "rank_wd",
-           "negatives", "softmax_samples", "emb_dropout", "schedule")
 
 
 def trials(space: Dict[str, Sequence[Any]], count: int, seed: int) -> List[Dict[str, Any]]:

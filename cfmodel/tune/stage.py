@@ -30,10 +30,10 @@ from cfmodel.config import Config, TrainConfig, TuneConfig
 from cfmodel.errors import ConfigError, InputError
 from cfmodel.session import spark_session
 from cfmodel.storage import Storage, atomic_output
-from cfmodel.tune.best import BEST
+from cfmodel.config.tuned import BEST
 from cfmodel.tune.search import rung_epochs, survivors, trials
-from cfmodel.train_config import RATING_OBJECTIVES, for_data
-from cfmodel.train.loaders import read_prepared_meta
+from cfmodel.config.train import for_data
+from cfmodel.dataset import PreparedData
 from cfmodel.tune.trial import run_trial, trial_config
 
 LOG = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ LOG = logging.getLogger(__name__)
 def resolve_metric(tune: TuneConfig, train: TrainConfig) -> str:
     """``tune.metric`` made concrete for the train section's objective."""
     if tune.metric == "auto":
-        return "valid_rmse" if train.objective in RATING_OBJECTIVES else "ndcg"
-    if tune.metric == "valid_rmse" and train.objective not in RATING_OBJECTIVES:
+        return "valid_rmse" if train.spec.predicts_ratings else "ndcg"
+    if tune.metric == "valid_rmse" and not train.spec.predicts_ratings:
         raise ConfigError(f"tune.metric=valid_rmse, but train.objective={train.objective} predicts no ratings; "
                           f"use ndcg")
     return tune.metric
@@ -51,14 +51,14 @@ def resolve_metric(tune: TuneConfig, train: TrainConfig) -> str:
 
 def search(spark: SparkSession, tune: TuneConfig, base: TrainConfig) -> List[Dict[str, Any]]:
     """Every rung's trial results (successive halving over the space's trials)."""
-    meta = read_prepared_meta(base.data)
-    base = for_data(base, meta)
+    data = PreparedData(base.data)
+    base = for_data(base, data.meta)
     metric = resolve_metric(tune, base)
     points = trials(tune.space, tune.trials, tune.seed)
     full = [trial_config(base, p, p.get("epochs", base.epochs), "unused").run_epochs for p in points]  # checks each
     alive, rows, rung = list(range(len(points))), [], 0
     # Events have no rating to threshold: every held-out pair is relevant.
-    threshold = None if meta.get("feedback") == "implicit" else tune.relevance_threshold
+    threshold = None if data.feedback == "implicit" else tune.relevance_threshold
     run = functools.partial(run_trial, base, metric, tune.k, threshold)
     while True:
         epochs = {t: full[t] if len(alive) == 1 else rung_epochs(full[t], tune.min_epochs, tune.eta, rung)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import torch
 from pyarrow import fs
 
-from cfmodel.train_config import DistributedConfig, TrainConfig
+from cfmodel.config.train import DistributedConfig, TrainConfig
 from cfmodel.model import TrainedModel
 from cfmodel.tune.search import ndcg_at_k
 from cfmodel.urls import to_url
@@ -31,7 +31,7 @@ def run_trial(base: TrainConfig, metric: str, k: int, threshold: Optional[float]
 
     A trial whose loss diverges scores NaN (status ``diverged``) rather than failing the search.
     """
-    from cfmodel.train.stage import fit_and_publish
+    from cfmodel.train.fit import fit_and_publish
     from cfmodel.train.trainer import TrainingDivergedError
 
     trial, rung, params, epochs = task

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cfmodel.prepare.source import CORRUPT
+from cfmodel.ingest.source import CORRUPT
 
 INT32_MAX = 2_147_483_647
 # A plain decimal number; rejects NaN, Infinity, hex and empty strings.
@@ -141,7 +141,7 @@ def classify(raw: DataFrame, rule: RatingRule, id_types: Tuple[str, str] = ("int
     ----------
     raw
         Columns ``user, item, rating, timestamp`` (strings) and ``_corrupt_record``,
-        as :func:`cfmodel.prepare.source.read_ratings` makes them.
+        as :func:`cfmodel.ingest.source.read_ratings` makes them.
     rule
         The rating scale.
     id_types

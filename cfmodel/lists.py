@@ -1,4 +1,5 @@
-"""Scoring on Spark: broadcast the item table, score users partition by partition.
+"""Top-N lists on Spark, one floor below the stages that make them (score's exports, evaluate's model and
+baseline lists): broadcast the item table, score users partition by partition.
 
 The driver reads the (small) item factors, checks their size against
 ``score.broadcast_max_mb`` and broadcasts them with the fallback ranking. Users
@@ -19,11 +20,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cfmodel.config import ScoreConfig
+from cfmodel.dataset import PreparedData
 from cfmodel.errors import InputError
 from cfmodel.model import CFModule, TrainedModel
 from cfmodel.model.factors import id_type_of
 from cfmodel.model.topn import BlockScorer, ItemTable
-from cfmodel.prepare.clean import id_check
+from cfmodel.ingest.rules import id_check
 from cfmodel.storage import Storage
 
 SPARK_ID_TYPES = {"int": T.IntegerType(), "long": T.LongType(), "string": T.StringType()}
@@ -77,19 +79,25 @@ def load_inputs(spark: SparkSession, storage: Storage, cfg: ScoreConfig) -> Scor
         A ``meta.json`` or ``model.pt`` is missing, or the model was trained on
         another prepare output (another input SHA-256), so its indices would not match.
     """
-    for path in (f"{cfg.model}/meta.json", f"{cfg.data}/meta.json"):
-        if not storage.exists(path):
-            raise InputError(f"not found: {path}")
-    trained, prepared = storage.read_json(f"{cfg.model}/meta.json"), storage.read_json(f"{cfg.data}/meta.json")
-    if trained["data"]["input_sha256"] != prepared["input"]["sha256"]:
+    if not storage.exists(f"{cfg.model}/meta.json"):
+        raise InputError(f"not found: {cfg.model}/meta.json")
+    if not storage.exists(f"{cfg.model}/_SUCCESS"):
+        raise InputError(f"{cfg.model}: no _SUCCESS; the train output is incomplete (a crashed or unfinished "
+                         f"write): rerun train")
+    trained = storage.read_json(f"{cfg.model}/meta.json")
+    data = PreparedData(cfg.data, storage)
+    if trained["data"]["input_sha256"] != data.input_sha256:
         raise InputError(f"model {cfg.model} was trained on another prepare output than {cfg.data} "
                          f"(input sha256 {trained['data']['input_sha256'][:12]} vs "
-                         f"{prepared['input']['sha256'][:12]}); their indices do not match")
+                         f"{data.input_sha256[:12]}); their indices do not match")
     model = TrainedModel.read(storage, cfg.model)
     lists = "rank_" if model.module.has_rank_head else ""
+    for table in {"user_factors", "item_factors", f"{lists}user_factors", f"{lists}item_factors"}:
+        if not storage.exists(f"{cfg.model}/{table}"):
+            raise InputError(f"{cfg.model}: no {table}/; the train output is damaged: rerun train")
     return ScoreInputs(model, spark.read.parquet(f"{cfg.model}/user_factors"),
-                       spark.read.parquet(f"{cfg.model}/item_factors"), spark.read.parquet(f"{cfg.data}/users"),
-                       spark.read.parquet(f"{cfg.data}/items"), spark.read.parquet(f"{cfg.model}/{lists}user_factors"),
+                       spark.read.parquet(f"{cfg.model}/item_factors"), data.frame(spark, "users"),
+                       data.frame(spark, "items"), spark.read.parquet(f"{cfg.model}/{lists}user_factors"),
                        spark.read.parquet(f"{cfg.model}/{lists}item_factors"))
 
 
@@ -116,7 +124,7 @@ def item_table(item_factors: DataFrame, items: DataFrame, cfg: ScoreConfig,
                shape: Optional[Tuple[int, int]] = None) -> ItemTable:
     """Collect the item factors (after the size check) with their candidate mask.
 
-    ``items`` is the prepare job's ``items/`` map (for ``min_item_ratings``).
+    ``items`` is the prepare job's ``items/`` map (for ``min_candidate_ratings``).
     ``shape`` (items, factors), when the trained model gives it, saves the
     Spark job that otherwise counts them for the size check; the collected
     table must then match it.
@@ -136,7 +144,7 @@ def item_table(item_factors: DataFrame, items: DataFrame, cfg: ScoreConfig,
     pdf = pdf.merge(counts, on="id", how="left")
     if not np.array_equal(pdf["idx"].to_numpy(), np.arange(len(pdf))):
         raise InputError("item_factors idx is not contiguous from 0")
-    candidate = pdf["n_ratings"].fillna(0).to_numpy() >= cfg.min_item_ratings
+    candidate = pdf["n_ratings"].fillna(0).to_numpy() >= cfg.min_candidate_ratings
     if cfg.exclude_items:
         ids = pdf["id"].to_numpy()
         excluded = [str(i) for i in cfg.exclude_items] if id_type_of(ids) == "string" else cfg.exclude_items
@@ -170,9 +178,10 @@ def fallback_ranking(table: ItemTable, items: DataFrame, how: str, mean_user_bia
 
 def seen_items(prepared: str, spark: SparkSession, include_valid: bool) -> DataFrame:
     """``user_idx, seen array<int>``: the items each user has rated (train, and valid if asked)."""
-    rated = spark.read.parquet(f"{prepared}/train").select("user_idx", "item_idx")
+    data = PreparedData(prepared)  # checked whole by load_inputs, which a stage calls first
+    rated = spark.read.parquet(data.part("train")).select("user_idx", "item_idx")
     if include_valid:
-        rated = rated.unionByName(spark.read.parquet(f"{prepared}/valid").select("user_idx", "item_idx"))
+        rated = rated.unionByName(spark.read.parquet(data.part("valid")).select("user_idx", "item_idx"))
     return collect_seen(rated)
 
 

@@ -1,14 +1,11 @@
-"""The ``train`` and ``tune`` sections of the configuration (with ``train.distributed``).
-
-Split from :mod:`cfmodel.config`, which re-exports them; the same rules hold:
-every key a field, every value checked where it is read.
-"""
+"""The ``train`` section (with ``train.distributed``), and how it is made concrete for the prepared data."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
+from cfmodel import objectives
 from cfmodel.errors import ConfigError
 from cfmodel.errors import require as _require
 
@@ -17,17 +14,14 @@ SCHEDULES = ("sgdr", "one_cycle", "constant")
 LOADERS = ("auto", "petastorm", "memory")
 WD_MODES = ("adamw", "l2")
 ROW_UPDATES = ("auto", "sparse", "dense")
-OBJECTIVES = ("rating", "bpr", "softmax", "hybrid")
-# The objectives whose models predict ratings (the others only rank).
-RATING_OBJECTIVES = ("rating", "hybrid")
 SAMPLINGS = ("uniform", "popularity")
-HYBRID_RANKINGS = ("softmax", "bpr")
 BACKENDS = ("auto", "gloo", "nccl")
+CONFIDENCES = ("none", "log", "count")
 
 
 @dataclass
 class DistributedConfig:
-    """Data-parallel training through Spark's ``TorchDistributor``; see README "Training on the cluster"."""
+    """Data-parallel training through Spark's ``TorchDistributor``; docs/operations.md "Training on the cluster"."""
 
     processes: int = 0          # 0: train in the job's own process; N >= 1: N processes through TorchDistributor
     local_mode: bool = True     # True: on the driver's machine; False: as barrier tasks on the executors
@@ -47,12 +41,12 @@ class DistributedConfig:
 
 @dataclass
 class TrainConfig:
-    """Model, optimiser, schedule and data loading for ``cf-train``; see README "train"."""
+    """Model, optimiser, schedule and data loading for ``cf-train``; keys in docs/configuration.md."""
 
     data: str = "data/prepared"
     output: str = "data/model"
     model: str = "dot_bias"
-    objective: str = "rating"
+    objective: str = "auto"
     n_factors: int = 50
     y_range: Optional[List[float]] = None
     hidden: List[int] = field(default_factory=lambda: [10])
@@ -80,7 +74,7 @@ class TrainConfig:
     amp: bool = False
     seed: int = 42
     early_stopping: int = 0
-    progress: bool = True
+    progress: Optional[bool] = None
     lr_find_start: float = 1e-6
     lr_find_end: float = 1.0
     lr_find_steps: int = 200
@@ -91,27 +85,34 @@ class TrainConfig:
     positive_threshold: Optional[float] = None
     ranking_weight: float = 1.0
     hybrid_ranking: str = "softmax"
-    rank_factors: int = 16
-    rank_wd: float = 0.1
+    rank_factors: int = 50
+    rank_wd: float = 0.5
+    rank_lr: Optional[float] = 0.03
+    confidence: str = "none"
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     tuned: Optional[str] = None
 
     def __post_init__(self) -> None:
         _require(self.model in TRAIN_MODELS, f"train.model must be one of {TRAIN_MODELS}, got {self.model!r}")
-        _require(self.objective in OBJECTIVES + ("auto",),
-                 f"train.objective must be auto or one of {OBJECTIVES}, got {self.objective!r}")
+        _require(objectives.valid(self.objective),
+                 f"train.objective must be auto or one of {objectives.NAMES}, got {self.objective!r}")
         _require(self.sampling is None or self.sampling in SAMPLINGS,
                  f"train.sampling must be one of {SAMPLINGS} or null, got {self.sampling!r}")
-        _require(self.hybrid_ranking in HYBRID_RANKINGS,
-                 f"train.hybrid_ranking must be one of {HYBRID_RANKINGS}, got {self.hybrid_ranking!r}")
+        _require(self.hybrid_ranking in objectives.RANKING_LOSSES,
+                 f"train.hybrid_ranking must be one of {objectives.RANKING_LOSSES}, got {self.hybrid_ranking!r}")
         _require(self.negatives >= 1 and self.softmax_samples >= 0 and self.rank_factors >= 0,
                  "train.negatives must be >= 1, train.softmax_samples and train.rank_factors >= 0")
-        _require(self.ranking_weight > 0 and self.rank_wd >= 0, "train.ranking_weight must be > 0, rank_wd >= 0")
-        _require(not (self.objective == "softmax" and self.model == "embedding_net" and self.softmax_samples == 0),
-                 "train.objective=softmax with embedding_net needs train.softmax_samples > 0 (a full softmax "
-                 "would run the network over every item for every row)")
-        _require(not (self.objective == "hybrid" and self.model == "embedding_net"),
-                 "train.objective=hybrid needs a bilinear model (dot or dot_bias) for its ranking head")
+        _require(self.ranking_weight > 0 and self.rank_wd >= 0 and (self.rank_lr is None or self.rank_lr > 0),
+                 "train.ranking_weight must be > 0, rank_wd >= 0, rank_lr > 0 or null")
+        known = objectives.OBJECTIVES.get(self.objective)
+        _require(not (known and known.ranking_loss(self.hybrid_ranking) == "softmax"
+                      and self.model == "embedding_net" and self.softmax_samples == 0),
+                 f"train.objective={self.objective} with embedding_net needs train.softmax_samples > 0 (a full "
+                 f"softmax would run the network over every item for every row)")
+        _require(not (known and known.ranking_head and self.model == "embedding_net"),
+                 f"train.objective={self.objective} needs a bilinear model (dot or dot_bias) for its ranking head")
+        _require(self.confidence in CONFIDENCES,
+                 f"train.confidence must be one of {CONFIDENCES}, got {self.confidence!r}")
         _require(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _require(self.loader in LOADERS, f"train.loader must be one of {LOADERS}, got {self.loader!r}")
         _require(self.row_updates in ROW_UPDATES,
@@ -133,31 +134,34 @@ class TrainConfig:
                  "train.cur_shard and train.shard_count go together")
 
     @property
+    def spec(self) -> objectives.Objective:
+        """The objective's contract (:mod:`cfmodel.objectives`); ``auto`` must have been resolved for the
+        data first (:func:`for_data`)."""
+        return objectives.spec(self.objective)
+
+    @property
     def weight_decay(self) -> float:
-        """``wd``, or when null the objective's: 1.5 for ``rating`` and ``hybrid`` (the rating tables),
-        0.5 for ``bpr`` and ``softmax`` (with their longer schedule, see :attr:`run_epochs`)."""
-        if self.wd is not None:
-            return self.wd
-        return 1.5 if self.objective in RATING_OBJECTIVES else 0.5
+        """``wd``, or when null the objective's (:attr:`Objective.wd`)."""
+        return self.wd if self.wd is not None else self.spec.wd
 
     @property
     def run_epochs(self) -> int:
-        """``epochs``, or when null the objective's: 8 for ``rating`` and ``hybrid``, 24 for ``bpr`` and
-        ``softmax``. A ranking-only model gains from three times the Adam steps with stronger decay (on
-        MovieLens small, NDCG@10 1.62 -> 1.82x most popular; README "Ranking objectives"); an epoch
-        costs the same, and a rating model overfits sooner."""
-        if self.epochs is not None:
-            return self.epochs
-        return 8 if self.objective in RATING_OBJECTIVES else 24
+        """``epochs``, or when null the objective's (:attr:`Objective.epochs`)."""
+        return self.epochs if self.epochs is not None else self.spec.epochs
 
     @property
     def sampling_method(self) -> str:
         """``sampling``, or when null the objective's: ``uniform`` for ``bpr``, ``popularity`` (with the
         log-q correction) for the softmax terms."""
-        if self.sampling is not None:
-            return self.sampling
-        ranking = self.hybrid_ranking if self.objective == "hybrid" else self.objective
-        return "uniform" if ranking == "bpr" else "popularity"
+        return self.sampling if self.sampling is not None else self.spec.default_sampling(self.hybrid_ranking)
+
+    @property
+    def show_progress(self) -> bool:
+        """``progress``, or when null whether stderr is a terminal: a scheduler's log (Airflow, YARN) gets one
+        line per epoch, not a progress bar's carriage returns."""
+        import sys
+
+        return self.progress if self.progress is not None else sys.stderr.isatty()
 
     def total_epochs(self) -> int:
         """Epochs the schedule runs: SGDR's cycles add up, the others use ``epochs``."""
@@ -181,15 +185,13 @@ def derived_y_range(scale: Dict[str, Any]) -> List[float]:
 def for_data(cfg: TrainConfig, meta: Dict[str, Any]) -> TrainConfig:
     """The section made concrete for a prepare output's ``meta``: ``objective: auto`` becomes ``hybrid`` for
     ratings and ``softmax`` for events (implicit feedback), ``y_range: null`` the prepared scale's range
-    (:func:`derived_y_range`). A rating objective on events, or a ``y_range`` that does not cover the
-    prepared ratings, is a :class:`ConfigError`. Idempotent."""
+    (:func:`derived_y_range`). A rating objective on events, a ``confidence`` on ratings, or a ``y_range``
+    that does not cover the prepared ratings, is a :class:`ConfigError`. Idempotent."""
     feedback, scale = meta.get("feedback", "explicit"), meta.get("rating") or {}
-    objective = cfg.objective
-    if objective == "auto":
-        objective = "softmax" if feedback == "implicit" else "hybrid"
-    if feedback == "implicit" and objective in RATING_OBJECTIVES:
-        raise ConfigError(f"train.objective={objective} predicts ratings, but {cfg.data} holds implicit feedback "
-                          f"(events, no ratings): use train.objective=auto, softmax or bpr")
+    objective = objectives.resolve(cfg.objective, feedback, cfg.data).name
+    if feedback == "explicit" and cfg.confidence != "none":
+        raise ConfigError(f"train.confidence={cfg.confidence} weighs rows by their event count, but {cfg.data} "
+                          f"holds ratings: use train.confidence=none, or prepare events (prepare.feedback=implicit)")
     y_range = cfg.y_range
     if y_range is None:
         y_range = derived_y_range(scale) if scale.get("min") is not None else list(LESSON_Y_RANGE)
@@ -198,34 +200,3 @@ def for_data(cfg: TrainConfig, meta: Dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"train.y_range={list(y_range)} does not cover the prepared ratings "
                           f"{scale['min']:g}..{scale['max']:g} ({cfg.data}); set it wider or null")
     return dataclasses.replace(cfg, objective=objective, y_range=[float(v) for v in y_range])
-
-
-TUNE_METRICS = ("auto", "valid_rmse", "ndcg")
-
-
-@dataclass
-class TuneConfig:
-    """Parallel hyperparameter search (``cf-tune``), trials as Spark tasks; see README "tune"."""
-
-    data: str = "data/prepared"
-    output: str = "data/tune"
-    space: Dict[str, List[Union[int, float, str]]] = field(
-        default_factory=lambda: {"n_factors": [10, 50], "wd": [0.1, 0.5, 1.5]})
-    trials: int = 0                # 0: every point of the space's grid; N: N points drawn from it
-    metric: str = "auto"           # auto: valid_rmse when the objective predicts ratings, else ndcg
-    k: int = 10                    # ndcg@k
-    relevance_threshold: Optional[float] = 4.0  # None: every validation rating is relevant
-    min_epochs: int = 2            # rung 0's epochs; each rung multiplies them by eta
-    eta: int = 2                   # each rung keeps the best 1/eta of the trials
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        from cfmodel.tune.search import TUNABLE
-
-        bad = sorted(k for k in self.space if k not in TUNABLE)
-        _require(not bad, f"tune.space: {bad} cannot be tuned; choose from {list(TUNABLE)}")
-        _require(all(isinstance(v, list) and v for v in self.space.values()),
-                 "tune.space: every key needs a non-empty list of values")
-        _require(self.metric in TUNE_METRICS, f"tune.metric must be one of {TUNE_METRICS}, got {self.metric!r}")
-        _require(self.trials >= 0 and self.k >= 1 and self.min_epochs >= 1 and self.eta >= 2,
-                 "tune.trials must be >= 0, tune.k and tune.min_epochs >= 1, tune.eta >= 2")

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 from typing import Any, Dict
 
-from cfmodel.config import TrainConfig
+from cfmodel.config.train import TrainConfig
 from cfmodel.errors import InputError
 from cfmodel.urls import read_json_file
 

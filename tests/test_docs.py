@@ -1,4 +1,4 @@
-"""The README's configuration table states every key of every section with the default the code has."""
+"""docs/configuration.md states every key of every section with the default the code has."""
 import dataclasses
 import re
 from pathlib import Path
@@ -7,7 +7,8 @@ import yaml
 
 from cfmodel.config import Config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGURATION = ROOT / "docs" / "configuration.md"
 ROW = re.compile(r"^\| (\w+) \| (`[^|]*`) \| ([^|]*) \|")
 
 
@@ -47,7 +48,7 @@ def _flat(obj, prefix: str = "") -> dict:
 
 def test_every_key_documented_with_its_default():
     documented = {}
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in CONFIGURATION.read_text(encoding="utf-8").splitlines():
         match = ROW.match(line)
         if not match:
             continue
@@ -58,7 +59,36 @@ def test_every_key_documented_with_its_default():
         for key, default in zip(keys, defaults):
             documented[f"{section}.{key}"] = _value(default)
     actual = _flat(Config())
-    assert sorted(set(actual) - set(documented)) == [], "keys missing from the README's table"
-    assert sorted(set(documented) - set(actual)) == [], "the README documents keys that do not exist"
+    assert sorted(set(actual) - set(documented)) == [], "keys missing from docs/configuration.md"
+    assert sorted(set(documented) - set(actual)) == [], "docs/configuration.md documents keys that do not exist"
     wrong = {k: (documented[k], v) for k, v in actual.items() if documented[k] != v}
-    assert wrong == {}, "README default != config default"
+    assert wrong == {}, "docs/configuration.md default != config default"
+
+
+def _keys_under(heading: str) -> set:
+    """The dotted keys of the table rows under ``## heading`` in docs/configuration.md."""
+    text = CONFIGURATION.read_text(encoding="utf-8").split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    keys = set()
+    for line in text.splitlines():
+        match = ROW.match(line)
+        if match:
+            keys |= {f"{match.group(1)}.{k}" for k in re.findall(r"`([\w.]+)`", match.group(2))}
+    return keys
+
+
+def test_the_keys_you_set_are_the_ones_help_lists_and_the_rest_are_advanced():
+    """docs and ``--help`` split the keys alike. Broken version caught: a key added to one list only."""
+    from cfmodel.config import USER_KEYS
+
+    assert _keys_under("The keys you set") == set(USER_KEYS)
+    assert _keys_under("Advanced keys") == set(_flat(Config())) - set(USER_KEYS)
+
+
+def test_the_id_api_docstring_examples_run():
+    """The examples in ``cfmodel.model.by_id``'s docstring are run, so they cannot drift from the code."""
+    import doctest
+
+    import cfmodel.model.by_id as by_id
+
+    result = doctest.testmod(by_id)
+    assert result.attempted >= 5 and result.failed == 0

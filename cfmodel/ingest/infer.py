@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from cfmodel.config import PrepareConfig
 from cfmodel.errors import ConfigError
-from cfmodel.prepare.clean import detect_id_types, epoch_seconds
+from cfmodel.ingest.rules import detect_id_types, epoch_seconds
 
 # Steps a scale left null may be inferred as: the largest that every rating is a whole multiple of.
 STEP_CANDIDATES = (1.0, 0.5, 0.25, 0.2, 0.1, 0.05, 0.01)
@@ -19,7 +19,7 @@ ID_SAMPLE_ROWS = 100_000
 
 def id_types_of(raw: DataFrame, cfg: PrepareConfig) -> Tuple[str, str]:
     """(users, items) id types: ``prepare.id_type``, or for ``auto`` each column's from a sample
-    (:func:`cfmodel.prepare.clean.detect_id_types`, up to ``max_quarantine_fraction`` of it off type)."""
+    (:func:`cfmodel.ingest.rules.detect_id_types`, up to ``max_quarantine_fraction`` of it off type)."""
     if cfg.id_type != "auto":
         return cfg.id_type, cfg.id_type
     return detect_id_types(raw, ID_SAMPLE_ROWS, cfg.max_quarantine_fraction)

@@ -1,0 +1,62 @@
+"""Helpers the test modules share (no test module imports another)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cfmodel.config import TrainConfig, load_config
+from cfmodel.dataset import PreparedData
+from cfmodel.train.fit import model_args
+from cfmodel.train.loaders import make_loaders
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A small rating model that trains in seconds on the session's planted data (conftest's prepared_dir).
+CFG = TrainConfig(objective="rating", n_factors=8, batch_size=256, lr=0.01, wd=0.05, schedule="one_cycle", epochs=6,
+                  progress=False, y_range=[0.0, 5.5])
+
+
+def setup(prepared_dir, cfg=CFG, loader="memory"):
+    """(model, train loader, valid loader, PreparedData) for ``cfg`` on ``prepared_dir``, seeded."""
+    data = PreparedData(prepared_dir)
+    train, valid, _ = make_loaders(data, cfg.batch_size, loader, 10**9, cfg.seed, 5000)
+    torch.manual_seed(cfg.seed)
+    model = model_args(cfg, data.n_users, data.n_items).build()
+    return model, train, valid, data
+
+
+class Crash(Exception):
+    """What :class:`CrashingLoader` raises: a killed job."""
+
+
+class CrashingLoader:
+    """Delegates to a loader, but dies on the first batch of one epoch (a killed job)."""
+
+    def __init__(self, inner, crash_epoch):
+        self.inner, self.crash_epoch = inner, crash_epoch
+
+    def steps_per_epoch(self):
+        return self.inner.steps_per_epoch()
+
+    def epoch(self, n):
+        if n == self.crash_epoch:
+            raise Crash()
+        return self.inner.epoch(n)
+
+
+def pipeline_sets(tmp, gen=None):
+    """The overrides every small pipeline run in the tests starts from."""
+    gen = gen or f"{tmp}/gen"
+    return [f"generate.output={gen}", "generate.n_users=300", "generate.n_items=200",
+            "generate.n_ratings=15000", "prepare.rows_per_file=5000", "prepare.row_group_mb=1",
+            "train.epochs=4", "train.batch_size=128", "train.n_factors=8", "train.progress=false",
+            "score.show_examples=0",
+            "score.titles=null", "score.output_files=1", "evaluate.baselines=[global_mean]",
+            "evaluate.top_movies=50", "evaluate.table_size=5", f"evaluate.titles={gen}/movies.csv",
+            f"pipeline.output_root={tmp}/runs", "pipeline.stages=[generate, prepare, train, score, evaluate]"]
+
+
+def pipeline_config(tmp, *extra, gen=None):
+    """The shipped local config with :func:`pipeline_sets` and ``extra`` overrides."""
+    return load_config(str(ROOT / "conf" / "local.yaml"), pipeline_sets(tmp, gen) + list(extra))

@@ -1,0 +1,95 @@
+"""A pipeline run recorded in a real MLflow tracking server (started here: SQLite backend, a local port)."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import pipeline_config
+
+pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--default-artifact-root", f"file://{root}/artifacts", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)  # its own process group: gunicorn's workers go with it
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(server.pid, signal.SIGKILL)
+        pytest.fail("the MLflow server did not start within 90 s")
+    yield uri
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def tracked_run(spark, mlflow_server, tmp_path_factory):
+    from cfmodel.pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("tracked")
+    cfg = pipeline_config(tmp, f"tracking.mlflow.uri={mlflow_server}", "tracking.mlflow.experiment=cf-test",
+                          "tracking.mlflow.register_as=cf-lists")
+    manifest = run_pipeline(spark, cfg, "r1")
+    return tmp / "runs" / "r1", manifest
+
+
+def test_the_run_is_one_mlflow_run_with_the_config_every_epoch_and_the_report(mlflow_server, tracked_run):
+    """Broken versions caught: tracking left off, epochs logged as one value, the report not uploaded."""
+    from mlflow.tracking import MlflowClient
+
+    run_dir, manifest = tracked_run
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(manifest["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "r1"
+    assert len(run.data.params) >= 20 and run.data.params["train.n_factors"] == "8"
+    epochs = client.get_metric_history(run.info.run_id, "valid_rmse")
+    assert [m.step for m in epochs] == [1, 2, 3, 4] and all(m.value > 0 for m in epochs)
+    assert run.data.metrics["model.rmse"] == pytest.approx(manifest["stages"]["evaluate"]["report"]["valid_rmse"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
+    assert {"evaluate/report.html", "evaluate/metrics.json"} <= artifacts
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert {c.data.tags["mlflow.runName"] for c in children} >= {"prepare", "train", "score", "evaluate"}
+    assert client.get_latest_versions("cf-lists")[0].run_id == run.info.run_id
+
+
+def test_the_logged_model_predicts_the_score_stages_lists(mlflow_server, tracked_run):
+    """The pyfunc, loaded from the server without Spark, returns the exported lists for sampled users."""
+    run_dir, manifest = tracked_run
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"runs:/{manifest['mlflow_run_id']}/model")
+    recs = pd.read_parquet(run_dir / "score" / "recommendations")
+    users = sorted(recs["user_id"].unique())[:100]
+    got = model.predict(pd.DataFrame({"user_id": users}))
+    key = ["user_id", "rank", "item_id"]
+    want = recs[recs["user_id"].isin(users)].sort_values(key[:2], ignore_index=True)[key]
+    assert got.sort_values(key[:2], ignore_index=True)[key].astype(want.dtypes).equals(want)
