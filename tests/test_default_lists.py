@@ -10,6 +10,8 @@ import pytest
 
 from cfmodel.config import Config, EvaluateConfig, GenerateConfig, PrepareConfig, TrainConfig
 
+pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
+
 
 @pytest.fixture(scope="module")
 def taste_data(spark, tmp_path_factory):

@@ -19,6 +19,8 @@ from cfmodel.evaluate.stage import check_quality_gate
 
 from browser import render
 
+pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
+
 
 @pytest.fixture(scope="module")
 def evaluation(spark, prepared_dir, trained_model):

@@ -115,6 +115,7 @@ def test_an_overwrite_cut_between_its_renames_loses_neither_copy_and_the_rerun_r
     assert (out / "part").read_text() == "newer" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+@pytest.mark.slow
 def test_a_second_pipeline_attempt_of_a_live_run_stops_before_touching_it(spark, tmp_path, live_process):
     from helpers import pipeline_config
 

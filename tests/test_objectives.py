@@ -142,6 +142,7 @@ def test_bpr_resume_equals_uninterrupted(prepared_dir, tmp_path):
     assert [m.valid_loss for m in resumed.history] == [m.valid_loss for m in full.history]
 
 
+@pytest.mark.slow
 def test_ranking_model_through_score_and_evaluate(spark, prepared_dir, tmp_path):
     """A softmax model scores and evaluates like any other; its list scores say they are not ratings and
     the evaluation reports no RMSE for it. A hybrid model predicts ratings and ranks by its head."""

@@ -98,6 +98,7 @@ def test_timestamps_in_seconds_milliseconds_iso_and_parquet_types_read_as_epoch_
     assert text == "2016-01-01 00:00:00"
 
 
+@pytest.mark.slow
 def test_time_split_holds_out_each_users_latest_and_a_cutoff_splits_globally(raw_frame):
     """No user's validation row is older than their training rows; with ``split_time`` every row at or after
     it is validation. Broken version caught: the time split drawing by hash like ``per_user``."""

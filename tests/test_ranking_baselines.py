@@ -7,6 +7,8 @@ import torch
 from cfmodel.evaluate.baselines import als_factors, fit_implicit_als
 from cfmodel.evaluate.ease import ease_lists, ease_weights
 
+pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
+
 # Users 0-2 rated items 10 and 11; user 3 rated item 10 only; user 4 rated items 12 and 13.
 RATED = [(0, 10), (0, 11), (1, 10), (1, 11), (2, 10), (2, 11), (3, 10), (4, 12), (4, 13)]
 

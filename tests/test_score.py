@@ -125,6 +125,7 @@ def test_model_from_another_prepare_run_is_refused(spark, tmp_path):
         load_inputs(spark, Storage(spark), cfg)
 
 
+@pytest.mark.slow
 def test_the_score_stages_lists_are_the_models_lists_by_id(spark, trained_model, prepared_dir, tmp_path):
     """The Spark stage's export and ``TrainedModel.recommend_for_users`` (the notebook's call) give the same
     lists, items and scores, for 100 sampled users; an unknown id gets the fallback list. Broken versions

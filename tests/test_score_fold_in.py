@@ -8,6 +8,8 @@ import pytest
 
 from cfmodel.model import TrainedModel
 
+pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
+
 
 @pytest.fixture(scope="module")
 def hybrid_model(prepared_dir, tmp_path_factory):

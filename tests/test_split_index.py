@@ -53,6 +53,7 @@ def _cold_frame(spark):
     return spark.createDataFrame(rows, "user_id int, item_id int, is_valid boolean")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broadcast", [(False, False), (True, True)])
 def test_cold_start_policies(spark, broadcast):
     flagged = cold_start_rows(_cold_frame(spark), broadcast=broadcast)

@@ -14,6 +14,8 @@ from cfmodel.model import TrainedModel
 from cfmodel.pipeline import run_pipeline
 from cfmodel.prepare.transforms import prepare_ratings
 
+pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

@@ -13,6 +13,8 @@ from cfmodel.train import run as train
 from cfmodel.tune import run as tune
 from cfmodel.tune.search import ndcg_at_k, rung_epochs, survivors, trials
 
+pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
+
 
 def test_trials_cover_the_grid_or_a_seeded_sample_of_it():
     space = {"wd": [0.1, 1.0], "n_factors": [4, 8, 16]}
