@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
-import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -24,6 +23,7 @@ from cfmodel.dataset import PreparedData
 from cfmodel.errors import InputError
 from cfmodel.model import CFModule, TrainedModel
 from cfmodel.model.factors import id_type_of
+from cfmodel.model.by_id import by_bias
 from cfmodel.model.topn import BlockScorer, ItemTable
 from cfmodel.ingest.rules import id_check
 from cfmodel.storage import Storage
@@ -163,15 +163,13 @@ def fallback_ranking(table: ItemTable, items: DataFrame, how: str, mean_user_bia
     average user with zero factors (models without biases fall back to
     ``popular``). ``popular``: most rated, scored by the item's mean rating.
     """
-    stats = items.orderBy("item_idx").select("n_ratings", "mean_rating").toPandas()
     if how == "bias" and np.any(table.bias):
-        with torch.no_grad():
-            score = head.output(torch.from_numpy(table.bias + np.float32(mean_user_bias))).numpy()
-        key = score
+        order, score = by_bias(head, table.bias, mean_user_bias)
     else:
+        stats = items.orderBy("item_idx").select("n_ratings", "mean_rating").toPandas()
         score = stats["mean_rating"].to_numpy(dtype=np.float32)
-        key = stats["n_ratings"].to_numpy(dtype=np.float64)
-    order = np.lexsort((np.arange(len(key)), -key))  # ties: lower index first
+        count = stats["n_ratings"].to_numpy(dtype=np.float64)
+        order = np.lexsort((np.arange(len(count)), -count))  # ties: lower index first
     order = order[table.candidate[order]]
     return order.astype(np.int64), score.astype(np.float32)
 

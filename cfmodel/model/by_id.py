@@ -37,17 +37,24 @@ def positions(known: np.ndarray, ids: Sequence) -> np.ndarray:
     return lookup.get_indexer(pd.Index(list(ids))).astype(np.int64)
 
 
+def by_bias(head, item_bias: np.ndarray, mean_user_bias: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(item indices best first, score per item) of the ``fallback: bias`` list: each item scored by the model
+    (``head``) as for an average user (``mean_user_bias``, zero factors), ties to the lower index. The score
+    stage (:func:`cfmodel.lists.fallback_ranking`) and :func:`recommend_for_users` both rank by it."""
+    with torch.no_grad():
+        score = head.output(torch.from_numpy(item_bias + np.float32(mean_user_bias))).numpy()
+    return np.lexsort((np.arange(len(score)), -score)).astype(np.int64), score.astype(np.float32)
+
+
 def fallback_order(model, weight_bias: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """(item indices best first, score per item) for a user without factors: the score the model gives an
-    average user (mean user bias, zero factors), ties to the lower index, as score's ``fallback: bias``."""
+    """:func:`by_bias` for ``model``'s list tables (its users' mean bias); item order for a model without
+    item biases."""
     n_items = len(model.item_ids)
     if weight_bias is None or not np.any(weight_bias):
         return np.arange(n_items, dtype=np.int64), np.zeros(n_items, np.float32)
     _, user_bias = model.rank_factors("user")
     mean_user_bias = float(user_bias.mean()) if user_bias is not None and len(user_bias) else 0.0
-    with torch.no_grad():
-        score = model.list_head().output(torch.from_numpy(weight_bias + np.float32(mean_user_bias))).numpy()
-    return np.lexsort((np.arange(n_items), -score)).astype(np.int64), score.astype(np.float32)
+    return by_bias(model.list_head(), weight_bias, mean_user_bias)
 
 
 def recommend_for_users(model, ids: Sequence, n: int = 10,
