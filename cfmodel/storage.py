@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from pyspark.sql import SparkSession
 
 from cfmodel.errors import InputError, OutputExistsError
+from cfmodel.lease import lease
 from cfmodel.urls import to_url
 
 LOG = logging.getLogger(__name__)
@@ -267,8 +268,6 @@ def atomic_output(storage: Any, path: str, overwrite: bool) -> Iterator[str]:
     LeaseHeldError
         Another live attempt is writing ``path``.
     """
-    from cfmodel.lease import lease
-
     path = path.rstrip("/")
     if storage.exists(path) and not overwrite:
         raise OutputExistsError(f"output already exists: {path} (pass --overwrite to replace it)")
