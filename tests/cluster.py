@@ -81,3 +81,19 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
         yield url
     finally:
         _stop(procs)
+
+
+def executor_pids(workdir: Path) -> List[int]:
+    """The executor JVMs this cluster's workers run now (their working directory lies under ``workdir``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone, or not ours
+            continue
+        if b"CoarseGrainedExecutorBackend" in cmdline and cwd.startswith(str(workdir)):
+            pids.append(int(entry.name))
+    return sorted(pids)

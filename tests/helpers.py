@@ -31,18 +31,24 @@ class Crash(Exception):
 
 
 class CrashingLoader:
-    """Delegates to a loader, but dies on the first batch of one epoch (a killed job)."""
+    """Delegates to a loader, but dies in one epoch after ``after_steps`` of its batches (a killed job)."""
 
-    def __init__(self, inner, crash_epoch):
-        self.inner, self.crash_epoch = inner, crash_epoch
+    def __init__(self, inner, crash_epoch, after_steps=0):
+        self.inner, self.crash_epoch, self.after_steps = inner, crash_epoch, after_steps
 
     def steps_per_epoch(self):
         return self.inner.steps_per_epoch()
 
     def epoch(self, n):
-        if n == self.crash_epoch:
-            raise Crash()
-        return self.inner.epoch(n)
+        if n != self.crash_epoch:
+            return self.inner.epoch(n)
+        return self._crash(self.inner.epoch(n))
+
+    def _crash(self, batches):
+        for step, batch in enumerate(batches):
+            if step == self.after_steps:
+                raise Crash()
+            yield batch
 
 
 def pipeline_sets(tmp, gen=None):

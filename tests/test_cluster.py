@@ -1,17 +1,19 @@
-"""prepare and score submitted to a real Spark standalone cluster, shipping the project as a wheel.
+"""The pipeline submitted to a real Spark standalone cluster, shipping the project as a wheel.
 
-The jobs run under an interpreter that cannot import the project from the
+The job runs under an interpreter that cannot import the project from the
 checkout (``python -S`` with only site-packages on the path, so the editable
 install's hook is not loaded): driver and executors import ``cfmodel`` from the
-project archive given to ``--py-files`` (``make dist``), as on a cluster. Outputs must equal the
-``local[2]`` run's.
+project archive given to ``--py-files`` (``make dist``), as on a cluster. Executors
+are killed while it runs; outputs must equal the ``local[2]`` run's.
 """
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -20,9 +22,8 @@ import pytest
 
 from cfmodel.config import load_config
 from cfmodel.generate import generate
-from cluster import standalone_cluster
-from cfmodel import prepare, score, train
-from cfmodel.model import TrainedModel
+from cluster import executor_pids, standalone_cluster
+from cfmodel import prepare, score
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
@@ -62,62 +63,90 @@ def _frame(path, sort):
     return pd.read_parquet(path).sort_values(sort, ignore_index=True)
 
 
-def test_standalone_cluster_equals_local(spark, tmp_path, py_files):
+def _tasks_begun(pid: int) -> int:
+    """How many tasks executor ``pid`` has started (its log, in its working directory)."""
+    try:
+        return (Path(os.readlink(f"/proc/{pid}/cwd")) / "stderr").read_text(errors="replace").count("Running task")
+    except OSError:
+        return 0
+
+
+def _kill_an_executor_in(log: Path, stage: str, workdir: Path, deadline: float) -> str:
+    """Once the driver's ``log`` shows ``stage`` starting, SIGKILL the first executor JVM that begins a task
+    after that; what the log showed then (so the test can tell the kill landed inside the stage)."""
+    begun = None
+    while time.time() < deadline:
+        if begun is None and f"stage {stage}: starting" in (log.read_text(errors="replace") if log.exists() else ""):
+            begun = {pid: _tasks_begun(pid) for pid in executor_pids(workdir)}
+        for pid in executor_pids(workdir) if begun is not None else []:
+            if _tasks_begun(pid) > begun.get(pid, 0):
+                os.kill(pid, signal.SIGKILL)
+                return log.read_text(errors="replace")
+        time.sleep(0.1)
+    raise TimeoutError(f"no task of stage {stage} began on an executor: {log}")
+
+
+def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path, py_files):
+    """One ``spark-submit`` of the pipeline (prepare, train on the workers, score) to a two-worker cluster,
+    with an executor JVM killed (SIGKILL) as prepare starts and again as score starts: Spark's task retry and
+    a relaunched executor finish each stage, with outputs identical to an undisturbed ``local[2]`` run's.
+    Mutant caught: a stage whose output depends on which executor ran a task (partition-order ids or splits)."""
     raw = generate(load_config(None, ["generate.n_users=300", "generate.n_items=200",
                                       "generate.n_ratings=12000"]).generate, str(tmp_path / "raw"))["ratings"]
     base = [f"prepare.input={raw}", "prepare.rows_per_file=4000", "prepare.row_group_mb=1",
             "score.show_examples=0", "score.titles=null", "score.formats=[parquet, nested]"]
     local = load_config(str(ROOT / "conf" / "local.yaml"), base + [
-        f"prepare.output={tmp_path}/local/prepared", f"train.data={tmp_path}/local/prepared",
-        f"train.output={tmp_path}/model", "train.epochs=2", "train.n_factors=8", "train.progress=false",
-        f"score.model={tmp_path}/model", f"score.data={tmp_path}/local/prepared",
-        f"score.output={tmp_path}/local/recs"])
+        f"prepare.output={tmp_path}/local/prepared", f"score.output={tmp_path}/local/recs"])
     prepare.run(spark, local, overwrite=False)
-    train.run(local.train, overwrite=False)
-    score.run(spark, local, overwrite=False)
 
     python = _python_without_project(tmp_path)
     env = {**os.environ, "PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
     env.pop("PYTHONPATH", None)
+    log = tmp_path / "driver.log"
     with standalone_cluster(tmp_path / "cluster", workers=2) as master:
-        def submit(job, *sets):
-            cmd = [str(BIN / "spark-submit"), "--master", master, "--py-files", str(py_files),
-                   "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g",
-                   "--conf", "spark.cores.max=2", "--conf", "spark.ui.enabled=false",
-                   str(ROOT / "jobs" / f"{job}.py"), "--conf", str(ROOT / "conf" / "local.yaml")]
-            for s in base + list(sets):
-                cmd += ["--set", s]
-            done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            return done
+        cmd = [str(BIN / "spark-submit"), "--master", master, "--py-files", str(py_files),
+               "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g",
+               "--conf", "spark.cores.max=2", "--conf", "spark.ui.enabled=false",
+               str(ROOT / "jobs" / "pipeline.py"), "--conf", str(ROOT / "conf" / "local.yaml"), "--run-id", "c1"]
+        for s in base + [f"pipeline.output_root={tmp_path}/runs", "pipeline.stages=[prepare, train, score]",
+                         "train.epochs=2", "train.n_factors=8", "train.progress=false",
+                         # Training placed by Spark: two barrier tasks on the workers, one torchrun node each.
+                         "train.distributed.processes=2", "train.distributed.local_mode=false"]:
+            cmd += ["--set", s]
+        with open(log, "w") as fh:
+            job = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 400
+            seen = [_kill_an_executor_in(log, stage, tmp_path / "cluster", deadline) for stage in ("prepare", "score")]
+            assert job.wait(timeout=max(1, deadline - time.time())) == 0, log.read_text()[-3000:]
+        finally:
+            job.kill()
+    logged = log.read_text()
+    # Each kill landed inside its stage: the stage had started and not yet finished.
+    assert all(f"stage {s}: succeeded" not in text for s, text in zip(("prepare", "score"), seen))
+    # Spark lost an executor in each stage, with a task on it, and the workers started new ones.
+    assert logged.count("ExecutorLostFailure") >= 2, logged[-3000:]
+    workers_log = "".join(p.read_text() for p in (tmp_path / "cluster").glob("worker*.log"))
+    assert workers_log.count("Asked to launch executor") >= 4, workers_log[-3000:]
 
-        submit("prepare", f"prepare.output={tmp_path}/cluster_out/prepared")
-        submit("score", f"score.model={tmp_path}/model", f"score.data={tmp_path}/cluster_out/prepared",
-                           f"score.output={tmp_path}/cluster_out/recs")
-        # Training placed by Spark: two barrier tasks on the workers, one torchrun node each.
-        trained = submit("train", f"train.data={tmp_path}/cluster_out/prepared", f"train.output={tmp_path}/cluster_model",
-               "train.epochs=2", "train.n_factors=8", "train.progress=false", "train.distributed.processes=2",
-               "train.distributed.local_mode=false")
-
+    run = tmp_path / "runs" / "c1"
     for part, key in (("train", ["user_idx", "item_idx"]), ("valid", ["user_idx", "item_idx"]),
                       ("users", ["user_idx"]), ("items", ["item_idx"])):
-        pd.testing.assert_frame_equal(_frame(f"{tmp_path}/cluster_out/prepared/{part}", key),
+        pd.testing.assert_frame_equal(_frame(f"{run}/prepare/{part}", key),
                                       _frame(f"{tmp_path}/local/prepared/{part}", key), obj=part)
-    got = _frame(f"{tmp_path}/cluster_out/recs/recommendations", ["user_id", "rank"])
+    # The cluster's lists are what local[2] makes of the same model and data.
+    again = load_config(str(ROOT / "conf" / "local.yaml"), base + [
+        f"score.model={run}/train", f"score.data={run}/prepare", f"score.output={tmp_path}/local/recs"])
+    score.run(spark, again, overwrite=False)
+    got = _frame(f"{run}/score/recommendations", ["user_id", "rank"])
     want = _frame(f"{tmp_path}/local/recs/recommendations", ["user_id", "rank"])
     assert len(got) == 300 * 10
     pd.testing.assert_frame_equal(got.drop(columns="score"), want.drop(columns="score"))
     assert (got["score"] - want["score"]).abs().max() < 1e-5
-    # The executors really were the cluster's: each worker ran an executor for each job.
-    logs = list((tmp_path / "cluster").glob("work*/app-*/*/stderr"))
-    assert len({p.parts[-4] for p in logs}) == 2 and len({p.parts[-3] for p in logs}) == 3
-    # The model trained on the workers is one like the local run's: same kind, ids and comparable quality.
-    remote, mine = TrainedModel.load(f"{tmp_path}/cluster_model"), TrainedModel.load(f"{tmp_path}/model")
-    assert remote.args == mine.args and list(remote.user_ids) == list(mine.user_ids)
-    assert abs(remote.extra["valid_mse"] - mine.extra["valid_mse"]) < 0.05
-    meta = json.loads(Path(f"{tmp_path}/cluster_model/meta.json").read_text())
-    assert meta["processes"] == 2 and meta["epochs"] == 2
-    # Two processes trained, as barrier tasks on the executors (their logs stream back to the driver).
-    logged = trained.stdout + trained.stderr
+    # The model trained on the workers: two processes, as barrier tasks on the executors (their logs stream
+    # back to the driver), each rank on its own shard with the same weights after every epoch.
+    meta = json.loads((run / "train" / "meta.json").read_text())
+    assert meta["processes"] == 2 and meta["epochs"] == 2 and len(meta["rank_checks"]) == 2
     assert "Started distributed training with 2 executor processes" in logged
     assert logged.count("epoch 2: train loss") == 2, logged[-3000:]
+    assert meta["history"][1]["valid_mse"] < meta["history"][0]["valid_mse"]

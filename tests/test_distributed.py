@@ -14,6 +14,7 @@ from cfmodel.errors import ConfigError
 from cfmodel.score import run as score
 from cfmodel.model import TrainedModel
 from cfmodel.train import run
+from cfmodel.train import rank_checks
 from cfmodel.train.distributed import DistributedTrainingError, check_shardable, with_port_retries
 from cfmodel.dataset import PreparedData
 from cfmodel.train.loaders import PetastormLoader
@@ -31,6 +32,20 @@ def _cfg(prepared_dir, out, processes=0, **kw):
 def _valid_variance(prepared_dir):
     ratings = pd.read_parquet(f"{prepared_dir}/valid")["rating"]
     return float(((ratings - ratings.mean()) ** 2).mean())
+
+
+def _row_keys(prepared_dir):
+    """The shard digest of the whole training split (cfmodel.train.rank_checks' key sum)."""
+    train = pd.read_parquet(f"{prepared_dir}/train", columns=["user_idx", "item_idx"])
+    keys = train["user_idx"].astype("int64") * rank_checks.ITEM_KEY_STRIDE + train["item_idx"]
+    return int(keys.sum()) % rank_checks.KEY_MODULUS
+
+
+def _assert_ranks_agree(record):
+    """Both ranks hold the same weights and optimiser state (identical updates to identical weights)."""
+    for key in ("weights", "optimizer"):
+        a, b = record[key]
+        assert a != 0 and abs(a - b) <= 1e-9 * abs(a), (record["after"], key, a, b)
 
 
 def test_two_processes_learn_the_signal_as_one_does_and_resume(spark, prepared_dir, tmp_path):
@@ -52,6 +67,15 @@ def test_two_processes_learn_the_signal_as_one_does_and_resume(spark, prepared_d
     # Every epoch covered the whole split across the shards (a shard that ran out first wraps around).
     rows = PreparedData(prepared_dir).counts["train_rows"]
     assert all(m["ratings_per_s"] * m["seconds"] >= rows * 0.999 for m in meta["history"])
+    # Mutants: ranks reading the same shard (Ranks.shard -> (0, world)): the shards' key sums no longer add up
+    # to the split's; gradients not averaged (no DistributedDataParallel): the ranks' weights differ after the
+    # first epoch and the run stops with RanksDisagreeError.
+    assert [c["after"] for c in meta["rank_checks"]] == [f"epoch {e}" for e in range(1, 9)]
+    for record in meta["rank_checks"]:
+        _assert_ranks_agree(record)
+        # Two disjoint shards that together are the split: every row read once, by one rank.
+        assert sum(record["rows"]) == rows and min(record["rows"]) > 0.3 * rows, record["rows"]
+        assert sum(record["row_keys"]) % rank_checks.KEY_MODULUS == _row_keys(prepared_dir), record["row_keys"]
 
 
 def test_resume_continues_a_distributed_run_on_every_rank(spark, prepared_dir, tmp_path):
@@ -61,14 +85,22 @@ def test_resume_continues_a_distributed_run_on_every_rank(spark, prepared_dir, t
     more = run(_cfg(prepared_dir, tmp_path / "m", processes=2, epochs=3, schedule="constant"), overwrite=False,
                resume=True, spark=spark)
     assert more["resumed_after_epoch"] == 2 and more["epochs"] == 3 and more["valid_mse"] < first["valid_mse"]
-    history = json.loads((tmp_path / "m" / "meta.json").read_text())["history"]
-    assert [m["epoch"] for m in history] == [1, 2, 3]
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert [m["epoch"] for m in meta["history"]] == [1, 2, 3]
+    # Mutant: a resume that skips rank 1 (only rank 0 loads the checkpoint): rank 1 would start at epoch 0
+    # with fresh optimiser moments, and the run stops with RanksDisagreeError.
+    resumed, after = meta["rank_checks"][0], meta["rank_checks"][1]
+    assert resumed["after"] == "resume" and resumed["epoch"] == [2, 2] and after["after"] == "epoch 3"
+    _assert_ranks_agree(resumed), _assert_ranks_agree(after)
 
 
 def test_a_ranking_objective_with_sparse_gradients_trains_on_two_processes(spark, prepared_dir, tmp_path):
     got = run(_cfg(prepared_dir, tmp_path / "bpr", processes=2, objective="bpr", row_updates="sparse", epochs=2),
               overwrite=False, spark=spark)
     assert got["row_updates"] == "sparse" and got["valid_mse"] is None and got["epochs"] == 2
+    # Sparse row gradients all-reduced as they are: both ranks updated the same rows the same way.
+    for record in json.loads((tmp_path / "bpr" / "meta.json").read_text())["rank_checks"]:
+        _assert_ranks_agree(record)
     model = TrainedModel.load(str(tmp_path / "bpr"))
     # The user bias cancels out of the ranking loss: frozen at its initial value (DDP needs a gradient for
     # every trainable weight), while the item bias learned.

@@ -175,17 +175,18 @@ def test_ranking_model_through_score_and_evaluate(spark, prepared_dir, tmp_path)
     assert meta["history"][0]["valid_mse"] is None and meta["history"][0]["valid_loss"] > 0
 
 
-@pytest.mark.parametrize("ranking, row_updates, threshold", [
-    ("softmax", "dense", None), ("bpr", "dense", None),
-    ("softmax", "sparse", None),   # what auto picks on large tables: lazy moments, one pass per row set
-    ("softmax", "sparse", 4.0),    # only high ratings are the ranking term's positives
+@pytest.mark.parametrize("ranking, row_updates, threshold, loader", [
+    ("softmax", "dense", None, "memory"), ("bpr", "dense", None, "memory"),
+    ("softmax", "sparse", None, "memory"),  # what auto picks on large tables: lazy moments, one pass per row set
+    ("softmax", "sparse", 4.0, "petastorm"),  # only high ratings are positives; batches as large splits read them
 ])
 def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, tmp_path, ranking, row_updates,
-                                                                 threshold):
+                                                                 threshold, loader):
     """The ranking term reads the rating factors without moving them: the rating tables of a hybrid model
     end as the rating objective's (same seed, same optimiser), and only its ranking head learns lists.
-    Mutant caught: the ranking gradient leaking into the rating tables (dropping a ``detach``), with dense
-    or sparse updates (the sparse row sets update a side's rating table and head together)."""
+    Mutants caught: the ranking gradient leaking into the rating tables, with dense or sparse updates (the
+    sparse row sets update a side's rating table and head together): BPR's shared rows not detached (case 2),
+    the softmax head's rating part computed with its gradient (every softmax case, Petastorm's batches too)."""
 
     from cfmodel.train.fit import objective_for
 
@@ -193,7 +194,7 @@ def test_hybrid_predicts_ratings_exactly_as_the_rating_objective(prepared_dir, t
     for objective in ("rating", "hybrid"):
         cfg = TrainConfig(n_factors=8, batch_size=256, epochs=2, objective=objective, hybrid_ranking=ranking,
                           wd=0.05, progress=False, row_updates=row_updates, positive_threshold=threshold)
-        model, train, valid, data = setup(prepared_dir, cfg)
+        model, train, valid, data = setup(prepared_dir, cfg, loader)
         obj = objective_for(cfg, data)
         history = Trainer(model, train, valid, cfg, str(tmp_path / objective), objective=obj).fit()
         trained[objective] = (model, history)

@@ -146,17 +146,20 @@ def _fit(cfg: TrainConfig, resume: bool, ranks: Ranks) -> Optional[Dict[str, Any
         shutil.copytree(ckpt, os.path.join(tmp, "checkpoints"))
         for name in ("metrics.json", "metrics.csv"):
             shutil.copy(os.path.join(ckpt, name), os.path.join(tmp, name))
-        _write_meta(tmp, cfg, data.meta, result, trained, history)
+        _write_meta(tmp, cfg, data.meta, result, trained, history, trainer.checks.records)
     shutil.rmtree(ckpt, ignore_errors=True)
     LOG.info("train result: %s", json.dumps(result, sort_keys=True))
     return result
 
 
-def _write_meta(out: str, cfg: TrainConfig, meta: dict, result: dict, trained: TrainedModel, history) -> None:
+def _write_meta(out: str, cfg: TrainConfig, meta: dict, result: dict, trained: TrainedModel, history,
+                rank_checks: list) -> None:
     meta_out = {**result, "n_users": meta["n_users"], "n_items": meta["n_items"], "data": trained.extra["data"],
                 "prepared_meta": {k: meta.get(k) for k in ("counts", "split", "rating", "input", "feedback")},
                 "model_args": trained.args.to_dict(), "history": [m.to_json() for m in history],
                 "config": vars(cfg), "versions": {"cfmodel": cfmodel.__version__, "torch": torch.__version__,
                                                   "python": platform.python_version()}}
+    if rank_checks:  # what each rank of a data-parallel run read and held (cfmodel.train.rank_checks)
+        meta_out["rank_checks"] = rank_checks
     with open(os.path.join(out, "meta.json"), "w", encoding="utf-8") as fh:
         json.dump(meta_out, fh, indent=2, sort_keys=True, default=str)

@@ -3,8 +3,9 @@
 The trainer asks a :class:`Ranks` the few things data parallelism changes: which
 shard it reads, whether it is the process that writes, and the collectives that
 keep every process on the same step (:meth:`Ranks.any`), validation figures
-summed over all shards (:meth:`Ranks.sum`) and one process's objects handed to
-all (:meth:`Ranks.broadcast`). :data:`SINGLE` is the one-process run, whose
+summed over all shards (:meth:`Ranks.sum`), every process's figures for the
+checks that they agree (:meth:`Ranks.gather`) and one process's objects handed
+to all (:meth:`Ranks.broadcast`). :data:`SINGLE` is the one-process run, whose
 collectives are the identity, so the single-process trainer is the same loop.
 """
 from __future__ import annotations
@@ -48,6 +49,15 @@ class Ranks:
         t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return t.tolist()
+
+    def gather(self, values: Sequence[float]) -> List[List[float]]:
+        """Every rank's ``values`` (float64), in rank order, on every rank."""
+        if self.world == 1:
+            return [list(values)]
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        torch.distributed.all_gather(out, t)
+        return [o.tolist() for o in out]
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (anything picklable: a checkpoint, a result)."""

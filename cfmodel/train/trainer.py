@@ -33,6 +33,7 @@ from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError
 from cfmodel.train.objectives import Rating
 from cfmodel.train.optim import l2_penalty, make_optimizer, make_scheduler, step_decays
+from cfmodel.train.rank_checks import RankChecks
 from cfmodel.train.ranks import SINGLE, Ranks
 from cfmodel.train.sparse_adamw import settle
 from cfmodel.train.validation import validate
@@ -119,6 +120,7 @@ class Trainer:
         self.out_dir = out_dir
         self.extra = extra or {}
         self.ranks = ranks
+        self.checks = RankChecks(ranks)
         self.steps_per_epoch = train.steps_per_epoch()
         if ranks.world > 1:
             # DDP waits for a gradient of every trainable weight (and a sparse one must be defined): freeze
@@ -194,6 +196,8 @@ class Trainer:
         """Train for the schedule's epochs (continuing after ``last.pt`` with ``resume``)."""
         if resume and self.resume_from(os.path.join(self.out_dir, "last.pt")):
             self.resumed_after = self.epoch
+        if resume:
+            self.checks.check("resume", self.epoch, self.step, self.model, self.opt)
         for epoch in range(self.epoch + 1, self.cfg.total_epochs() + 1):
             if self.cfg.early_stopping and self.stale_epochs >= self.cfg.early_stopping:
                 LOG.info("early stopping: no validation gain in %d epochs", self.stale_epochs)
@@ -202,6 +206,7 @@ class Trainer:
             train_loss, train_mse, n = self._train_epoch(epoch)
             seconds = time.perf_counter() - started
             settle(self.opt)  # every row pays the decay it owes before the weights are validated and saved
+            self.checks.check(f"epoch {epoch}", epoch, self.step, self.model, self.opt)
             valid_loss, valid_mse = validate(self.model, self.objective, self.valid, self.device, self.ranks)
             self._end_epoch(EpochMetrics(epoch, train_mse, valid_mse, math.sqrt(valid_mse),
                                          self.opt.param_groups[0]["lr"], seconds, n / seconds, train_loss,
@@ -225,6 +230,8 @@ class Trainer:
                 restarts += 1
                 batches = iter(self.train.epoch(epoch + 100_003 * restarts))
                 batch = next(batches)
+            elif first_pass:
+                self.checks.read(batch[0], batch[1])
             yield batch
 
     def _train_epoch(self, epoch: int) -> tuple:
