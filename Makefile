@@ -15,7 +15,7 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed clean
+.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed bench-install clean
 
 install: $(STAMP)
 
@@ -72,6 +72,11 @@ bench-ranking: $(STAMP)
 
 bench-own-data: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_own_data.py
+
+# The wheel into a fresh venv holding its own torch of another minor version (TORCH=...), and the demo's stages.
+TORCH ?= torch==2.14.1
+bench-install: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python bench/bench_install.py --torch '$(TORCH)'
 
 bench-distributed: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_distributed.py

@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence
 from py4j.protocol import Py4JNetworkError
 
 from cfmodel.config import USER_KEYS, Config, load_config
-from cfmodel.errors import CfError
+from cfmodel.errors import CfError, out_of_space, space_error
 
 LOG = logging.getLogger("cfmodel")
 # The JVM went away mid-job (see run_main).
@@ -94,3 +94,9 @@ def run_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]] = N
         print(f"error: the Spark driver JVM exited during the job ({type(exc).__name__}); if its log above "
               f"says OutOfMemoryError, raise spark.driver.memory", file=sys.stderr)
         return JVM_LOST_EXIT_CODE
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        error = space_error(exc, getattr(exc, "filename", None) or "the job's output or checkpoints")
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code

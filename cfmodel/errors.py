@@ -33,3 +33,35 @@ class QualityGateError(CfError):
     """The data or the model failed a configured quality gate."""
 
     exit_code = 3
+
+
+class OutOfSpaceError(CfError):
+    """The output's storage filled up (``ENOSPC``): free space and run again; nothing half-written was
+    published, and a pipeline run or a training resumes where it stopped."""
+
+    exit_code = 7
+
+
+NO_SPACE = "No space left on device"
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it was raised from is a full device: an ``OSError`` with ``ENOSPC``,
+    or a Java (Py4J) or C++ (torch) error whose message says so, as they carry no errno."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if NO_SPACE in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def space_error(exc: BaseException, path: str) -> OutOfSpaceError:
+    """The one-line error for a full device under ``path``."""
+    return OutOfSpaceError(f"no space left on device writing {path}: free space there and run again "
+                           "(nothing half-written was published; a pipeline run or a training resumes)")

@@ -23,7 +23,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional
 
-from cfmodel.errors import CfError, InputError
+from cfmodel.errors import CfError, InputError, out_of_space, space_error
 
 LOG = logging.getLogger(__name__)
 SUFFIX = ".lease"
@@ -102,7 +102,9 @@ def lease(storage: Any, path: str) -> Iterator[Dict[str, Any]]:
             "heartbeat": now}
     try:
         storage.write_text(file, json.dumps(mine))
-    except Exception as exc:  # the first write to the output's place: a read-only or wrong location
+    except Exception as exc:  # the first write to the output's place: a read-only or wrong location, or full
+        if out_of_space(exc):
+            raise space_error(exc, path.rstrip("/")) from exc
         java = getattr(exc, "java_exception", None)  # a Hadoop file system's error, through py4j
         text = str(java.toString()) if java is not None else str(exc)
         detail = (text.strip().splitlines() or [type(exc).__name__])[0][:300]

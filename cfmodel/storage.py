@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from cfmodel.errors import InputError, OutputExistsError
+from cfmodel.errors import InputError, OutputExistsError, out_of_space, space_error
 from cfmodel.lease import lease
 from cfmodel.urls import to_url
 
@@ -275,8 +275,13 @@ def atomic_output(storage: Any, path: str, overwrite: bool) -> Iterator[str]:
         remove_stale_temporaries(storage, path)
         tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
         try:
-            yield tmp
-            storage.write_text(f"{tmp}/_SUCCESS", "")
+            try:
+                yield tmp
+                storage.write_text(f"{tmp}/_SUCCESS", "")
+            except Exception as exc:
+                if out_of_space(exc):
+                    raise space_error(exc, path) from exc
+                raise
             if storage.exists(path):
                 old = f"{path}{OLD_MARK}{uuid.uuid4().hex[:12]}"
                 storage.rename(path, old)

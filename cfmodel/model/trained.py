@@ -102,7 +102,9 @@ class TrainedModel:
                    "model_args": self.args.to_dict(), "model_version": self.version,
                    "user_ids": ids_payload(self.user_ids), "item_ids": ids_payload(self.item_ids),
                    "id_types": {"user": id_type_of(self.user_ids), "item": id_type_of(self.item_ids)}, **self.extra}
-        torch.save(payload, os.path.join(out_dir, "model.pt"))
+        # Through a Python file: torch.save to a path reports a full disk without its errno.
+        with open(os.path.join(out_dir, "model.pt"), "wb") as fh:
+            torch.save(payload, fh)
         for side, ids in (("user", self.user_ids), ("item", self.item_ids)):
             write_factor_table(factor_table(ids, *self.factors(side)), out_dir, side)
             if self.module.has_rank_head:

@@ -159,7 +159,8 @@ class Trainer:
         if not self.ranks.is_main:
             return
         path = os.path.join(self.out_dir, name)
-        torch.save(self.state(), path + ".tmp")
+        with open(path + ".tmp", "wb") as fh:  # a Python file: a full disk then raises OSError(ENOSPC)
+            torch.save(self.state(), fh)
         os.replace(path + ".tmp", path)  # never a torn checkpoint
 
     def resume_from(self, path: str) -> bool:
