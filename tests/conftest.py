@@ -90,3 +90,28 @@ def trained_model(prepared_dir, tmp_path_factory):
     run(TrainConfig(objective="rating", data=prepared_dir, output=out, n_factors=8, epochs=6, wd=0.5,
                     progress=False), overwrite=False)
     return out
+
+
+# -- the fault matrix ---------------------------------------------------------------------------------------
+# Tests marked ``@pytest.mark.fault(fault, exit, survives, rerun)`` inject one fault on real processes or
+# files; the run ends with their matrix: the fault, the exit code the job ends with, what survived, what the
+# rerun gives, and whether the test that checks it passed.
+_FAULTS = []
+
+
+def pytest_runtest_makereport(item, call):
+    marker = item.get_closest_marker("fault")
+    if marker is not None and call.when == "call":
+        outcome = "passed" if call.excinfo is None else "FAILED"
+        _FAULTS.append((marker.kwargs, f"{item.module.__name__}::{item.originalname}", outcome))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FAULTS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section(f"fault matrix ({len(_FAULTS)} faults)")
+    write("| fault | exit code | what survived | rerun | test | |")
+    write("|---|---|---|---|---|---|")
+    for kw, test, outcome in _FAULTS:
+        write(f"| {kw['fault']} | {kw['exit']} | {kw['survives']} | {kw['rerun']} | {test} | {outcome} |")
