@@ -3,6 +3,7 @@
 Jobs turn these into a one-line message on stderr and a non-zero exit code; any
 other exception is a bug and keeps its traceback.
 """
+import errno
 
 
 class CfError(Exception):
@@ -48,8 +49,6 @@ NO_SPACE = "No space left on device"
 def out_of_space(exc: BaseException) -> bool:
     """Whether ``exc`` or an exception it was raised from is a full device: an ``OSError`` with ``ENOSPC``,
     or a Java (Py4J) or C++ (torch) error whose message says so, as they carry no errno."""
-    import errno
-
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

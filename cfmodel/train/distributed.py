@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 import torch
 
 from cfmodel.config import TrainConfig
-from cfmodel.errors import CfError, ConfigError
+from cfmodel.errors import CfError, ConfigError, OutOfSpaceError, out_of_space
 from cfmodel.train.fit import checkpoint_dir, fit_and_publish
 from cfmodel.train.ranks import Ranks
 
@@ -126,11 +126,16 @@ def rank_main(cfg: TrainConfig, resume: bool) -> Optional[Dict[str, Any]]:
 
 def _report(cfg: TrainConfig, rank: int, exc: Exception) -> None:
     detail = {"rank": rank, "error": type(exc).__name__, "message": (str(exc).splitlines() or [""])[0],
-              "exit_code": exc.exit_code if isinstance(exc, CfError) else None}
+              "exit_code": exc.exit_code if isinstance(exc, CfError) else space_code(exc)}
     print(ERROR_MARK + json.dumps(detail), file=sys.stderr, flush=True)
     os.makedirs(failure_dir(cfg), exist_ok=True)
     with open(os.path.join(failure_dir(cfg), f"rank-{rank}.json"), "w", encoding="utf-8") as fh:
         json.dump(detail, fh)
+
+
+def space_code(exc: Exception) -> Optional[int]:
+    """A full disk's exit code when ``exc`` is one (a rank's checkpoint write), else None (a crash)."""
+    return OutOfSpaceError.exit_code if out_of_space(exc) else None
 
 
 def per_rank_config(cfg: TrainConfig, world: int, device: torch.device, backend: str) -> TrainConfig:
