@@ -15,7 +15,7 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed bench-install clean
+.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed bench-install bench-mlflow-demo clean
 
 install: $(STAMP)
 
@@ -77,6 +77,10 @@ bench-own-data: $(STAMP)
 TORCH ?= torch==2.14.1
 bench-install: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_install.py --torch '$(TORCH)'
+
+# make demo with MLflow tracking against a real server the bench starts; the logged run and model read back.
+bench-mlflow-demo: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python bench/bench_mlflow_demo.py
 
 bench-distributed: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_distributed.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Dict, Iterable, Optional
@@ -148,12 +149,21 @@ def _log_epochs(mlflow, path: str) -> None:
         mlflow.log_metrics(metrics, step=int(row["epoch"]))
 
 
+def metric_prefix(method: str) -> str:
+    """The evaluation table's method as a metric-name prefix MLflow accepts (alphanumerics and ``_-. /:``):
+    ``model`` for the model's row, ``user_movie_biases`` for ``user + movie biases``."""
+    if method.startswith("model"):
+        return "model"
+    words = re.findall(r"[A-Za-z0-9]+", method.split(" (")[0])
+    return "_".join(words) or "method"
+
+
 def _log_evaluation(mlflow, evaluate: str) -> None:
     metrics = _json_or_none(os.path.join(evaluate, "metrics.json"))
     if metrics is None:
         return
     for row in metrics.get("methods", []):
-        name = "model" if row["method"].startswith("model") else row["method"].split(" (")[0].replace(" ", "_")
+        name = metric_prefix(row["method"])
         mlflow.log_metrics({f"{name}.{k}": float(row[k]) for k in RANKING_METRICS if row.get(k) is not None})
     for name in ("report.html", "metrics.json"):
         if os.path.exists(os.path.join(evaluate, name)):

@@ -86,7 +86,10 @@ def _kill_an_executor_in(log: Path, stage: str, workdir: Path, deadline: float) 
     raise TimeoutError(f"no task of stage {stage} began on an executor: {log}")
 
 
-@pytest.mark.fault(fault='an executor JVM killed mid-prepare and mid-score (standalone cluster)', exit='0 (task retry)', survives='-', rerun='outputs identical to local[2]')
+@pytest.mark.fault(fault='an executor JVM killed mid-prepare and mid-score (standalone cluster)',
+                   exit='0 (task retry)',
+                   survives='-',
+                   rerun='outputs identical to local[2]')
 def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path, py_files):
     """One ``spark-submit`` of the pipeline (prepare, train on the workers, score) to a two-worker cluster,
     with an executor JVM killed (SIGKILL) as prepare starts and again as score starts: Spark's task retry and

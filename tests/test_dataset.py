@@ -17,7 +17,10 @@ def test_a_prepare_output_reads_its_meta_parts_and_types(prepared_dir):
         data.part("ratings")
 
 
-@pytest.mark.fault(fault='a prepare output without _SUCCESS (unfinished) or foreign', exit='2', survives='-', rerun='prepare again')
+@pytest.mark.fault(fault='a prepare output without _SUCCESS (unfinished) or foreign',
+                   exit='2',
+                   survives='-',
+                   rerun='prepare again')
 def test_an_unfinished_or_foreign_directory_is_a_one_line_error_naming_it(prepared_dir, tmp_path):
     """Broken version caught: a reader trusting a directory that exists (an object store's half-copied
     output), or a deep KeyError on a directory that is not a prepare output."""
@@ -30,7 +33,10 @@ def test_an_unfinished_or_foreign_directory_is_a_one_line_error_naming_it(prepar
         PreparedData(str(tmp_path)).n_users
 
 
-@pytest.mark.fault(fault='a prepare output of another format version', exit='2', survives='-', rerun='prepare again')
+@pytest.mark.fault(fault='a prepare output of another format version',
+                   exit='2',
+                   survives='-',
+                   rerun='prepare again')
 def test_a_prepare_output_of_another_version_is_a_one_line_error(prepared_dir, tmp_path):
     """A newer format, or a meta.json without what a prepare output holds: refused, naming the path, never a
     KeyError deep in a stage."""

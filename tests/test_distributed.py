@@ -111,7 +111,10 @@ def test_a_ranking_objective_with_sparse_gradients_trains_on_two_processes(spark
 
 
 @pytest.mark.timeout(300)  # a process left waiting on the dead one would hang the stage: the limit catches it
-@pytest.mark.fault(fault='one training process of two fails', exit="its own error's code", survives='checkpoints', rerun='-')
+@pytest.mark.fault(fault='one training process of two fails',
+                   exit="its own error's code",
+                   survives='checkpoints',
+                   rerun='-')
 def test_a_failing_process_fails_the_stage_with_its_own_error(spark, prepared_dir, tmp_path):
     with pytest.raises(DistributedTrainingError, match=r"training process \d failed: TrainingDivergedError: "
                                                        r"loss is nan") as err:

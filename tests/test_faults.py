@@ -32,7 +32,10 @@ def live_process():
     proc.wait()
 
 
-@pytest.mark.fault(fault='a second attempt on an output while the first is live', exit='6', survives="the live attempt's temporaries", rerun='-')
+@pytest.mark.fault(fault='a second attempt on an output while the first is live',
+                   exit='6',
+                   survives="the live attempt's temporaries",
+                   rerun='-')
 def test_a_second_attempt_meets_the_live_lease_and_leaves_its_work_alone(tmp_path, live_process):
     """Broken version caught: the second attempt removing the live attempt's temporaries (as every stage
     did before leases), or writing beside it."""
@@ -48,7 +51,10 @@ def test_a_second_attempt_meets_the_live_lease_and_leaves_its_work_alone(tmp_pat
     assert live_tmp.is_dir() and not out.exists()
 
 
-@pytest.mark.fault(fault='the lease holder was killed', exit='0 (taken over)', survives='-', rerun="removes the holder's temporaries, then runs")
+@pytest.mark.fault(fault='the lease holder was killed',
+                   exit='0 (taken over)',
+                   survives='-',
+                   rerun="removes the holder's temporaries, then runs")
 def test_a_killed_holders_lease_is_taken_over_and_only_then_its_temporaries_removed(tmp_path):
     """A holder killed with -9 leaves its lease and temporaries; the rerun takes over and publishes."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -98,7 +104,10 @@ class _CutAfterFirstRename(LocalStorage):
         super().rename(src, dst)
 
 
-@pytest.mark.fault(fault="a crash between an overwrite's renames", exit='-', survives='the old output (moved aside)', rerun='puts the old output back')
+@pytest.mark.fault(fault="a crash between an overwrite's renames",
+                   exit='-',
+                   survives='the old output (moved aside)',
+                   rerun='puts the old output back')
 def test_an_overwrite_cut_between_its_renames_loses_neither_copy_and_the_rerun_restores_the_old(tmp_path):
     """Broken version caught: delete-then-rename (a crash between them lost both the old and the new)."""
     out = tmp_path / "out"
@@ -119,7 +128,10 @@ def test_an_overwrite_cut_between_its_renames_loses_neither_copy_and_the_rerun_r
 
 
 @pytest.mark.slow
-@pytest.mark.fault(fault='a second pipeline attempt of a live run id', exit='6', survives='the live run, untouched', rerun='-')
+@pytest.mark.fault(fault='a second pipeline attempt of a live run id',
+                   exit='6',
+                   survives='the live run, untouched',
+                   rerun='-')
 def test_a_second_pipeline_attempt_of_a_live_run_stops_before_touching_it(spark, tmp_path, live_process):
     from helpers import pipeline_config
 
@@ -149,7 +161,10 @@ def test_a_truncated_model_file_is_a_one_line_error_naming_it(trained_model, tmp
     assert len(str(err.value).splitlines()) == 1
 
 
-@pytest.mark.fault(fault='a train output without item_factors/ or _SUCCESS', exit='2', survives='-', rerun='retrain')
+@pytest.mark.fault(fault='a train output without item_factors/ or _SUCCESS',
+                   exit='2',
+                   survives='-',
+                   rerun='retrain')
 def test_a_train_output_missing_a_factor_table_or_its_commit_is_refused_by_score(spark, trained_model,
                                                                                 prepared_dir, tmp_path):
     import shutil

@@ -55,7 +55,10 @@ def _frame(path, sort):
     return pd.read_parquet(path).sort_values(sort, ignore_index=True)
 
 
-@pytest.mark.fault(fault='a full disk mid-train (cf-train)', exit='7', survives='the previous model; no temporaries', rerun='same model_version as undisturbed')
+@pytest.mark.fault(fault='a full disk mid-train (cf-train)',
+                   exit='7',
+                   survives='the previous model; no temporaries',
+                   rerun='same model_version as undisturbed')
 def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_completes(prepared_dir, small_fs,
                                                                                        tmp_path):
     """Through cf-train. Broken versions caught: torch.save to a path (its full-disk error is a C++ 'unexpected
@@ -85,7 +88,10 @@ def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_com
     assert TrainedModel.load(str(out)).version == undisturbed["model_version"]
 
 
-@pytest.mark.fault(fault='a full disk mid-prepare and mid-score', exit='7', survives='the previous output; no temporaries', rerun='identical output')
+@pytest.mark.fault(fault='a full disk mid-prepare and mid-score',
+                   exit='7',
+                   survives='the previous output; no temporaries',
+                   rerun='identical output')
 def test_a_full_disk_in_prepare_and_score_raises_out_of_space_and_keeps_the_previous_output(
         spark, prepared_dir, trained_model, small_fs):
     """In-process, through Spark's writers. Broken versions caught: atomic_output not classifying the

@@ -33,7 +33,10 @@ sys.exit(run_main(body, sys.argv[1:]))
 """
 
 
-@pytest.mark.fault(fault='out of memory in a Python thread feeding the JVM', exit='non-zero, no hang', survives='-', rerun='-')
+@pytest.mark.fault(fault='out of memory in a Python thread feeding the JVM',
+                   exit='non-zero, no hang',
+                   survives='-',
+                   rerun='-')
 def test_out_of_memory_in_a_python_feeding_thread_ends_the_job(tmp_path):
     line = tmp_path / "one-line.txt"
     with open(line, "wb") as fh:

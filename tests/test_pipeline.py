@@ -102,7 +102,10 @@ def test_failed_quality_gate_leaves_latest_on_the_good_run(spark, own_root):
     assert (tmp / "runs" / "r2" / "evaluate" / "report.html").exists()  # the report says why
 
 
-@pytest.mark.fault(fault="a stage fails mid-run (score's user list missing)", exit='2', survives='finished stages; latest unmoved', rerun='redoes only the failed stage')
+@pytest.mark.fault(fault="a stage fails mid-run (score's user list missing)",
+                   exit='2',
+                   survives='finished stages; latest unmoved',
+                   rerun='redoes only the failed stage')
 def test_failed_stage_resumes_without_redoing_finished_ones(spark, own_root):
     tmp = own_root.tmp
     # Another train config than r1's, so train is redone here and nothing after it can be copied from r1.
@@ -172,7 +175,10 @@ def _submit(args, **kw):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
 
 
-@pytest.mark.fault(fault='kill -9 of cf-pipeline (driver, JVM, workers) mid-train', exit='killed (SIGKILL)', survives="finished stages, train's checkpoints; latest unmoved", rerun='resumes; same model_version as uninterrupted')
+@pytest.mark.fault(fault='kill -9 of cf-pipeline (driver, JVM, workers) mid-train',
+                   exit='killed (SIGKILL)',
+                   survives="finished stages, train's checkpoints; latest unmoved",
+                   rerun='resumes; same model_version as uninterrupted')
 def test_killed_training_resumes_from_its_checkpoint(spark, tmp_path):
     """kill -9 of cf-pipeline after train's first checkpoint; the rerun resumes training and ends where an
     uninterrupted training ends (the same model_version), and a crashed attempt's temporaries are removed."""

@@ -60,7 +60,10 @@ def test_candidate_filters_and_popular_fallback(spark, checkerboard):
     assert recs[7] == [10, 15]  # the most rated candidates (5 ratings each, lower index first)
 
 
-@pytest.mark.fault(fault='score.users with unknown and malformed ids', exit='fallback list / 2', survives='-', rerun='-')
+@pytest.mark.fault(fault='score.users with unknown and malformed ids',
+                   exit='fallback list / 2',
+                   survives='-',
+                   rerun='-')
 def test_subset_of_users_including_unknown_ids(spark, checkerboard, tmp_path):
     path = tmp_path / "ids.csv"
     path.write_text("userId\n2\n99\n")
