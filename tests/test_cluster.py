@@ -128,8 +128,9 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     logged = log.read_text()
     # Each kill landed inside its stage: the stage had started and not yet finished.
     assert all(f"stage {s}: succeeded" not in text for s, text in zip(("prepare", "score"), seen))
-    # Spark lost an executor in each stage, with a task on it, and the workers started new ones.
-    assert logged.count("ExecutorLostFailure") >= 2, logged[-3000:]
+    # Spark lost an executor in each stage (the kill comes as the executor starts one of the stage's tasks; a
+    # short task may finish first, so a lost task is not certain) and the workers started new ones.
+    assert logged.count("Lost executor") >= 2, logged[-3000:]
     workers_log = "".join(p.read_text() for p in (tmp_path / "cluster").glob("worker*.log"))
     assert workers_log.count("Asked to launch executor") >= 4, workers_log[-3000:]
 
