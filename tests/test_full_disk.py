@@ -37,9 +37,9 @@ def small_fs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def _fill(fs: Path, leave: int) -> Path:
+def _fill(fs: Path, leave: int, name: str = "ballast") -> Path:
     """Write a ballast file until ``fs`` has about ``leave`` bytes free; returns it (remove it to free)."""
-    ballast = fs / "ballast"
+    ballast = fs / name
     free = os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
     with open(ballast, "wb") as fh:
         fh.write(b"\0" * max(0, free - leave))
@@ -80,8 +80,14 @@ def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_com
     assert len(errors) == 1 and errors[0].startswith("error: no space left on device writing "), full.stderr[-2000:]
     assert "Traceback" not in full.stderr
     assert TrainedModel.load(str(out)).version == before and _left_behind(small_fs) == []
+    # Not a byte left: the first write, the lease's, meets the full disk (still 7, not an unwritable place's 2).
+    rest = _fill(small_fs, leave=0, name="rest")
+    lease_full = cf_train(f"train.output={out}", "train.epochs=3")
+    assert lease_full.returncode == 7, lease_full.stderr[-3000:]
+    assert f"error: no space left on device writing {out}: " in lease_full.stderr, lease_full.stderr[-2000:]
+    assert TrainedModel.load(str(out)).version == before
 
-    ballast.unlink()
+    ballast.unlink(), rest.unlink()
     assert cf_train(f"train.output={out}", "train.epochs=3").returncode == 0
     undisturbed = train_run(TrainConfig(data=prepared_dir, output=str(tmp_path / "whole"), objective="rating",
                                         n_factors=64, epochs=3, progress=False), overwrite=False)
