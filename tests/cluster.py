@@ -97,3 +97,20 @@ def executor_pids(workdir: Path) -> List[int]:
         if b"CoarseGrainedExecutorBackend" in cmdline and cwd.startswith(str(workdir)):
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def training_pids(workdir: Path, rank: int) -> List[int]:
+    """The training processes of ``rank`` (torchrun's children, started by a barrier task of an executor
+    whose working directory lies under ``workdir``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = dict(kv.split(b"=", 1) for kv in (entry / "environ").read_bytes().split(b"\0") if b"=" in kv)
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if env.get(b"RANK") == str(rank).encode() and b"TORCHELASTIC_RUN_ID" in env and cwd.startswith(str(workdir)):
+            pids.append(int(entry.name))
+    return sorted(pids)

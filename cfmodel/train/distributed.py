@@ -76,10 +76,11 @@ def run_distributed(cfg: TrainConfig, resume: bool, spark: Any) -> Dict[str, Any
     LOG.info("training on %d processes through TorchDistributor (%s, %s)", d.processes,
              "on this machine" if d.local_mode else "as barrier tasks on the executors", "GPU" if d.use_gpu else "CPU")
     distributor = TorchDistributor(num_processes=d.processes, local_mode=d.local_mode, use_gpu=d.use_gpu)
-    return with_port_retries(lambda: distributor.run(rank_main, cfg, resume), failure_dir(cfg))
+    return with_port_retries(lambda: distributor.run(rank_main, cfg, resume), failure_dir(cfg), world=d.processes)
 
 
-def with_port_retries(run: Callable[[], T], failed: str, retries: int = PORT_RACE_RETRIES) -> T:
+def with_port_retries(run: Callable[[], T], failed: str, retries: int = PORT_RACE_RETRIES,
+                      world: Optional[int] = None) -> T:
     """``run()``, started again when its rendezvous port was taken before any rank ran (no rank left an error
     under ``failed``); any other failure, or the last, raises :func:`rank_failure`'s error."""
     attempt = 0
@@ -94,7 +95,7 @@ def with_port_retries(run: Callable[[], T], failed: str, retries: int = PORT_RAC
                 LOG.warning("distributed training: the rendezvous port was taken before torchrun bound it; "
                             "starting again (%d of %d)", attempt, retries)
                 continue
-            raise rank_failure(failed, exc) from exc
+            raise rank_failure(failed, exc, world) from exc
 
 
 def failure_dir(cfg: TrainConfig) -> str:
@@ -166,9 +167,11 @@ def _device_and_backend(cfg: TrainConfig) -> tuple:
     return device, backend
 
 
-def rank_failure(failed: str, exc: Exception) -> DistributedTrainingError:
+def rank_failure(failed: str, exc: Exception, world: Optional[int] = None) -> DistributedTrainingError:
     """The job's error for a failed run: the lowest failed rank's own error, as it left it under ``failed``
-    (a user-facing one keeps its exit code), else what TorchDistributor said."""
+    (a user-facing one keeps its exit code), else what TorchDistributor said. A crash is reported with the
+    ranks of ``world`` that left no error: a killed process (or a lost executor's) leaves none, and the
+    others then fail on the broken connection, so the crash named may be a consequence."""
     reports = []
     for path in glob.glob(os.path.join(failed, "rank-*.json")):
         with open(path, encoding="utf-8") as fh:
@@ -179,8 +182,13 @@ def rank_failure(failed: str, exc: Exception) -> DistributedTrainingError:
                                         f"see the log above): {first}")
     # A user-facing error (bad config, diverged) over a crash it may have caused in another rank.
     detail = min(reports, key=lambda d: (d["exit_code"] is None, d["rank"]))
+    silent = sorted(set(range(world or 0)) - {d["rank"] for d in reports})
+    lost = ""
+    if detail["exit_code"] is None and silent:
+        lost = (f" (process {', '.join(map(str, silent))} ended without an error of its own: killed, or its "
+                f"executor lost; rerun to resume from the last checkpoint)")
     return DistributedTrainingError(f"training process {detail['rank']} failed: {detail['error']}: "
-                                    f"{detail['message']}", detail["exit_code"] or 2)
+                                    f"{detail['message']}{lost}", detail["exit_code"] or 2)
 
 
 def check_shardable(data: str, processes: int) -> None:
