@@ -202,7 +202,7 @@ def test_a_run_whose_rendezvous_port_was_taken_starts_again_and_other_failures_d
     # Of three processes, two left no error (killed: a barrier task lost on the cluster): the message says so.
     calls.clear()
     with pytest.raises(DistributedTrainingError, match=r"training process 1 failed: OSError: address already in "
-                                                       r"use \(process 0, 2 ended without an error of its own: "
+                                                       r"use \(processes 0, 2 ended without an error of its own: "
                                                        r"killed, or its executor lost; rerun to resume") as err:
         with_port_retries(rank_failed_after_starting, failed, world=3)
     assert err.value.exit_code == 2

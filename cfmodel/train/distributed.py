@@ -185,8 +185,9 @@ def rank_failure(failed: str, exc: Exception, world: Optional[int] = None) -> Di
     silent = sorted(set(range(world or 0)) - {d["rank"] for d in reports})
     lost = ""
     if detail["exit_code"] is None and silent:
-        lost = (f" (process {', '.join(map(str, silent))} ended without an error of its own: killed, or its "
-                f"executor lost; rerun to resume from the last checkpoint)")
+        which = f"process {silent[0]}" if len(silent) == 1 else f"processes {', '.join(map(str, silent))}"
+        lost = (f" ({which} ended without an error of its own: killed, or its executor lost; rerun to resume "
+                f"from the last checkpoint)")
     return DistributedTrainingError(f"training process {detail['rank']} failed: {detail['error']}: "
                                     f"{detail['message']}{lost}", detail["exit_code"] or 2)
 
