@@ -15,7 +15,7 @@ WITH_JAVA = JAVA_HOME="$$($(BIN)/python -m cfmodel.java)" || exit 2; export JAVA
 # Every test has a time limit (a hang fails that test instead of stalling CI); the slowest are listed.
 PYTEST_ARGS ?= --timeout=600 --durations=15
 
-.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-scale bench-distributed bench-install bench-mlflow-demo clean
+.PHONY: demo test test-fast install browser dist bench-own-data bench-prepare bench-train bench-score bench-evaluate bench-ranking bench-head-phase bench-scale bench-distributed bench-install bench-mlflow-demo clean
 
 install: $(STAMP)
 
@@ -69,6 +69,9 @@ bench-evaluate: $(STAMP)
 
 bench-ranking: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_ranking.py
+
+bench-head-phase: $(STAMP)
+	$(WITH_JAVA) $(BIN)/python bench/bench_head_phase.py
 
 bench-own-data: $(STAMP)
 	$(WITH_JAVA) $(BIN)/python bench/bench_own_data.py
