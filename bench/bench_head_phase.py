@@ -18,14 +18,13 @@ import argparse
 import dataclasses
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_ranking import MOVIELENS, PROTOCOLS  # noqa: E402
+from bench.bench_ranking import MOVIELENS, PROTOCOLS, each_protocol  # noqa: E402
 from cfmodel import prepare, train  # noqa: E402
 from cfmodel.config import load_config  # noqa: E402
 from cfmodel.config.train import for_data  # noqa: E402
@@ -33,7 +32,6 @@ from cfmodel.dataset import PreparedData  # noqa: E402
 from cfmodel.evaluate.compare import evaluate_all, load_split  # noqa: E402
 from cfmodel.lists import load_inputs  # noqa: E402
 from cfmodel.model import TrainedModel  # noqa: E402
-from cfmodel.session import spark_session  # noqa: E402
 from cfmodel.storage import Storage  # noqa: E402
 from cfmodel.train.fit import objective_for, setup  # noqa: E402
 from cfmodel.train.trainer import Trainer  # noqa: E402
@@ -111,14 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--head-epochs", nargs="+", type=int, default=[8, 16])
     args = parser.parse_args(argv)
-    if not (MOVIELENS / "ratings.csv").exists():
-        raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
-    cfg = load_config(str(ROOT / "conf" / "local.yaml"), ["spark.log_level=ERROR"])
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, spark_session(cfg.spark) as spark:
-        for name in args.protocols:
-            rows += run_protocol(spark, name, Path(tmp) / name, args.head_epochs)
-    print_table(rows)
+    print_table(each_protocol(args.protocols, lambda spark, name, out: run_protocol(spark, name, out,
+                                                                                    args.head_epochs)))
     return 0
 
 

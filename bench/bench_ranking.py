@@ -133,16 +133,22 @@ def main(argv=None) -> int:
     parser.add_argument("--baselines", default=BASELINES.split("=", 1)[1], help="evaluate.baselines to run")
     parser.add_argument("--set", action="append", default=[], help="a config override for every model")
     args = parser.parse_args(argv)
+    print_table(each_protocol(args.protocols, lambda spark, name, out: run_protocol(
+        spark, name, out, not args.no_tune, args.objectives, args.set, f"evaluate.baselines={args.baselines}")))
+    return 0
+
+
+def each_protocol(protocols, run) -> list:
+    """The rows ``run(spark, protocol, out)`` gives for each protocol, on one Spark session, each protocol in
+    its own temporary directory ``out``."""
     if not (MOVIELENS / "ratings.csv").exists():
         raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
     cfg = load_config(str(ROOT / "conf" / "local.yaml"), ["spark.log_level=ERROR"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp, spark_session(cfg.spark) as spark:
-        for name in args.protocols:
-            rows += run_protocol(spark, name, Path(tmp) / name, not args.no_tune, args.objectives, args.set,
-                                 f"evaluate.baselines={args.baselines}")
-    print_table(rows)
-    return 0
+        for name in protocols:
+            rows += run(spark, name, Path(tmp) / name)
+    return rows
 
 
 if __name__ == "__main__":
