@@ -171,23 +171,20 @@ def test_url_root_trains_locally_and_copies_the_model_up(spark, tmp_path):
     assert (tmp_path / "url-runs" / "latest").read_text() == "u1\n"
 
 
-def _submit(args, **kw):
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    return subprocess.Popen([str(BIN / "cf-pipeline"), "--conf", str(ROOT / "conf" / "local.yaml"), *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _kill_when(args, trigger, stage):
-    """Start cf-pipeline and kill -9 its whole process group (driver, JVM, Python workers, as a lost node
-    would) once ``trigger`` exists inside ``stage``: the stage's manifest entry says it was running and
-    nothing of it is committed."""
-    proc = _submit(args, start_new_session=True)
+def _kill_when(args, trigger, stage, log):
+    """Start cf-pipeline, its output in ``log`` (a file: a pipe nobody reads would stall the job once full),
+    and kill -9 its whole process group (driver, JVM, Python workers, as a lost node would) once ``trigger``
+    exists inside ``stage``: the stage's manifest entry says it was running and nothing of it is committed."""
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(BIN / "cf-pipeline"), "--conf", str(ROOT / "conf" / "local.yaml"), *args],
+                                env={**os.environ, "PYSPARK_PYTHON": sys.executable}, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     while not trigger.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    assert trigger.exists(), proc.stderr.read()[-3000:]
+    assert trigger.exists(), log.read_text()[-3000:]
     run = trigger.parent if trigger.name.endswith(".lease") else trigger.parent.parent
     assert not (run / stage / "_SUCCESS").exists()
     manifest = json.loads((run / "manifest.json").read_text())
@@ -220,7 +217,7 @@ def test_killed_in_each_stage_the_reruns_end_where_an_uninterrupted_run_does(spa
     triggers = {"prepare": run / "prepare.lease", "train": run / "train.checkpoints" / "last.pt",
                 "score": run / "score.lease", "evaluate": run / "evaluate.lease"}
     for stage, trigger in triggers.items():
-        _kill_when(args, trigger, stage)
+        _kill_when(args, trigger, stage, tmp_path / f"killed-in-{stage}.log")
         assert not (tmp_path / "runs" / "latest").exists()
     stale = run / "evaluate.tmp-0123456789ab"  # as if killed while publishing
     stale.mkdir()
