@@ -189,7 +189,7 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     meta = json.loads((run / "train" / "meta.json").read_text())
     assert meta["processes"] == 2 and meta["epochs"] == 4
     assert "Started distributed training with 2 executor processes" in logged
-    assert logged.count("epoch 4: train loss") == 2, logged[-3000:]
+    assert logged.count("epoch 4: train loss") >= 2, logged[-3000:]  # each rank's (both attempts' if killed late)
     # Losing rank 1's process failed the barrier stage (Spark does not retry a barrier result stage); the
     # rerun continued from the checkpoint the first attempt wrote, both ranks from the same weights.
     assert meta["resumed_after_epoch"] >= 1 and [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
