@@ -97,6 +97,6 @@ def run_main(body: Callable[[List[str]], int], argv: Optional[Sequence[str]] = N
     except Exception as exc:
         if not out_of_space(exc):
             raise
-        error = space_error(exc, getattr(exc, "filename", None) or "the job's output or checkpoints")
+        error = space_error(getattr(exc, "filename", None) or "the job's output or checkpoints")
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -60,7 +60,7 @@ def out_of_space(exc: BaseException) -> bool:
     return False
 
 
-def space_error(exc: BaseException, path: str) -> OutOfSpaceError:
+def space_error(path: str) -> OutOfSpaceError:
     """The one-line error for a full device under ``path``."""
     return OutOfSpaceError(f"no space left on device writing {path}: free space there and run again "
                            "(nothing half-written was published; a pipeline run or a training resumes)")

@@ -104,7 +104,7 @@ def lease(storage: Any, path: str) -> Iterator[Dict[str, Any]]:
         storage.write_text(file, json.dumps(mine))
     except Exception as exc:  # the first write to the output's place: a read-only or wrong location, or full
         if out_of_space(exc):
-            raise space_error(exc, path.rstrip("/")) from exc
+            raise space_error(path.rstrip("/")) from exc
         java = getattr(exc, "java_exception", None)  # a Hadoop file system's error, through py4j
         text = str(java.toString()) if java is not None else str(exc)
         detail = (text.strip().splitlines() or [type(exc).__name__])[0][:300]

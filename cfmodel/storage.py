@@ -280,7 +280,7 @@ def atomic_output(storage: Any, path: str, overwrite: bool) -> Iterator[str]:
                 storage.write_text(f"{tmp}/_SUCCESS", "")
             except Exception as exc:
                 if out_of_space(exc):
-                    raise space_error(exc, path) from exc
+                    raise space_error(path) from exc
                 raise
             if storage.exists(path):
                 old = f"{path}{OLD_MARK}{uuid.uuid4().hex[:12]}"
