@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 SPARK_CLASS = str(Path(sys.executable).parent / "spark-class")
 
@@ -83,34 +83,31 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
         _stop(procs)
 
 
-def executor_pids(workdir: Path) -> List[int]:
-    """The executor JVMs this cluster's workers run now (their working directory lies under ``workdir``)."""
+def _pids_under(workdir: Path, wanted: Callable[[Path], bool]) -> List[int]:
+    """The processes whose working directory lies under ``workdir`` and whose ``/proc/<pid>`` entry passes
+    ``wanted`` (one that ends meanwhile, or is not ours to read, is left out)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:  # gone, or not ours
+            if os.readlink(entry / "cwd").startswith(str(workdir)) and wanted(entry):
+                pids.append(int(entry.name))
+        except OSError:
             continue
-        if b"CoarseGrainedExecutorBackend" in cmdline and cwd.startswith(str(workdir)):
-            pids.append(int(entry.name))
     return sorted(pids)
+
+
+def executor_pids(workdir: Path) -> List[int]:
+    """The executor JVMs this cluster's workers run now (their working directory lies under ``workdir``)."""
+    return _pids_under(workdir, lambda entry: b"CoarseGrainedExecutorBackend" in (entry / "cmdline").read_bytes())
 
 
 def training_pids(workdir: Path, rank: int) -> List[int]:
     """The training processes of ``rank`` (torchrun's children, started by a barrier task of an executor
     whose working directory lies under ``workdir``)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = dict(kv.split(b"=", 1) for kv in (entry / "environ").read_bytes().split(b"\0") if b"=" in kv)
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if env.get(b"RANK") == str(rank).encode() and b"TORCHELASTIC_RUN_ID" in env and cwd.startswith(str(workdir)):
-            pids.append(int(entry.name))
-    return sorted(pids)
+    def is_rank(entry: Path) -> bool:
+        env = dict(kv.split(b"=", 1) for kv in (entry / "environ").read_bytes().split(b"\0") if b"=" in kv)
+        return env.get(b"RANK") == str(rank).encode() and b"TORCHELASTIC_RUN_ID" in env
+
+    return _pids_under(workdir, is_rank)

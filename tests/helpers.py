@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from cfmodel.config import TrainConfig, load_config
@@ -66,3 +67,8 @@ def pipeline_sets(tmp, gen=None):
 def pipeline_config(tmp, *extra, gen=None):
     """The shipped local config with :func:`pipeline_sets` and ``extra`` overrides."""
     return load_config(str(ROOT / "conf" / "local.yaml"), pipeline_sets(tmp, gen) + list(extra))
+
+
+def sorted_frame(path, sort):
+    """A Parquet table read with pandas, in the order of the ``sort`` columns (to compare runs row for row)."""
+    return pd.read_parquet(path).sort_values(sort, ignore_index=True)

@@ -25,6 +25,7 @@ import pytest
 from cfmodel.config import load_config
 from cfmodel.generate import generate
 from cluster import executor_pids, standalone_cluster, training_pids
+from helpers import sorted_frame
 from cfmodel import prepare, score
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
@@ -59,10 +60,6 @@ def _python_without_project(tmp: Path) -> Path:
     probe = subprocess.run([str(wrapper), "-c", "import cfmodel"], capture_output=True, text=True, cwd=tmp)
     assert probe.returncode != 0, "the wrapper must not see the checkout"
     return wrapper
-
-
-def _frame(path, sort):
-    return pd.read_parquet(path).sort_values(sort, ignore_index=True)
 
 
 def _tasks_begun(pid: int) -> int:
@@ -173,14 +170,14 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     run = tmp_path / "runs" / "c1"
     for part, key in (("train", ["user_idx", "item_idx"]), ("valid", ["user_idx", "item_idx"]),
                       ("users", ["user_idx"]), ("items", ["item_idx"])):
-        pd.testing.assert_frame_equal(_frame(f"{run}/prepare/{part}", key),
-                                      _frame(f"{tmp_path}/local/prepared/{part}", key), obj=part)
+        pd.testing.assert_frame_equal(sorted_frame(f"{run}/prepare/{part}", key),
+                                      sorted_frame(f"{tmp_path}/local/prepared/{part}", key), obj=part)
     # The cluster's lists are what local[2] makes of the same model and data.
     again = load_config(str(ROOT / "conf" / "local.yaml"), base + [
         f"score.model={run}/train", f"score.data={run}/prepare", f"score.output={tmp_path}/local/recs"])
     score.run(spark, again, overwrite=False)
-    got = _frame(f"{run}/score/recommendations", ["user_id", "rank"])
-    want = _frame(f"{tmp_path}/local/recs/recommendations", ["user_id", "rank"])
+    got = sorted_frame(f"{run}/score/recommendations", ["user_id", "rank"])
+    want = sorted_frame(f"{tmp_path}/local/recs/recommendations", ["user_id", "rank"])
     assert len(got) == 300 * 10
     pd.testing.assert_frame_equal(got.drop(columns="score"), want.drop(columns="score"))
     assert (got["score"] - want["score"]).abs().max() < 1e-5

@@ -15,6 +15,7 @@ from cfmodel.config import TrainConfig, load_config
 from cfmodel.errors import OutOfSpaceError
 from cfmodel.model import TrainedModel
 from cfmodel.train import run as train_run
+from helpers import sorted_frame
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
@@ -40,7 +41,8 @@ def small_fs(tmp_path):
 def _fill(fs: Path, leave: int, name: str = "ballast") -> Path:
     """Write a ballast file until ``fs`` has about ``leave`` bytes free; returns it (remove it to free)."""
     ballast = fs / name
-    free = os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
+    stat = os.statvfs(fs)
+    free = stat.f_bavail * stat.f_frsize
     with open(ballast, "wb") as fh:
         fh.write(b"\0" * max(0, free - leave))
     return ballast
@@ -49,10 +51,6 @@ def _fill(fs: Path, leave: int, name: str = "ballast") -> Path:
 def _left_behind(fs: Path):
     """Temporaries a failed stage would leave: ``*.tmp-*`` and ``*.old-*`` siblings."""
     return sorted(p.name for p in fs.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
-
-
-def _frame(path, sort):
-    return pd.read_parquet(path).sort_values(sort, ignore_index=True)
 
 
 @pytest.mark.fault(fault='a full disk mid-train (cf-train)',
@@ -110,7 +108,7 @@ def test_a_full_disk_in_prepare_and_score_raises_out_of_space_and_keeps_the_prev
               ("recs", lambda: score.run(spark, cfg, overwrite=True), "recommendations", ["user_id", "rank"])]
     for name, run, part, key in stages:
         run()
-        first = _frame(small_fs / name / part, key)
+        first = sorted_frame(small_fs / name / part, key)
         ballast = _fill(small_fs, leave=100_000)
         with pytest.raises(OutOfSpaceError) as err:
             run()
@@ -118,7 +116,7 @@ def test_a_full_disk_in_prepare_and_score_raises_out_of_space_and_keeps_the_prev
         assert err.value.exit_code == 7 and len(message.splitlines()) == 1, message[:2000]
         assert message.startswith(f"no space left on device writing {small_fs}/{name}: ")
         assert _left_behind(small_fs) == [] and (small_fs / name / "_SUCCESS").exists()
-        pd.testing.assert_frame_equal(_frame(small_fs / name / part, key), first)  # the previous output, whole
+        pd.testing.assert_frame_equal(sorted_frame(small_fs / name / part, key), first)  # the previous output, whole
         ballast.unlink()
         run()
-        pd.testing.assert_frame_equal(_frame(small_fs / name / part, key), first)
+        pd.testing.assert_frame_equal(sorted_frame(small_fs / name / part, key), first)
