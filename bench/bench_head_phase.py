@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_ranking import MOVIELENS, PROTOCOLS, each_protocol  # noqa: E402
+from bench.bench_ranking import PROTOCOLS, each_protocol, protocol_sets  # noqa: E402
 from cfmodel import prepare, train  # noqa: E402
 from cfmodel.config import load_config  # noqa: E402
 from cfmodel.config.train import for_data  # noqa: E402
@@ -60,9 +60,7 @@ def head_phase(train_cfg, hybrid: Path, out: Path, epochs: int) -> float:
 
 
 def run_protocol(spark, name: str, out: Path, head_epochs) -> list:
-    sets = [f"prepare.input={MOVIELENS / 'ratings.csv'}", f"prepare.output={out}/prepared", "spark.log_level=ERROR",
-            f"train.data={out}/prepared", "train.progress=false", "train.loader=memory", *PROTOCOLS[name]]
-    cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets)
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), protocol_sets(name, out))
     prepare.run(spark, cfg, overwrite=True)
     split = load_split(spark, cfg.prepare.output)
     models, seconds = {}, {}

@@ -57,8 +57,7 @@ def run_protocol(spark, name: str, out: Path, tuned: bool = True, objectives=OBJ
                  baselines: str = BASELINES) -> list:
     """Rows of the table for one protocol (``extra``: more ``--set`` overrides; the baselines are evaluated
     beside the first objective)."""
-    sets = [f"prepare.input={MOVIELENS / 'ratings.csv'}", f"prepare.output={out}/prepared", "spark.log_level=ERROR",
-            f"train.data={out}/prepared", "train.progress=false", "train.loader=memory", *PROTOCOLS[name], *extra]
+    sets = protocol_sets(name, out) + list(extra)
     cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets)
     prepare.run(spark, cfg, overwrite=True)
     split = load_split(spark, cfg.prepare.output)
@@ -82,6 +81,13 @@ def run_protocol(spark, name: str, out: Path, tuned: bool = True, objectives=OBJ
         rows.append(tuned_softmax(spark, name, sets, out, split))
     split.release()
     return rows
+
+
+def protocol_sets(name: str, out: Path) -> list:
+    """The overrides of every run under protocol ``name``: MovieLens small prepared into ``out``, and
+    trained from there in memory."""
+    return [f"prepare.input={MOVIELENS / 'ratings.csv'}", f"prepare.output={out}/prepared", "spark.log_level=ERROR",
+            f"train.data={out}/prepared", "train.progress=false", "train.loader=memory", *PROTOCOLS[name]]
 
 
 def tuned_softmax(spark, name: str, sets: list, out: Path, split) -> dict:
