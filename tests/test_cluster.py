@@ -118,7 +118,9 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     process killed after train's first checkpoint. Spark's task retry and a relaunched executor finish
     prepare and score, with outputs identical to an undisturbed ``local[2]`` run's. The lost training process
     fails the job (exit 2, one line naming it); the rerun resumes training from the checkpoint.
-    Mutant caught: a stage whose output depends on which executor ran a task (partition-order ids or splits)."""
+    Mutants caught: a stage whose output depends on which executor ran a task (partition-order ids or splits);
+    a rerun that starts a failed train stage again instead of resuming it (checked: resumed_after_epoch None);
+    the error line without the silent process (test_distributed pins its wording)."""
     raw = generate(load_config(None, ["generate.n_users=300", "generate.n_items=200",
                                       "generate.n_ratings=12000"]).generate, str(tmp_path / "raw"))["ratings"]
     base = [f"prepare.input={raw}", "prepare.rows_per_file=4000", "prepare.row_group_mb=1",
