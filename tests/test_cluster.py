@@ -137,6 +137,8 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
         cmd = [str(BIN / "spark-submit"), "--master", master, "--py-files", str(py_files),
                "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g",
                "--conf", "spark.cores.max=2", "--conf", "spark.ui.enabled=false",
+               # Executors start with the daemons' JVM options (conftest: the client compiler, for short lives).
+               "--conf", f"spark.executor.extraJavaOptions={os.environ.get('SPARK_DAEMON_JAVA_OPTS', '')}",
                str(ROOT / "jobs" / "pipeline.py"), "--conf", str(ROOT / "conf" / "local.yaml"), "--run-id", "c1"]
         for s in base + [f"pipeline.output_root={tmp_path}/runs", "pipeline.stages=[prepare, train, score]",
                          # Four epochs: the training process is killed after the first, with time to spare.

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from cfmodel.config import Config
 from cfmodel.dataset import PreparedData
-from cfmodel.evaluate import interpret, plots
+from cfmodel.evaluate import interpret
 from cfmodel.evaluate.compare import evaluate_all, load_split
 from cfmodel.evaluate.html import Section, render
 from cfmodel.model import TrainedModel
@@ -122,6 +122,8 @@ def tune_section(storage: Storage, tuned: str, out: str) -> Section:
 
 def _write_plots(storage: Storage, out: str, history, counts, sample, top, coords, cross, extremes) -> Dict[str, str]:
     """Draw every plot locally, then copy it to ``out/plots/`` (any URL); returns name -> local path."""
+    # Imported here: matplotlib and seaborn take 1.5 s to import, which every cf-* process would pay.
+    from cfmodel.evaluate import plots
     with tempfile.TemporaryDirectory() as local:
         made = {
             "training_curves": plots.training_curves(history, os.path.join(local, "training_curves.png")),
