@@ -9,9 +9,11 @@ split changed only) on a copy of ml-latest-small-2016's ratings made to look lik
 
 - ``ratings``: as shipped (0.5-5 stars, integer ids), under three splits: ``random`` (20%), ``per_user``
   (25% of each user's) and ``time`` (each user's latest 20%); held-out ratings >= 4 are relevant.
-- ``text ids``: the same ratings with ids ``u<userId>`` and ``m<movieId>``, beside the integer ids, both
-  split at one global time (``split_time``: the 80th percentile of the timestamps), the one split that does
-  not hash the ids, so both runs hold out the same rows (a random split hashes ``u1`` and ``1`` apart).
+- ``text ids`` (part ``ids``): the same ratings with ids ``u<userId>`` and ``m<movieId>``, beside the integer
+  ids, both split at one global time (``split_time``: the 80th percentile of the timestamps), the one split
+  that does not hash the ids, so both runs hold out the same rows (a random split hashes ``u1`` and ``1``
+  apart). Ids index in another order, so the same seed starts from other weights: each pair is trained
+  under three seeds, and the integer ids' own spread over seeds is the yardstick for the ratio.
 - ``1-10 scale``: the same ratings doubled, every scale key left null (inferred), random split.
 - ``events``: the rating column dropped (``userId, movieId, timestamp``): implicit feedback with its
   defaults, random split, every held-out pair relevant; implicit ALS's grid (best point by NDCG) beside it.
@@ -66,8 +68,8 @@ def shapes(work: Path) -> dict:
     return out
 
 
-def pipeline_row(spark, work: Path, name: str, path: Path, split: str, extra=()) -> list:
-    """One pipeline run's evaluate table, each method a row tagged with the data and split."""
+def pipeline_row(spark, work: Path, name: str, path: Path, split: str, extra=(), tag=None) -> list:
+    """One pipeline run's evaluate table, each method a row tagged with the data and ``tag`` (the split)."""
     sets = [f"prepare.input={path}", f"pipeline.output_root={work}/runs", *SPLITS[split], *COMMON, *extra]
     cfg = load_config(str(ROOT / "conf" / "local.yaml"), sets)
     started = time.time()
@@ -75,7 +77,7 @@ def pipeline_row(spark, work: Path, name: str, path: Path, split: str, extra=())
     seconds = time.time() - started
     report = manifest["stages"]["evaluate"]["report"]
     print(f"[{name}, {split}] {seconds:.0f} s", flush=True)
-    return [{"data": name, "split": split, **row, "run_s": round(seconds)} for row in report["methods"]]
+    return [{"data": name, "split": tag or split, **row, "run_s": round(seconds)} for row in report["methods"]]
 
 
 def quality(spark, work: Path) -> list:
@@ -83,14 +85,22 @@ def quality(spark, work: Path) -> list:
     rows = []
     for split in ("random", "per_user", "time"):
         rows += pipeline_row(spark, work, "ratings", data["ratings"], split, ["evaluate.baselines=[popular, ease]"])
-    cutoff = int(pd.read_csv(data["ratings"], usecols=["timestamp"])["timestamp"].quantile(0.8))
-    for name in ("ratings", "text ids"):
-        rows += pipeline_row(spark, work, name, data[name], "cutoff", ["evaluate.baselines=[popular]",
-                                                                       f"prepare.split_time={cutoff}"])
     rows += pipeline_row(spark, work, "1-10 scale", data["1-10 scale"], "random",
                          ["evaluate.baselines=[popular]", "evaluate.relevance_threshold=8.0"])
     rows += pipeline_row(spark, work, "events", data["events"], "random")
     return rows
+
+
+SEEDS = (42, 1, 2)  # 42 is the shipped train.seed
+
+
+def id_types(spark, work: Path) -> list:
+    """Integer ids and text ids under one global time cutoff, each trained under every seed of ``SEEDS``."""
+    data = shapes(work)
+    cutoff = int(pd.read_csv(data["ratings"], usecols=["timestamp"])["timestamp"].quantile(0.8))
+    return [row for seed in SEEDS for name in ("ratings", "text ids") for row in pipeline_row(
+        spark, work, name, data[name], "cutoff", ["evaluate.baselines=[popular]", f"prepare.split_time={cutoff}",
+                                                  f"train.seed={seed}"], tag=f"cutoff, seed {seed}")]
 
 
 def confidence(spark, work: Path) -> list:
@@ -124,6 +134,21 @@ def prepare_speed(spark, work: Path, n_rows: int) -> list:
     return rows
 
 
+def _id_checks(model: dict) -> list:
+    """Text ids against integer ids, seed by seed and on the mean over seeds, beside the integer ids' spread."""
+    seeds = [seed for seed in SEEDS if ("text ids", f"cutoff, seed {seed}") in model]
+    if not seeds:
+        return []
+    pairs = [(model[("ratings", f"cutoff, seed {s}")], model[("text ids", f"cutoff, seed {s}")]) for s in seeds]
+    out = []
+    for key, name in (("rmse", "RMSE"), ("ndcg", "NDCG")):
+        ints, texts = [i[key] for i, _ in pairs], [t[key] for _, t in pairs]
+        out += [f"| text ids {name} / int ids {name}, seed {s} | {t / i:.4f} |" for s, i, t in zip(seeds, ints, texts)]
+        out += [f"| text ids {name} / int ids {name}, mean of seeds | {sum(texts) / sum(ints):.4f} |",
+                f"| int ids {name}, highest seed / lowest seed | {max(ints) / min(ints):.4f} |"]
+    return out
+
+
 def render(rows: list, speed: list) -> str:
     def cell(v, fmt=".4f"):
         return "—" if v is None else format(v, fmt)
@@ -139,13 +164,10 @@ def render(rows: list, speed: list) -> str:
                    f"{r['ndcg'] / popular[key]:.3f} | {ease} | {cell(r['precision'])} | {cell(r['recall'])} | "
                    f"{cell(r['map'])} | {cell(r['coverage'])} |")
     model = {(r["data"], r["split"]): r for r in rows if r["method"].startswith("model")}
-    base = model.get(("ratings", "random"))
-    out += [] if base is None else ["", "| check | value |", "|---|---:|",
-            f"| text ids RMSE / int ids RMSE (global time cutoff) | "
-            f"{model[('text ids', 'cutoff')]['rmse'] / model[('ratings', 'cutoff')]['rmse']:.4f} |",
-            f"| text ids NDCG / int ids NDCG (global time cutoff) | "
-            f"{model[('text ids', 'cutoff')]['ndcg'] / model[('ratings', 'cutoff')]['ndcg']:.4f} |",
-            f"| 1-10 scale RMSE / (2 × 0.5-5 RMSE) | {model[('1-10 scale', 'random')]['rmse'] / (2 * base['rmse']):.4f} |"]
+    checks = _id_checks(model) + ([] if ("1-10 scale", "random") not in model else [
+        f"| 1-10 scale RMSE / (2 × 0.5-5 RMSE) | "
+        f"{model[('1-10 scale', 'random')]['rmse'] / (2 * model[('ratings', 'random')]['rmse']):.4f} |"])
+    out += ["", "| check | value |", "|---|---:|", *checks] if checks else []
     if speed:
         out += ["", "| prepare input (ML-20M shape) | rows | seconds | rows/s |", "|---|---:|---:|---:|"]
         out += [f"| {s['input']} | {s['rows']:,} | {s['seconds']} | {s['rows_per_s']:,} |" for s in speed]
@@ -158,7 +180,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale-rows", type=int, default=20_000_000, help="prepare speed rows (0: skip)")
     parser.add_argument("--work", default="/tmp/cfmodel-bench-own-data", help="kept: the planted scale inputs")
-    parser.add_argument("--parts", default="movielens,confidence", help="comma-separated: movielens, confidence")
+    parser.add_argument("--parts", default="movielens,ids,confidence",
+                        help="comma-separated: movielens, ids, confidence")
     args = parser.parse_args(argv)
     if not (MOVIELENS / "ratings.csv").exists():
         raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
@@ -168,12 +191,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=work) as tmp, spark_session(cfg.spark) as spark:
         parts = args.parts.split(",")
         rows = quality(spark, Path(tmp)) if "movielens" in parts else []
+        rows += id_types(spark, Path(tmp)) if "ids" in parts else []
         rows += confidence(spark, Path(tmp)) if "confidence" in parts else []
         speed = prepare_speed(spark, work, args.scale_rows) if args.scale_rows else []
     body = render(rows, speed)
     print(body)
     # A partial run keeps the full table and writes its own beside it.
-    name = "bench_own_data" if set(parts) >= {"movielens", "confidence"} else f"bench_own_data_{'_'.join(parts)}"
+    name = "bench_own_data" if set(parts) >= {"movielens", "ids", "confidence"} else f"bench_own_data_{'_'.join(parts)}"
     print(f"written: {write_results(name, body)}")
     return 0
 
