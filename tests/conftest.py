@@ -26,7 +26,9 @@ for _var in ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS"):
 @pytest.fixture(scope="session")
 def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    quick = os.environ.get("SPARK_SUBMIT_OPTS") == QUICK_JVM and os.environ.pop("SPARK_SUBMIT_OPTS")
+    quick = os.environ.get("SPARK_SUBMIT_OPTS") == QUICK_JVM
+    if quick:
+        del os.environ["SPARK_SUBMIT_OPTS"]
     try:
         session = get_spark(SparkConfig(
             master="local[2]", app_name="cfmodel-tests", log_level="ERROR",
