@@ -49,7 +49,7 @@ JOB_SPARK_CONFS = ("spark.sql.files.minPartitionNum", "spark.sql.execution.arrow
 @pytest.fixture(autouse=True)
 def restores_shared_state(request):
     """Put back what a test (or a job run in-process) changed for the whole process: torch's thread count
-    (scoring sets it), the ``cfmodel`` logger (``main()`` reconfigures it), the Spark session's job settings."""
+    (a tune trial sets it), the ``cfmodel`` logger (``main()`` reconfigures it), the Spark session's job settings."""
     threads = torch.get_num_threads()
     logger = logging.getLogger("cfmodel")
     handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate

@@ -111,9 +111,13 @@ def test_trained_model_round_trip_predict_and_version(tmp_path, name):
 
 
 def test_recommend_excludes_and_orders_like_the_scores():
+    """Also: the scorer's one thread is its own while it scores (mutant caught: a scorer that leaves the
+    caller's process on one torch thread)."""
     module = _randomised("dot_bias")
     trained = TrainedModel(module.args, module, np.arange(10) + 100, np.arange(7) + 500)
+    torch.set_num_threads(2)  # the conftest fixture puts the process's count back after the test
     lists = trained.recommend([2, 5], 3, exclude={2: [0, 1]})
+    assert torch.get_num_threads() == 2
     assert lists["user_id"].tolist() == [102] * 3 + [105] * 3 and lists["rank"].tolist() == [1, 2, 3] * 2
     scores = trained.score_block([2], np.arange(7))[0]
     scores[[0, 1]] = -np.inf

@@ -196,10 +196,20 @@ class BlockScorer:
             self._buffer = torch.empty(max(self.block_size, len(users)), items.shape[0])
         return torch.mm(users, items.T, out=self._buffer[:len(users)])
 
-    @torch.no_grad()
     def score_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """One Arrow batch of users (``INPUT_SCHEMA``) in, their recommendations (``OUTPUT_SCHEMA``) out."""
+        """One Arrow batch of users (``INPUT_SCHEMA``) in, their recommendations (``OUTPUT_SCHEMA``) out, on
+        ``threads`` torch threads; the process's own thread count is back when it returns."""
+        # Restored, not left set: in a caller's process (a notebook asking TrainedModel.recommend, a served
+        # MLflow model) a lasting set_num_threads(1) would make all its later torch work single-threaded.
+        before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
+        try:
+            return self._score_batch(batch)
+        finally:
+            torch.set_num_threads(before)
+
+    @torch.no_grad()
+    def _score_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         n_factors = self.items.factors.shape[1]
         user_ids = batch.column("user_id").to_numpy(zero_copy_only=False)
         features = batch.column("features")
