@@ -56,14 +56,25 @@ class _Tee:
         return getattr(self.stream, name)
 
 
+# Set while a bench records: a process it starts from its own script (bench_score's ``--one`` runs) inherits it.
+RECORDING = "CFMODEL_BENCH_RECORDING"
+
+
 @contextlib.contextmanager
 def recorded(bench: str):
     """Run a bench's ``main`` inside: what it prints (its tables, in markdown) becomes
-    ``bench/results/<bench>.md`` when it finishes without an error; a failed run leaves the last one."""
+    ``bench/results/<bench>.md`` when it finishes without an error; a failed run leaves the last one.
+    Inside a recording bench (a child it started) it records nothing: the child's last line stays the one
+    its parent reads, and only the parent's table is written."""
+    if os.environ.get(RECORDING):
+        yield
+        return
+    os.environ[RECORDING] = bench
     tee = _Tee(sys.stdout)
     sys.stdout = tee
     try:
         yield
     finally:
         sys.stdout = tee.stream
+        del os.environ[RECORDING]
     print(f"written: {write_results(bench, ''.join(tee.parts))}")
