@@ -141,6 +141,12 @@ def test_new_run_copies_unchanged_stages_from_latest(spark, own_root):
     changed = run_pipeline(spark, own_root.config("score.top_n=3"), "r5")
     assert _stage_status(changed) == {"generate": "succeeded", "prepare": "skipped", "train": "skipped",
                                       "score": "succeeded", "evaluate": "skipped"}
+    # The run latest points at deleted by hand (or a retention rule): the next run does the stage itself
+    # (it failed with KeyError 'stages' on the dangling pointer) and moves latest to itself.
+    shutil.rmtree(tmp / "runs" / "r5")
+    alone = run_pipeline(spark, own_root.config(), "r6", ["prepare"])
+    assert _stage_status(alone) == {"prepare": "succeeded"} and "reused_from" not in alone["stages"]["prepare"]
+    assert (tmp / "runs" / "latest").read_text() == "r6\n"
 
 
 def test_cli_exit_codes_and_one_line_errors(tmp_path):

@@ -152,6 +152,21 @@ def read_latest(storage: Storage, root: str) -> Optional[str]:
     return storage.read_text(path).strip() if storage.exists(path) else None
 
 
+def previous_run(storage: Storage, root: str, run_id: str) -> Optional[Run]:
+    """The run ``<root>/latest`` points at, whose finished stages a new run may copy; None before the first
+    run, when it is ``run_id`` itself, or when its directory is gone (deleted by hand or by a retention rule
+    on the store): the pointer then dangles, and this run does every stage itself."""
+    latest = read_latest(storage, root)
+    if not latest or latest == run_id:
+        return None
+    previous = Run(storage, root, latest, None)
+    if "stages" not in previous.manifest:
+        LOG.warning("%s/latest points at run %s, which has no manifest (deleted?): nothing to reuse from it",
+                    previous.root, latest)
+        return None
+    return previous
+
+
 def run_stages(run: Run, stages: Sequence[str], fps: Dict[str, str],
                execute: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]], check: Callable[[], None],
                previous: Optional["Run"] = None) -> None:

@@ -31,7 +31,7 @@ from cfmodel.lease import lease
 from cfmodel.errors import ConfigError, InputError
 from cfmodel.evaluate.stage import check_quality_gate, print_table
 from cfmodel.generate import generate
-from cfmodel.pipeline.runs import (Run, fingerprints, is_local, local_staging, new_run_id, prune, read_latest,
+from cfmodel.pipeline.runs import (Run, fingerprints, is_local, local_staging, new_run_id, previous_run, prune,
                                    run_stages, wire)
 from cfmodel.score.stage import print_examples
 from cfmodel.session import spark_session
@@ -112,8 +112,7 @@ def _run_leased(spark: SparkSession, storage: Storage, cfg: Config, root: str, r
             run.manifest["metrics"] = entry["report"]
             check_quality_gate(entry["report"], wired.evaluate.max_valid_rmse)
 
-    latest = read_latest(storage, root)
-    previous = Run(storage, root, latest, None) if latest and latest != run_id else None
+    previous = previous_run(storage, root, run_id)
     try:
         run_stages(run, stages, fps, stage_bodies(spark, storage, wired, run, fps), gate, previous)
     finally:  # a failed run is recorded too, as failed
