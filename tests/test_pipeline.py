@@ -129,6 +129,9 @@ def test_failed_stage_resumes_without_redoing_finished_ones(spark, own_root):
 
 
 def test_new_run_copies_unchanged_stages_from_latest(spark, own_root):
+    """Broken versions caught: a new run that redoes stages latest finished with the same fingerprint; one that
+    copies a stage whose config changed; one that fails on a latest pointer whose run was deleted (KeyError
+    'stages', every later run of the root failing until the pointer was removed by hand)."""
     tmp = own_root.tmp
     assert (tmp / "runs" / "latest").read_text() == "r1\n"
     fresh = run_pipeline(spark, own_root.config(), "r4")
