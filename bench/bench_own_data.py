@@ -14,6 +14,9 @@ split changed only) on a copy of ml-latest-small-2016's ratings made to look lik
   that does not hash the ids, so both runs hold out the same rows (a random split hashes ``u1`` and ``1``
   apart). Ids index in another order, so the same seed starts from other weights: each pair is trained
   under three seeds, and the integer ids' own spread over seeds is the yardstick for the ratio.
+  ``padded ids`` (``u000001``, ``m000001``: zero-padded SKU-style text) sort as the integers do, so they
+  index in the same order: the same seed must then give the integer run's numbers exactly, and any
+  difference is the text path's own (a lost or mismatched row, a hashed label colliding in evaluate).
 - ``1-10 scale``: the same ratings doubled, every scale key left null (inferred), random split.
 - ``events``: the rating column dropped (``userId, movieId, timestamp``): implicit feedback with its
   defaults, random split, every held-out pair relevant; implicit ALS's grid (best point by NDCG) beside it.
@@ -58,11 +61,15 @@ COMMON = ["spark.log_level=ERROR", "train.progress=false", "train.loader=memory"
 def shapes(work: Path) -> dict:
     """The user-shaped copies of MovieLens small: {name: csv path}."""
     frame = pd.read_csv(MOVIELENS / "ratings.csv")
-    out = {"ratings": work / "ratings.csv", "text ids": work / "text_ids.csv", "1-10 scale": work / "x2.csv",
-           "events": work / "events.csv"}
+    out = {"ratings": work / "ratings.csv", "text ids": work / "text_ids.csv", "padded ids": work / "padded.csv",
+           "1-10 scale": work / "x2.csv", "events": work / "events.csv"}
     frame.to_csv(out["ratings"], index=False)
     frame.assign(userId="u" + frame["userId"].astype(str), movieId="m" + frame["movieId"].astype(str)).to_csv(
         out["text ids"], index=False)
+    width = {c: len(str(frame[c].max())) for c in ("userId", "movieId")}
+    frame.assign(userId="u" + frame["userId"].astype(str).str.zfill(width["userId"]),
+                 movieId="m" + frame["movieId"].astype(str).str.zfill(width["movieId"])).to_csv(
+        out["padded ids"], index=False)
     frame.assign(rating=(frame["rating"] * 2).astype(int)).to_csv(out["1-10 scale"], index=False)
     frame[["userId", "movieId", "timestamp"]].to_csv(out["events"], index=False)
     return out
@@ -94,9 +101,11 @@ SEEDS = (42, 1, 2)  # 42 is the shipped train.seed
 
 
 def id_types(spark, work: Path, data: dict) -> list:
-    """Integer ids and text ids under one global time cutoff, each trained under every seed of ``SEEDS``."""
+    """Integer ids and text ids under one global time cutoff, each trained under every seed of ``SEEDS``; the
+    padded text ids (the integers' index order) under the first seed."""
     cutoff = int(pd.read_csv(data["ratings"], usecols=["timestamp"])["timestamp"].quantile(0.8))
-    return [row for seed in SEEDS for name in ("ratings", "text ids") for row in pipeline_row(
+    runs = [(seed, name) for seed in SEEDS for name in ("ratings", "text ids")] + [(SEEDS[0], "padded ids")]
+    return [row for seed, name in runs for row in pipeline_row(
         spark, work, name, data[name], "cutoff", ["evaluate.baselines=[popular]", f"prepare.split_time={cutoff}",
                                                   f"train.seed={seed}"], tag=f"cutoff, seed {seed}")]
 
@@ -144,6 +153,11 @@ def _id_checks(model: dict) -> list:
         out += [f"| text ids {name} / int ids {name}, seed {s} | {t / i:.4f} |" for s, i, t in zip(seeds, ints, texts)]
         out += [f"| text ids {name} / int ids {name}, mean of seeds | {sum(texts) / sum(ints):.4f} |",
                 f"| int ids {name}, highest seed / lowest seed | {max(ints) / min(ints):.4f} |"]
+    padded = model.get(("padded ids", f"cutoff, seed {SEEDS[0]}"))
+    if padded is not None:
+        ints = model[("ratings", f"cutoff, seed {SEEDS[0]}")]
+        out += [f"| padded ids {name} / int ids {name} (same index order), seed {SEEDS[0]} | "
+                f"{padded[key] / ints[key]:.4f} |" for key, name in (("rmse", "RMSE"), ("ndcg", "NDCG"))]
     return out
 
 
