@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 from cfmodel.config import load_config  # noqa: E402
 from cfmodel.pipeline.runs import new_run_id  # noqa: E402
 from cfmodel.session import spark_session  # noqa: E402
-from cfmodel.evaluate.stage import print_table  # noqa: E402
 from cfmodel.pipeline import run_pipeline  # noqa: E402
 
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016"
@@ -39,9 +38,9 @@ def main() -> None:
         manifest = run_pipeline(spark, cfg, "run")
     evaluate = manifest["stages"]["evaluate"]["report"]
     seconds = {s: e["seconds"] for s, e in manifest["stages"].items()}
+    # The pipeline has printed the evaluate stage's table above.
     print(f"\nMovieLens small, lesson split; {evaluate['valid_rows']} held-out ratings, ranking metrics at k=10 "
           f"over {evaluate['users_evaluated']} users; stage seconds {seconds}")
-    print_table({"k": 10, "methods": evaluate["methods"]})
 
 
 if __name__ == "__main__":

@@ -186,8 +186,11 @@ def report(rows, args) -> None:
             each = " ".join(f"{got[method]['ndcg'] / got['retrain']['ndcg']:.2f}" for got, *_ in runs)
             share = [100 * seconds[method] / fit for _, seconds, fit, _ in runs if method in seconds]
             cost = f"{np.mean(share):.1f}%" if share else ""
-            print(f"{objective:<9} {method:<16} {ndcg:>8.4f} {ndcg / retrain['ndcg']:>10.2f} {rmse:>8.4f} "
-                  f"{100 * (rmse / retrain['rmse'] - 1):>+10.1f}% {each:>20} {cost:>9}")
+            # A ranking objective predicts no ratings: no RMSE to show.
+            rmse_cells = (f"{'—':>8} {'—':>11}" if np.isnan(rmse) else
+                          f"{rmse:>8.4f} {100 * (rmse / retrain['rmse'] - 1):>+10.1f}%")
+            print(f"{objective:<9} {method:<16} {ndcg:>8.4f} {ndcg / retrain['ndcg']:>10.2f} {rmse_cells} "
+                  f"{each:>20} {cost:>9}")
         print(f"{objective:<9} about {int(weights.mean())} users a split; training fit "
               f"{np.mean([fit for _, _, fit, _ in runs]):.2f} s")
 
