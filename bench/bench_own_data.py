@@ -155,9 +155,9 @@ def _id_checks(model: dict) -> list:
                 f"| int ids {name}, highest seed / lowest seed | {max(ints) / min(ints):.4f} |"]
     padded = model.get(("padded ids", f"cutoff, seed {SEEDS[0]}"))
     if padded is not None:
-        ints = model[("ratings", f"cutoff, seed {SEEDS[0]}")]
+        base = model[("ratings", f"cutoff, seed {SEEDS[0]}")]
         out += [f"| padded ids {name} / int ids {name} (same index order), seed {SEEDS[0]} | "
-                f"{padded[key] / ints[key]:.4f} |" for key, name in (("rmse", "RMSE"), ("ndcg", "NDCG"))]
+                f"{padded[key] / base[key]:.4f} |" for key, name in (("rmse", "RMSE"), ("ndcg", "NDCG"))]
     return out
 
 
