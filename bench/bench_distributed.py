@@ -42,7 +42,8 @@ def _train(data: str, out: Path, processes: int, *overrides: str) -> dict:
            "--set", f"train.distributed.processes={processes}", *[a for o in overrides for a in ("--set", o)]]
     done = run_watched(cmd, env=dict(os.environ))
     if done.returncode != 0:
-        raise SystemExit(f"cf-train failed:\n{done.stderr[-4000:]}")
+        # torchrun's own output (a rank's traceback, a rendezvous error) is on stdout: show both.
+        raise SystemExit(f"cf-train failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     # The result is the last JSON object on stdout (TorchDistributor also copies the processes' logs there).
     report = json.loads(done.stdout[done.stdout.rindex("\n{\n") + 1:] if "\n{\n" in done.stdout else done.stdout)
     meta = json.loads((out / "meta.json").read_text())
