@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.memwatch import run_watched  # noqa: E402
 from cfmodel.config import GenerateConfig, PrepareConfig, SparkConfig, TrainConfig, load_config  # noqa: E402
+from cfmodel.config.train import for_data  # noqa: E402
 from cfmodel.generate import generate  # noqa: E402
 
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small-2016" / "ratings.csv"
@@ -96,12 +97,17 @@ def quality(out: Path) -> None:
     ours.append(("dot_bias, l2 on batch rows wd 0.1", _train(data, out / "m-l2", "train.wd_mode=l2",
                                                               "train.wd=0.1")))
     ours.append(("dot", _train(data, out / "m-dot", "train.model=dot", "train.y_range=[0,5.5]")))
-    ours.append(("embedding_net", _train(data, out / "m-net", "train.model=embedding_net")))
+    # The default objective (hybrid) needs a bilinear model for its ranking head: the net predicts ratings only.
+    ours.append(("embedding_net (rating objective)", _train(data, out / "m-net", "train.model=embedding_net",
+                                                             "train.objective=rating")))
     best_als = min(als, key=lambda r: r["mse"])
     mine = ours[0][1]
 
     print(f"\nquality on MovieLens small, lesson split (valid_fraction 0.2, seed 42), {os.cpu_count()} cores")
-    print(f"default: model {defaults.model}, n_factors {defaults.n_factors}, {defaults.wd_mode} wd {defaults.wd}, "
+    # The defaults as the train stage makes them concrete for this data (objective auto, epochs and wd null).
+    defaults = for_data(defaults, json.loads((Path(data) / "meta.json").read_text()))
+    print(f"default: model {defaults.model}, objective {defaults.objective}, n_factors {defaults.n_factors}, "
+          f"{defaults.wd_mode} wd {defaults.wd if defaults.wd is not None else defaults.spec.wd}, "
           f"{defaults.schedule} lr {defaults.lr}, {defaults.run_epochs} epochs, batch {defaults.batch_size}")
     print(f"{'model':<40} {'valid MSE':>10} {'RMSE':>7} {'fit s':>7} {'rows scored':>12}")
     for name, r in ours:

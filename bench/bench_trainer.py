@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 import tempfile
@@ -170,13 +171,14 @@ def main(argv=None) -> int:
         rating_speed.setdefault(key, r["ratings_per_s"] if objective == "rating" else None)
         ratio = (r["ratings_per_s"] / rating_speed[key]) if rating_speed[key] else float("nan")
         versus = ""
+        peak = "—" if math.isnan(r["peak_mib"]) else f"{r['peak_mib']:,.0f}"  # a device's peak: CUDA only
         if args.compare_cpu and device.type == "cuda":
             cpu = one_epoch(data, valid, batch, torch.device("cpu"), False, False, args.users, args.items,
                             objective, updates, run_settings)
             versus = f" {abs(r['valid_loss'] / cpu['valid_loss'] - 1):>13.2e}"
         print(f"{objective:>9} {r['updates']:>7} {ratio:>8.2f} {r['batch']:>7} {str(r['amp']):>5} "
               f"{str(r['resident']):>8} {r['ratings_per_s']:>12,.0f} {r['epoch_s']:>8.2f} "
-              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {r['peak_mib']:>9.0f} "
+              f"{r['loader_s']:>9.2f} {r['valid_mse']:>9.4f} {peak:>9} "
               f"{str(r['reloaded']):>8}{versus}" + (f" {label}" if against else ""), flush=True)
     return 0
 
