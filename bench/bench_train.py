@@ -107,7 +107,7 @@ def quality(out: Path) -> None:
     # The defaults as the train stage makes them concrete for this data (objective auto, epochs and wd null).
     defaults = for_data(defaults, json.loads((Path(data) / "meta.json").read_text()))
     print(f"default: model {defaults.model}, objective {defaults.objective}, n_factors {defaults.n_factors}, "
-          f"{defaults.wd_mode} wd {defaults.wd if defaults.wd is not None else defaults.spec.wd}, "
+          f"{defaults.wd_mode} wd {defaults.weight_decay}, "
           f"{defaults.schedule} lr {defaults.lr}, {defaults.run_epochs} epochs, batch {defaults.batch_size}")
     print(f"{'model':<40} {'valid MSE':>10} {'RMSE':>7} {'fit s':>7} {'rows scored':>12}")
     for name, r in ours:
