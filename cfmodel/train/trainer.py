@@ -36,6 +36,7 @@ from cfmodel.train.optim import l2_penalty, make_optimizer, make_scheduler, step
 from cfmodel.train.rank_checks import RankChecks
 from cfmodel.train.ranks import SINGLE, Ranks
 from cfmodel.train.sparse_adamw import settle
+from cfmodel.train.sparse_hook import data_parallel
 from cfmodel.train.validation import validate
 
 LOG = logging.getLogger(__name__)
@@ -136,8 +137,7 @@ class Trainer:
                      self.decays.wd, cfg.weight_decay, cfg.wd_epoch_steps, self.steps_per_epoch)
         self.loss_fn = LossModule(self.model, self.objective)
         if ranks.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.loss_fn = DistributedDataParallel(self.loss_fn)
+            self.loss_fn = data_parallel(self.loss_fn)
         self.sched, self.total_steps = make_scheduler(self.opt, cfg, self.steps_per_epoch)
         self.step = 0
         self.epoch = 0
