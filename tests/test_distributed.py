@@ -222,10 +222,11 @@ def test_a_run_whose_rendezvous_port_was_taken_starts_again_and_other_failures_d
 def test_sparse_gradients_survive_thousands_of_all_reduces(tmp_path):
     """Mutant: ``data_parallel`` without its hook (DDP's own concurrent sparse all-reduces under gloo): DDP
     reports no hook, and a rank may crash (``malloc(): unaligned tcache chunk detected``, SIGSEGV or SIGABRT;
-    the figures are in ``cfmodel.train.sparse_hook``); a crash is chance, the missing hook is not."""
+    the figures are in ``cfmodel.train.sparse_hook``; about half the runs of 1,000 steps crashed); a crash is
+    chance, the missing hook is not."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
-                          "--nproc_per_node=2", "tests/sparse_allreduce_stress.py", "3000", str(tmp_path)],
+                          "--nproc_per_node=2", "tests/sparse_allreduce_stress.py", "1500", str(tmp_path)],
                          capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
