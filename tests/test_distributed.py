@@ -224,10 +224,11 @@ def test_sparse_gradients_survive_thousands_of_all_reduces(tmp_path):
     reports no hook, and a rank may crash (``malloc(): unaligned tcache chunk detected``, SIGSEGV or SIGABRT;
     the figures are in ``cfmodel.train.sparse_hook``; about half the runs of 1,000 steps crashed); a crash is
     chance, the missing hook is not."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(tests), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
-                          "--nproc_per_node=2", "tests/sparse_allreduce_stress.py", "1500", str(tmp_path)],
-                         capture_output=True, text=True, timeout=240, env=env)
+                          "--nproc_per_node=2", os.path.join(tests, "sparse_allreduce_stress.py"), "1500",
+                          str(tmp_path)], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["hook"] for r in ranks] == ["_allreduce_mean"] * 2, ranks
