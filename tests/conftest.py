@@ -11,6 +11,7 @@ import torch
 
 from cfmodel.config import SparkConfig
 from cfmodel.session import get_spark
+from jvm_archive import ClassArchive
 
 RAW_COLUMNS = ["user", "item", "rating", "timestamp", "_corrupt_record", "_source_file"]
 
@@ -18,16 +19,39 @@ RAW_COLUMNS = ["user", "item", "rating", "timestamp", "_corrupt_record", "_sourc
 # and executors) spend much of their life in the JIT: the client compiler alone starts them about 20% faster
 # (a cold cf-prepare of 650 rows: 23.6 s, 18.4 s with it). The session's own JVM lives for the whole run and
 # keeps both compilers (the spark fixture): with the client compiler alone the in-process tests ran slower.
+# Once the class archive is written (tests/jvm_archive.py), they map Spark's classes from it too.
 QUICK_JVM = "-XX:TieredStopAtLevel=1"
-for _var in ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS"):
-    os.environ.setdefault(_var, QUICK_JVM)
+SHORT_LIVED = ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS")
+_OURS = {var: QUICK_JVM for var in SHORT_LIVED if var not in os.environ}  # a user's own options are kept
+os.environ.update(_OURS)
+_ARCHIVE = []
+
+
+def pytest_sessionstart(session):
+    if _OURS:
+        _ARCHIVE.append(ClassArchive(QUICK_JVM))
+
+
+def pytest_sessionfinish(session):
+    for archive in _ARCHIVE:
+        archive.close()
+
+
+def _use_class_archive() -> None:
+    """Give the short-lived JVMs the class archive once it is written (from then on, for every test)."""
+    option = _ARCHIVE[0].options() if _ARCHIVE else None
+    if option is None:
+        return
+    for var in _OURS:
+        if os.environ.get(var) == _OURS[var] and option not in _OURS[var]:
+            _OURS[var] = os.environ[var] = f"{_OURS[var]} {option}"
 
 
 @pytest.fixture(scope="session")
 def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    quick = os.environ.get("SPARK_SUBMIT_OPTS") == QUICK_JVM
-    if quick:
+    ours = "SPARK_SUBMIT_OPTS" in _OURS and os.environ.get("SPARK_SUBMIT_OPTS") == _OURS["SPARK_SUBMIT_OPTS"]
+    if ours:
         del os.environ["SPARK_SUBMIT_OPTS"]
     try:
         session = get_spark(SparkConfig(
@@ -35,8 +59,8 @@ def spark():
             conf={"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4",
                   "spark.driver.memory": "2g", "spark.ui.enabled": "false"}))
     finally:
-        if quick:
-            os.environ["SPARK_SUBMIT_OPTS"] = QUICK_JVM
+        if ours:
+            os.environ["SPARK_SUBMIT_OPTS"] = _OURS["SPARK_SUBMIT_OPTS"]
     yield session
     session.stop()
 
@@ -50,6 +74,7 @@ JOB_SPARK_CONFS = ("spark.sql.files.minPartitionNum", "spark.sql.execution.arrow
 def restores_shared_state(request):
     """Put back what a test (or a job run in-process) changed for the whole process: torch's thread count
     (a tune trial sets it), the ``cfmodel`` logger (``main()`` reconfigures it), the Spark session's job settings."""
+    _use_class_archive()
     threads = torch.get_num_threads()
     logger = logging.getLogger("cfmodel")
     handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
