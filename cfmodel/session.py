@@ -31,6 +31,18 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def submitted_option(key: str) -> str:
+    """What ``spark-submit`` was given for ``key`` (``--conf``, ``--driver-java-options``, spark-defaults.conf);
+    "" outside spark-submit. Setting the key on the session builder replaces that value, so :func:`get_spark`
+    keeps it (after the config file's, so the command line wins, as ``--master`` does)."""
+    if not launched_by_spark_submit():
+        return ""
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM, which holds them as system properties
+    return SparkContext._jvm.java.lang.System.getProperty(key) or ""
+
+
 def get_spark(conf: SparkConfig) -> SparkSession:
     """Start (or reuse) a SparkSession from the ``spark`` config section.
 
@@ -38,7 +50,8 @@ def get_spark(conf: SparkConfig) -> SparkSession:
     ``spark-submit``, so ``--master`` on the command line always wins; then
     ``JAVA_HOME`` is pointed at a Java 17 (:mod:`cfmodel.java`). In local
     mode the Python workers run this interpreter, so they import the same
-    ``cfmodel`` as the driver; on a cluster, ship the environment (docs/operations.md).
+    ``cfmodel`` as the driver; on a cluster, ship the environment (docs/operations.md). The JVM options
+    keys get :data:`EXIT_ON_OOM` added to the config file's and spark-submit's own (:func:`submitted_option`).
     """
     builder = SparkSession.builder.appName(conf.app_name)
     if not launched_by_spark_submit():  # spark-submit has started the JVM already
@@ -54,7 +67,8 @@ def get_spark(conf: SparkConfig) -> SparkSession:
     for key, value in conf.conf.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     for key in JAVA_OPTION_KEYS:
-        builder = builder.config(key, with_exit_on_oom(str(conf.conf.get(key, ""))))
+        options = f"{conf.conf.get(key, '')} {submitted_option(key)}".strip()
+        builder = builder.config(key, with_exit_on_oom(options))
     spark = builder.getOrCreate()
     _check_exit_on_oom(spark)
     spark.sparkContext.setLogLevel(conf.log_level)

@@ -27,11 +27,13 @@ from cfmodel.generate import generate
 from cluster import executor_pids, standalone_cluster, training_pids
 from helpers import sorted_frame
 from cfmodel import prepare, score
+from cfmodel.session import EXIT_ON_OOM
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+MARKER = "-Dcfmodel.test.submitted=executor"  # an executor JVM option given on spark-submit's command line
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,9 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     fails the job (exit 2, one line naming it); the rerun resumes training from the checkpoint.
     Mutants caught: a stage whose output depends on which executor ran a task (partition-order ids or splits);
     a rerun that starts a failed train stage again instead of resuming it (checked: resumed_after_epoch None);
-    the error line without the silent process (test_distributed pins its wording)."""
+    the error line without the silent process (test_distributed pins its wording); the job's session
+    replacing spark-submit's ``--conf spark.executor.extraJavaOptions`` with its own (it did, until
+    :func:`cfmodel.session.submitted_option`: the executors ran without the marker)."""
     raw = generate(load_config(None, ["generate.n_users=300", "generate.n_items=200",
                                       "generate.n_ratings=12000"]).generate, str(tmp_path / "raw"))["ratings"]
     base = [f"prepare.input={raw}", "prepare.rows_per_file=4000", "prepare.row_group_mb=1",
@@ -137,8 +141,9 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
         cmd = [str(BIN / "spark-submit"), "--master", master, "--py-files", str(py_files),
                "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g",
                "--conf", "spark.cores.max=2", "--conf", "spark.ui.enabled=false",
-               # Executors start with the daemons' JVM options (conftest: the client compiler, for short lives).
-               "--conf", f"spark.executor.extraJavaOptions={os.environ.get('SPARK_DAEMON_JAVA_OPTS', '')}",
+               # Executors start with the daemons' JVM options (conftest: the client compiler and the class
+               # archive, for short lives) and a marker, looked for in the workers' launch commands.
+               "--conf", f"spark.executor.extraJavaOptions={os.environ.get('SPARK_DAEMON_JAVA_OPTS', '')} {MARKER}",
                str(ROOT / "jobs" / "pipeline.py"), "--conf", str(ROOT / "conf" / "local.yaml"), "--run-id", "c1"]
         for s in base + [f"pipeline.output_root={tmp_path}/runs", "pipeline.stages=[prepare, train, score]",
                          # Four epochs: the training process is killed after the first, with time to spare.
@@ -170,6 +175,9 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     assert logged.count("Lost executor") >= 2, logged[-3000:]
     workers_log = "".join(p.read_text() for p in (tmp_path / "cluster").glob("worker*.log"))
     assert workers_log.count("Asked to launch executor") >= 4, workers_log[-3000:]
+    # Every executor ran with spark-submit's --conf options as well as the job's own (EXIT_ON_OOM).
+    launches = [line for line in workers_log.splitlines() if "Launch command:" in line]
+    assert len(launches) >= 4 and all(MARKER in line and EXIT_ON_OOM in line for line in launches), launches[:1]
 
     run = tmp_path / "runs" / "c1"
     for part, key in (("train", ["user_idx", "item_idx"]), ("valid", ["user_idx", "item_idx"]),
