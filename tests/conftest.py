@@ -47,6 +47,15 @@ def _use_class_archive() -> None:
             _OURS[var] = os.environ[var] = f"{_OURS[var]} {option}"
 
 
+@pytest.fixture
+def class_archive():
+    """For a test that starts many JVMs (the standalone cluster's): wait up to 90 s for the class archive, so
+    they all map it, then give it to them."""
+    if _ARCHIVE:
+        _ARCHIVE[0].wait(90)
+    _use_class_archive()
+
+
 @pytest.fixture(scope="session")
 def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

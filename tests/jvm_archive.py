@@ -54,6 +54,13 @@ class ClassArchive:
             return f"-XX:SharedArchiveFile={self.path}"
         return None
 
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the archive to be written (for a test that starts many JVMs)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
     def close(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)

@@ -114,7 +114,7 @@ def _kill_a_training_process(ckpt: Path, workdir: Path, deadline: float) -> None
                    exit='0 (task retry); 2 for the lost training process',
                    survives="prepare; train's checkpoints",
                    rerun='training resumes from its checkpoint; outputs identical to local[2]')
-def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path, py_files):
+def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path, py_files, class_archive):
     """One ``spark-submit`` of the pipeline (prepare, train on the workers, score) to a two-worker cluster,
     with an executor JVM killed (SIGKILL) as prepare starts and again as score starts, and rank 1's training
     process killed after train's first checkpoint. Spark's task retry and a relaunched executor finish
