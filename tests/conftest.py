@@ -27,8 +27,9 @@ os.environ.update(_OURS)
 _ARCHIVE = []
 
 
-def pytest_sessionstart(session):
-    if _OURS:
+def pytest_collection_finish(session):
+    # Only the end-to-end tests (marked slow) start JVMs of their own: a run without them writes no archive.
+    if _OURS and any(item.get_closest_marker("slow") for item in session.items):
         _ARCHIVE.append(ClassArchive(QUICK_JVM))
 
 
