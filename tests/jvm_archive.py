@@ -3,10 +3,10 @@ standalone cluster's daemons and executors).
 
 Such a JVM spends most of its start loading and verifying Spark's classes. An archive of them, written once
 by a small Spark job at exit (``-XX:ArchiveClassesAtExit``, JDK 13+), lets each later JVM map them instead
-(``-XX:SharedArchiveFile``): a spark-submit of a trivial job went from 6.9-7.8 s to 4.2 s of wall time here.
-The archive is written in the background while the first tests run; a JVM started before it is ready, or one
-whose class path differs from the archive's, starts as before (the JVM checks the archive and ignores one
-that does not match), so the archive changes how fast the JVMs start, never what they run.
+(``-XX:SharedArchiveFile``). The archive is written in the background while the first tests run; a JVM
+started before it is ready, or one whose class path differs from the archive's, starts as before (the JVM
+checks the archive and ignores one that does not match), so the archive changes how fast the JVMs start,
+never what they run.
 """
 from __future__ import annotations
 
