@@ -79,7 +79,7 @@ class TrainConfig:
     lr_find_end: float = 1.0
     lr_find_steps: int = 200
     negatives: int = 4
-    softmax_samples: int = 512
+    softmax_samples: int = 1024
     sampling: Optional[str] = None
     exclude_rated: bool = True
     positive_threshold: Optional[float] = None
