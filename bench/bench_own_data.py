@@ -3,6 +3,7 @@ split, and prepare's speed on an event log.
 
     .venv/bin/python bench/bench_own_data.py                    # make bench-own-data
     .venv/bin/python bench/bench_own_data.py --scale-rows 2000000
+    .venv/bin/python bench/bench_own_data.py --parts movielens --scale-rows 0 --set train.seed=1
 
 Every row is one ``cf-pipeline`` run (``conf/local.yaml``, the shipped defaults, prepare's input and the
 split changed only) on a copy of ml-latest-small-2016's ratings made to look like a user's file:
@@ -194,7 +195,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="/tmp/cfmodel-bench-own-data", help="kept: the planted scale inputs")
     parser.add_argument("--parts", default="movielens,ids,confidence",
                         help="comma-separated: movielens, ids, confidence")
+    parser.add_argument("--set", action="append", default=[], help="a config override for every run")
     args = parser.parse_args(argv)
+    COMMON.extend(args.set)  # every pipeline_row's settings
     if not (MOVIELENS / "ratings.csv").exists():
         raise SystemExit(f"MovieLens small not found at {MOVIELENS}")
     cfg = load_config(str(ROOT / "conf" / "local.yaml"), ["spark.log_level=ERROR"])
