@@ -29,8 +29,6 @@ class Objective:
     - ``ranking_head``: the model has extra ranking factors beside its rating factors (needs a bilinear
       model); its lists are ranked by them and exported as ``rank_*_factors/``.
     - ``epochs``, ``wd``: what ``train.epochs: null`` and ``train.wd: null`` resolve to.
-    - ``softmax_samples``: what ``train.softmax_samples: null`` resolves to (items drawn per batch for a
-      sampled softmax term; unused by an objective without one).
     - ``feedback``: the prepared data it trains on (``explicit`` ratings, ``implicit`` event counts).
     - ``lists_by_rating``: its lists are ordered by the predicted rating, so score's ``score`` column is a
       ``predicted_rating`` and fold-in solves only the rating factors; otherwise the ``score`` is a
@@ -43,7 +41,6 @@ class Objective:
     ranking_head: bool
     epochs: int
     wd: float
-    softmax_samples: int
     feedback: Tuple[str, ...]
     lists_by_rating: bool
 
@@ -63,18 +60,16 @@ class Objective:
 
 
 # Epochs and decay: a ranking-only model gains from three times the Adam steps with stronger decoupled
-# decay; a rating model overfits sooner (bench/bench_ranking.py measures both). Softmax samples: a softmax
-# model's lists gain from 1024 (nearer the full softmax) for a fifth more training time; the hybrid's head
-# gains too but its step costs half as much again, so it keeps 512 (docs/design.md has the figures).
+# decay; a rating model overfits sooner (bench/bench_ranking.py measures both).
 OBJECTIVES: Dict[str, Objective] = {o.name: o for o in (
     Objective("rating", predicts_ratings=True, ranking_term=None, ranking_head=False, epochs=8, wd=1.5,
-              softmax_samples=512, feedback=("explicit",), lists_by_rating=True),
+              feedback=("explicit",), lists_by_rating=True),
     Objective("bpr", predicts_ratings=False, ranking_term="bpr", ranking_head=False, epochs=24, wd=0.5,
-              softmax_samples=512, feedback=FEEDBACKS, lists_by_rating=False),
+              feedback=FEEDBACKS, lists_by_rating=False),
     Objective("softmax", predicts_ratings=False, ranking_term="softmax", ranking_head=False, epochs=24, wd=0.5,
-              softmax_samples=1024, feedback=FEEDBACKS, lists_by_rating=False),
+              feedback=FEEDBACKS, lists_by_rating=False),
     Objective("hybrid", predicts_ratings=True, ranking_term="head", ranking_head=True, epochs=8, wd=1.5,
-              softmax_samples=512, feedback=("explicit",), lists_by_rating=False),
+              feedback=("explicit",), lists_by_rating=False),
 )}
 NAMES = tuple(OBJECTIVES)
 RANKING_LOSSES = ("softmax", "bpr")
