@@ -195,7 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="/tmp/cfmodel-bench-own-data", help="kept: the planted scale inputs")
     parser.add_argument("--parts", default="movielens,ids,confidence",
                         help="comma-separated: movielens, ids, confidence")
-    parser.add_argument("--set", action="append", default=[], help="a config override for every run")
+    parser.add_argument("--set", action="append", default=[],
+                        help="a config override for every pipeline run (not prepare's speed)")
     args = parser.parse_args(argv)
     COMMON.extend(args.set)  # every pipeline_row's settings
     if not (MOVIELENS / "ratings.csv").exists():
@@ -212,8 +213,9 @@ def main(argv=None) -> int:
         speed = prepare_speed(spark, work, args.scale_rows) if args.scale_rows else []
     body = render(rows, speed)
     print(body)
-    # A partial run keeps the full table and writes its own beside it.
+    # A partial run, or one with overrides, keeps the shipped defaults' full table and writes its own beside it.
     name = "bench_own_data" if set(parts) >= {"movielens", "ids", "confidence"} else f"bench_own_data_{'_'.join(parts)}"
+    name += "_with_set" if args.set else ""
     print(f"written: {write_results(name, body)}")
     return 0
 
