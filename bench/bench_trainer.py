@@ -91,7 +91,7 @@ def one_epoch(data, valid, batch_size: int, device: torch.device, amp: bool, res
                          "row_updates": row_updates, **(settings or {})})
     sampler = None if objective == "rating" else NegativeSampler(RatedPairs(data[0], data[1], n_items),
                                                                  cfg.sampling_method, cfg.exclude_rated)
-    obj = make_objective(objective, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
+    obj = make_objective(objective, sampler, cfg.negatives, cfg.samples, cfg.positive_threshold,
                          cfg.ranking_weight, cfg.hybrid_ranking)
     args = ModelArgs("dot_bias", n_users, n_items, 50, rank_factors=cfg.rank_factors if objective == "hybrid" else None)
     train = InMemoryLoader(*data, batch_size=batch_size, shuffle=True, seed=1)

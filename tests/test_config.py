@@ -148,14 +148,16 @@ def test_exponent_notation_is_a_number_and_text_is_still_refused():
         load_config(None, ["train.lr=fast"])
 
 
-@pytest.mark.parametrize("objective, wd, epochs", [("rating", 1.5, 8), ("hybrid", 1.5, 8), ("bpr", 0.5, 24),
-                                                    ("softmax", 0.5, 24)])
-def test_null_wd_and_epochs_are_the_objectives(objective, wd, epochs):
+@pytest.mark.parametrize("objective, wd, epochs, samples", [("rating", 1.5, 8, 512), ("hybrid", 1.5, 8, 1024),
+                                                             ("bpr", 0.5, 24, 512), ("softmax", 0.5, 24, 512)])
+def test_null_wd_epochs_and_samples_are_the_objectives(objective, wd, epochs, samples):
     for conf in (None, str(ROOT / "conf" / "local.yaml"), str(ROOT / "conf" / "cluster.yaml")):
         train = load_config(conf, [f"train.objective={objective}"]).train
-        assert (train.weight_decay, train.run_epochs, train.total_epochs()) == (wd, epochs, epochs)
-    train = load_config(None, [f"train.objective={objective}", "train.wd=0.2", "train.epochs=3"]).train
-    assert (train.weight_decay, train.run_epochs, train.total_epochs()) == (0.2, 3, 3)
+        assert (train.weight_decay, train.run_epochs, train.total_epochs(), train.samples) == (
+            wd, epochs, epochs, samples)
+    train = load_config(None, [f"train.objective={objective}", "train.wd=0.2", "train.epochs=3",
+                               "train.softmax_samples=0"]).train
+    assert (train.weight_decay, train.run_epochs, train.total_epochs(), train.samples) == (0.2, 3, 3, 0)
     assert load_config(None, [f"train.objective={objective}", "train.schedule=sgdr"]).train.total_epochs() == 7
     with pytest.raises(ConfigError, match="epochs"):
         load_config(None, ["train.epochs=0"])

@@ -80,7 +80,7 @@ def _fit(frame, objective, tmp, epochs=30, **kw):
     sampler = NegativeSampler(rated, cfg.sampling_method, cfg.exclude_rated, cfg.seed)
     torch.manual_seed(0)
     model = ModelArgs("dot_bias", 200, 100, 8).build()
-    obj = make_objective(objective, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
+    obj = make_objective(objective, sampler, cfg.negatives, cfg.samples, cfg.positive_threshold,
                          cfg.ranking_weight, cfg.hybrid_ranking)
     Trainer(model, train, valid, cfg, str(tmp), extra={}, objective=obj).fit()
     return TrainedModel(model.args, model.eval(), np.arange(200), np.arange(100), {"objective": objective})
@@ -140,6 +140,20 @@ def test_bpr_resume_equals_uninterrupted(prepared_dir, tmp_path):
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert [m.valid_loss for m in resumed.history] == [m.valid_loss for m in full.history]
+
+
+def test_the_softmax_terms_draw_the_objectives_samples_unless_set(prepared_dir):
+    """``train.softmax_samples: null`` is the objective's (1024 for the hybrid's head, 512 for softmax), and
+    what the loss draws. Broken versions caught: the train stage passing the null key on (a silent full
+    softmax: size None), one count for both objectives, a value set in the config not reaching the loss."""
+    from cfmodel.dataset import PreparedData
+    from cfmodel.train.fit import objective_for
+
+    data = PreparedData(prepared_dir)
+    cases = (("softmax", {}, 512), ("hybrid", {}, 1024), ("hybrid", {"softmax_samples": 64}, 64))
+    for objective, sets, size in cases:
+        term = objective_for(TrainConfig(data=prepared_dir, objective=objective, **sets), data)
+        assert getattr(term, "ranking", term).size == size, (objective, sets)
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ class TrainConfig:
     lr_find_end: float = 1.0
     lr_find_steps: int = 200
     negatives: int = 4
-    softmax_samples: int = 512
+    softmax_samples: Optional[int] = None
     sampling: Optional[str] = None
     exclude_rated: bool = True
     positive_threshold: Optional[float] = None
@@ -100,8 +100,9 @@ class TrainConfig:
                  f"train.sampling must be one of {SAMPLINGS} or null, got {self.sampling!r}")
         _require(self.hybrid_ranking in objectives.RANKING_LOSSES,
                  f"train.hybrid_ranking must be one of {objectives.RANKING_LOSSES}, got {self.hybrid_ranking!r}")
-        _require(self.negatives >= 1 and self.softmax_samples >= 0 and self.rank_factors >= 0,
-                 "train.negatives must be >= 1, train.softmax_samples and train.rank_factors >= 0")
+        _require(self.negatives >= 1 and (self.softmax_samples is None or self.softmax_samples >= 0)
+                 and self.rank_factors >= 0,
+                 "train.negatives must be >= 1, train.softmax_samples (or null) and train.rank_factors >= 0")
         _require(self.ranking_weight > 0 and self.rank_wd >= 0 and (self.rank_lr is None or self.rank_lr > 0),
                  "train.ranking_weight must be > 0, rank_wd >= 0, rank_lr > 0 or null")
         known = objectives.OBJECTIVES.get(self.objective)
@@ -148,6 +149,11 @@ class TrainConfig:
     def run_epochs(self) -> int:
         """``epochs``, or when null the objective's (:attr:`Objective.epochs`)."""
         return self.epochs if self.epochs is not None else self.spec.epochs
+
+    @property
+    def samples(self) -> int:
+        """``softmax_samples``, or when null the objective's (:attr:`Objective.softmax_samples`)."""
+        return self.softmax_samples if self.softmax_samples is not None else self.spec.softmax_samples
 
     @property
     def sampling_method(self) -> str:

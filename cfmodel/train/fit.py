@@ -54,7 +54,7 @@ def objective_for(cfg: TrainConfig, data: PreparedData):
     if cfg.spec.ranking_term is not None:
         rated = RatedPairs.from_parquet(to_url(data.part("train")), data.n_items)
         sampler = NegativeSampler(rated, cfg.sampling_method, cfg.exclude_rated, cfg.seed)
-    return make_objective(cfg.spec, sampler, cfg.negatives, cfg.softmax_samples, cfg.positive_threshold,
+    return make_objective(cfg.spec, sampler, cfg.negatives, cfg.samples, cfg.positive_threshold,
                           cfg.ranking_weight, cfg.hybrid_ranking, cfg.confidence)
 
 
