@@ -64,7 +64,7 @@ class Objective:
 
 # Epochs and decay: a ranking-only model gains from three times the Adam steps with stronger decoupled
 # decay; a rating model overfits sooner (bench/bench_ranking.py measures both). Softmax samples: the
-# hybrid's head makes lists 3-4% better with 1024 than with 512 at the same RMSE (for 1.5x its training time),
+# hybrid's head makes lists 3-4% better with 1024 than with 512 at the same RMSE (for 1.8x its training time),
 # while a softmax model's gain from 1024 on MovieLens events turned into a loss on planted events, so it
 # keeps 512 (docs/design.md has the figures).
 OBJECTIVES: Dict[str, Objective] = {o.name: o for o in (
