@@ -130,15 +130,31 @@ def print_table(rows: list) -> None:
           "exclude each user's training items; k = 10.")
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--no-tune", action="store_true", help="skip the tuned softmax row")
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES),
                         help="the first is the speed reference and is evaluated beside the baselines")
     parser.add_argument("--baselines", default=BASELINES.split("=", 1)[1], help="evaluate.baselines to run")
-    parser.add_argument("--set", action="append", default=[], help="a config override for every model")
-    args = parser.parse_args(argv)
+    parser.add_argument("--set", action="append", default=[],
+                        help="a config override for every model (the table is then bench_ranking_with_set.md)")
+    return parser
+
+
+def table_name(argv=None) -> str:
+    """The results table a run with ``argv`` writes: ``bench_ranking`` for the full default run only; a
+    partial run or one with overrides writes ``bench_ranking_partial`` or ``bench_ranking_with_set``
+    beside it, so an experiment never replaces the table the docs quote."""
+    args, full = _parser().parse_args(argv), _parser().parse_args([])
+    if args.set:
+        return "bench_ranking_with_set"
+    keys = ("protocols", "no_tune", "objectives", "baselines")
+    return "bench_ranking" if all(getattr(args, k) == getattr(full, k) for k in keys) else "bench_ranking_partial"
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     print_table(each_protocol(args.protocols, lambda spark, name, out: run_protocol(
         spark, name, out, not args.no_tune, args.objectives, args.set, f"evaluate.baselines={args.baselines}")))
     return 0
@@ -160,6 +176,6 @@ def each_protocol(protocols, run) -> list:
 if __name__ == "__main__":
     from bench.results import recorded
 
-    with recorded("bench_ranking"):
+    with recorded(table_name()):
         code = main()
     sys.exit(code)

@@ -30,3 +30,21 @@ def test_a_bench_that_runs_its_own_script_as_a_child_records_only_the_parents_ta
     table = (tmp_path / "results" / "nested.md").read_text()
     assert '| child said | {"seconds": 1.5} |' in table and "written:" not in table
     assert done.stdout.count("written: ") == 1
+
+
+def test_only_the_full_default_ranking_run_replaces_the_table_the_docs_quote():
+    """``bench_ranking``'s table name by its arguments. Mutants caught: a name that ignores ``--set`` (one
+    name for every run replaced the shipped table with an experiment's), or one that ignores a partial run's
+    protocols, objectives, baselines or tune row."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.bench_ranking import table_name
+    finally:
+        sys.path.remove(str(ROOT))
+    assert table_name([]) == "bench_ranking"
+    assert table_name(["--protocols", "random", "per_user"]) == "bench_ranking"  # the defaults, spelt out
+    assert table_name(["--set", "train.softmax_samples=1024"]) == "bench_ranking_with_set"
+    assert table_name(["--protocols", "per_user", "--set", "train.epochs=24"]) == "bench_ranking_with_set"
+    for partial in (["--protocols", "per_user"], ["--no-tune"], ["--objectives", "hybrid", "softmax"],
+                    ["--baselines", "[popular]"]):
+        assert table_name(partial) == "bench_ranking_partial", partial
