@@ -61,6 +61,7 @@ def pipeline_sets(tmp, gen=None):
             "score.show_examples=0",
             "score.titles=null", "score.output_files=1", "evaluate.baselines=[global_mean]",
             "evaluate.top_movies=50", "evaluate.table_size=5", f"evaluate.titles={gen}/movies.csv",
+            "evaluate.plots=false",  # drawn and checked in test_evaluate and test_tune
             f"pipeline.output_root={tmp}/runs", "pipeline.stages=[generate, prepare, train, score, evaluate]"]
 
 

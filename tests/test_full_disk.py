@@ -59,8 +59,9 @@ def _left_behind(fs: Path):
                    rerun='same model_version as undisturbed')
 def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_completes(prepared_dir, small_fs,
                                                                                        tmp_path):
-    """Through cf-train. Broken versions caught: torch.save to a path (its full-disk error is a C++ 'unexpected
-    pos' without errno: a traceback), a lease write on a full disk reported as an unwritable location (exit 2)."""
+    """Through cf-train (the runs that meet the full disk; the others in-process). Broken versions caught:
+    torch.save to a path (its full-disk error is a C++ 'unexpected pos' without errno: a traceback), a lease
+    write on a full disk reported as an unwritable location (exit 2)."""
     out = small_fs / "model"
     sets = [f"train.data={prepared_dir}", "train.objective=rating", "train.n_factors=64", "train.epochs=2",
             "train.progress=false"]
@@ -69,8 +70,11 @@ def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_com
         cmd = [str(BIN / "cf-train")] + [a for s in sets + list(extra) for a in ("--set", s)]
         return subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=300)
 
-    assert cf_train(f"train.output={out}").returncode == 0
-    before = TrainedModel.load(str(out)).version
+    def config(output, epochs):
+        return TrainConfig(data=prepared_dir, output=str(output), objective="rating", n_factors=64, epochs=epochs,
+                           progress=False)
+
+    before = train_run(config(out, 2), overwrite=False)["model_version"]
     ballast = _fill(small_fs, leave=200_000)  # the lease fits; the first checkpoint (about 700 KB) does not
     full = cf_train(f"train.output={out}", "train.epochs=3")
     assert full.returncode == 7, full.stderr[-3000:]
@@ -86,9 +90,8 @@ def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_com
     assert TrainedModel.load(str(out)).version == before
 
     ballast.unlink(), rest.unlink()
-    assert cf_train(f"train.output={out}", "train.epochs=3").returncode == 0
-    undisturbed = train_run(TrainConfig(data=prepared_dir, output=str(tmp_path / "whole"), objective="rating",
-                                        n_factors=64, epochs=3, progress=False), overwrite=False)
+    train_run(config(out, 3), overwrite=True)
+    undisturbed = train_run(config(tmp_path / "whole", 3), overwrite=False)
     assert TrainedModel.load(str(out)).version == undisturbed["model_version"]
 
 

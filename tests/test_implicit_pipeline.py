@@ -27,7 +27,7 @@ def events_run(spark, tmp_path_factory):
             "prepare.rows_per_file=5000", "prepare.row_group_mb=1", "train.batch_size=128", "train.progress=false",
             "score.show_examples=0", "score.output_files=1", "evaluate.implicit_als_n_factors=[16]",
             "evaluate.implicit_als_regs=[0.1]", "evaluate.implicit_als_alphas=[10.0]", "evaluate.top_movies=50",
-            "evaluate.table_size=5"]
+            "evaluate.table_size=5", "evaluate.plots=false"]
     cfg = load_config([str(ROOT / "conf" / "local.yaml"), str(ROOT / "conf" / "demo.yaml")], sets)
     manifest = run_pipeline(spark, cfg, "ev")
     return tmp / "runs" / "ev", manifest

@@ -75,6 +75,11 @@ def test_first_run_writes_every_stage_manifest_and_latest(spark, first_run):
     # batch 1024, 36 steps in all, scored 1.009, worse than the constant, and the old bound let it pass).
     rmse = {m["method"]: m["rmse"] for m in saved["metrics"]["methods"]}
     assert saved["metrics"]["valid_rmse"] < 0.9 * rmse["global mean"], rmse
+    # evaluate.plots=false (helpers.pipeline_sets): no figures drawn and none referenced, the reading kept
+    # (mutants: plots drawn regardless; the page's <img> tags left pointing at figures that were not drawn).
+    report = (runs / "r1" / "evaluate" / "report.html").read_text()
+    assert not (runs / "r1" / "evaluate" / "plots").exists() and "<img" not in report
+    assert 'id="pca"' in report and 'id="crosstab"' in report
     assert all(e["seconds"] >= 0 for e in saved["stages"].values())
 
 

@@ -82,7 +82,7 @@ def test_pipeline_tune_stage_chooses_what_train_uses_and_the_report_shows_it(spa
 
 
     cfg = pipeline_config(tmp_path, "pipeline.stages=[generate, prepare, tune, train, evaluate]",
-                  "tune.space={n_factors: [4, 8], wd: [0.05, 5.0]}")
+                  "tune.space={n_factors: [4, 8], wd: [0.05, 5.0]}", "evaluate.plots=true")
     manifest = run_pipeline(spark, cfg, "t1")
     run_dir = tmp_path / "runs" / "t1"
     best = json.loads((run_dir / "tune" / "best.json").read_text())

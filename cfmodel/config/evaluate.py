@@ -39,6 +39,7 @@ class EvaluateConfig:
     table_size: int = 15
     sample_rows: int = 20_000
     seed: int = 42
+    plots: bool = True
     max_valid_rmse: Optional[float] = None
 
     def __post_init__(self) -> None:
