@@ -142,6 +142,18 @@ def trained_model(prepared_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def pipeline_run(spark, tmp_path_factory):
+    """One whole pipeline run (``r1``: generate, prepare, train, score, evaluate with helpers.pipeline_sets) that
+    test_pipeline, test_tracking and test_tune start from, each on its own copy (helpers.OwnRoot): (the
+    directory holding ``runs/`` and ``gen/``, the run's manifest)."""
+    from cfmodel.pipeline import run_pipeline
+    from helpers import pipeline_config
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    return tmp, run_pipeline(spark, pipeline_config(tmp), "r1")
+
+
 # -- the fault matrix ---------------------------------------------------------------------------------------
 # Tests marked ``@pytest.mark.fault(fault, exit, survives, rerun)`` inject one fault on real processes or
 # files; the run ends with their matrix: the fault, the exit code the job ends with, what survived, what the

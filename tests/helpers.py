@@ -1,6 +1,7 @@
 """Helpers the test modules share (no test module imports another)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,19 @@ def pipeline_sets(tmp, gen=None):
 def pipeline_config(tmp, *extra, gen=None):
     """The shipped local config with :func:`pipeline_sets` and ``extra`` overrides."""
     return load_config(str(ROOT / "conf" / "local.yaml"), pipeline_sets(tmp, gen) + list(extra))
+
+
+class OwnRoot:
+    """A copy of a pipeline run's output root (conftest's ``pipeline_run``: ``r1``, latest) in ``tmp``, for one
+    test to change as it likes; ``config`` keeps the generated data where that run made it, so fingerprints
+    match and a new run copies the stages its settings leave unchanged."""
+
+    def __init__(self, base, tmp):
+        shutil.copytree(base / "runs", tmp / "runs")
+        self.tmp, self.gen = tmp, base / "gen"
+
+    def config(self, *extra):
+        return pipeline_config(self.tmp, *extra, gen=self.gen)
 
 
 def sorted_frame(path, sort):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import pipeline_config, pipeline_sets
+from helpers import OwnRoot, pipeline_config, pipeline_sets
 from cfmodel.config import load_config
 from cfmodel.errors import InputError, QualityGateError
 from cfmodel.pipeline.runs import read_latest
@@ -31,23 +31,10 @@ def _stage_status(manifest):
     return {s: ("skipped" if e.get("skipped") else e["status"]) for s, e in manifest["stages"].items()}
 
 
-@pytest.fixture(scope="module")
-def first_run(spark, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    manifest = run_pipeline(spark, pipeline_config(tmp), "r1")
-    return tmp, manifest
-
-
-class OwnRoot:
-    """A copy of the first run's output root (``r1``, latest) in ``tmp``, for one test to change as it likes;
-    ``config`` keeps the generated data where the first run made it, so fingerprints match."""
-
-    def __init__(self, base, tmp):
-        shutil.copytree(base / "runs", tmp / "runs")
-        self.tmp, self.gen = tmp, base / "gen"
-
-    def config(self, *extra):
-        return pipeline_config(self.tmp, *extra, gen=self.gen)
+@pytest.fixture
+def first_run(pipeline_run):
+    """conftest's run ``r1`` (shared with test_tracking and test_tune): (its directory, its manifest)."""
+    return pipeline_run
 
 
 @pytest.fixture

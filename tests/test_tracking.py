@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import pipeline_config
+from helpers import OwnRoot
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
@@ -53,15 +53,18 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tracked_run(spark, mlflow_server, tmp_path_factory):
+def tracked_run(spark, mlflow_server, pipeline_run, tmp_path_factory):
+    """Run ``t1`` on a copy of conftest's pipeline run: prepare, train and score are copied from ``r1`` (tracking
+    records a run from its files, copied or not), evaluate runs again with the biases baseline."""
     from cfmodel.pipeline import run_pipeline
 
-    tmp = tmp_path_factory.mktemp("tracked")
+    root = OwnRoot(pipeline_run[0], tmp_path_factory.mktemp("tracked"))
     # The biases baseline's row, "user + movie biases", is a name MLflow refuses as a metric's as it stands.
-    cfg = pipeline_config(tmp, f"tracking.mlflow.uri={mlflow_server}", "tracking.mlflow.experiment=cf-test",
-                          "tracking.mlflow.register_as=cf-lists", "evaluate.baselines=[global_mean, biases]")
-    manifest = run_pipeline(spark, cfg, "r1")
-    return tmp / "runs" / "r1", manifest
+    cfg = root.config(f"tracking.mlflow.uri={mlflow_server}", "tracking.mlflow.experiment=cf-test",
+                      "tracking.mlflow.register_as=cf-lists", "evaluate.baselines=[global_mean, biases]")
+    manifest = run_pipeline(spark, cfg, "t1")
+    assert manifest["stages"]["train"]["reused_from"] == "r1" and "reused_from" not in manifest["stages"]["evaluate"]
+    return root.tmp / "runs" / "t1", manifest
 
 
 def test_the_run_is_one_mlflow_run_with_the_config_every_epoch_and_the_report(mlflow_server, tracked_run):
@@ -71,7 +74,7 @@ def test_the_run_is_one_mlflow_run_with_the_config_every_epoch_and_the_report(ml
     run_dir, manifest = tracked_run
     client = MlflowClient(mlflow_server)
     run = client.get_run(manifest["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "r1"
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "t1"
     assert len(run.data.params) >= 20 and run.data.params["train.n_factors"] == "8"
     epochs = client.get_metric_history(run.info.run_id, "valid_rmse")
     assert [m.step for m in epochs] == [1, 2, 3, 4] and all(m.value > 0 for m in epochs)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.config import Config, TrainConfig, TuneConfig, load_config
-from helpers import pipeline_config
+from helpers import OwnRoot
 from cfmodel.errors import ConfigError
 from cfmodel.pipeline.runs import fingerprints, wire
 from cfmodel.train import run as train
@@ -77,13 +77,15 @@ def test_the_pipeline_wires_tune_into_train():
     assert fingerprints(wire(other, "/runs/r1", "/tmp/r1"), [], "v")["train"] != fps["train"]
 
 
-def test_pipeline_tune_stage_chooses_what_train_uses_and_the_report_shows_it(spark, tmp_path):
+def test_pipeline_tune_stage_chooses_what_train_uses_and_the_report_shows_it(spark, pipeline_run, tmp_path):
     from cfmodel.pipeline.stage import run_pipeline
 
-
-    cfg = pipeline_config(tmp_path, "pipeline.stages=[generate, prepare, tune, train, evaluate]",
-                  "tune.space={n_factors: [4, 8], wd: [0.05, 5.0]}", "evaluate.plots=true")
+    # On a copy of conftest's pipeline run: prepare is copied from it, tune, train and evaluate run.
+    cfg = OwnRoot(pipeline_run[0], tmp_path).config("pipeline.stages=[generate, prepare, tune, train, evaluate]",
+                                                    "tune.space={n_factors: [4, 8], wd: [0.05, 5.0]}",
+                                                    "evaluate.plots=true")
     manifest = run_pipeline(spark, cfg, "t1")
+    assert manifest["stages"]["prepare"]["reused_from"] == "r1"
     run_dir = tmp_path / "runs" / "t1"
     best = json.loads((run_dir / "tune" / "best.json").read_text())
     meta = json.loads((run_dir / "train" / "meta.json").read_text())
