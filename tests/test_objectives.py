@@ -178,7 +178,7 @@ def test_ranking_model_through_score_and_evaluate(spark, prepared_dir, tmp_path)
         written = spark.read.parquet(f"{cfg.score.output}/recommendations")
         assert "not a rating" in written.schema["score"].metadata["comment"]
         assert written.count() == 5 * report["users_scored"]
-        ev = EvaluateConfig(model=cfg.train.output, data=prepared_dir, baselines=["popular"])
+        ev = EvaluateConfig(model=cfg.train.output, data=prepared_dir, baselines=[])
         split = load_split(spark, prepared_dir)
         table = evaluate_all(spark, split, load_inputs(spark, Storage(spark), ev), ev, (0.5, 5.0))["table"]
         model_row = table[0]

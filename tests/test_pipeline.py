@@ -160,16 +160,20 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path):
     assert not (tmp_path / "runs" / "latest").exists()
 
 
-def test_url_root_trains_locally_and_copies_the_model_up(spark, tmp_path):
-    cfg = pipeline_config(tmp_path, f"pipeline.output_root=file://{tmp_path}/url-runs",
-                  f"pipeline.local_dir={tmp_path}/scratch", "pipeline.stages=[generate, prepare, train, score]")
+def test_url_root_trains_locally_and_copies_the_model_up(spark, own_root):
+    # The copy of r1's root named by URL: prepare is copied from r1 through the URL; train (3 epochs, not r1's 4)
+    # and score run.
+    tmp = own_root.tmp
+    cfg = own_root.config(f"pipeline.output_root=file://{tmp}/runs", f"pipeline.local_dir={tmp}/scratch",
+                          "pipeline.stages=[generate, prepare, train, score]", "train.epochs=3")
     manifest = run_pipeline(spark, cfg, "u1")
-    assert manifest["status"] == "succeeded"
-    assert (tmp_path / "scratch" / "u1" / "train" / "model.pt").exists()  # written locally by torch.save
+    assert manifest["status"] == "succeeded" and manifest["stages"]["prepare"]["reused_from"] == "r1"
+    assert manifest["stages"]["train"]["status"] == "succeeded" and "reused_from" not in manifest["stages"]["train"]
+    assert (tmp / "scratch" / "u1" / "train" / "model.pt").exists()  # written locally by torch.save
     for name in ("model.pt", "meta.json", "_SUCCESS", "user_factors", "item_factors"):
-        assert (tmp_path / "url-runs" / "u1" / "train" / name).exists(), name  # and copied up
-    assert manifest["config"]["score"]["model"] == f"file://{tmp_path}/url-runs/u1/train"
-    assert (tmp_path / "url-runs" / "latest").read_text() == "u1\n"
+        assert (tmp / "runs" / "u1" / "train" / name).exists(), name  # and copied up
+    assert manifest["config"]["score"]["model"] == f"file://{tmp}/runs/u1/train"
+    assert (tmp / "runs" / "latest").read_text() == "u1\n"
 
 
 def _kill_when(args, trigger, stage, log):
