@@ -44,7 +44,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import write_results  # noqa: E402
+from bench.results import table_name, write_results  # noqa: E402
 from cfmodel import prepare  # noqa: E402
 from cfmodel.config import GenerateConfig, load_config  # noqa: E402
 from cfmodel.generate import generate  # noqa: E402
@@ -214,8 +214,8 @@ def main(argv=None) -> int:
     body = render(rows, speed)
     print(body)
     # A partial run, or one with overrides, keeps the shipped defaults' full table and writes its own beside it.
-    name = "bench_own_data" if set(parts) >= {"movielens", "ids", "confidence"} else f"bench_own_data_{'_'.join(parts)}"
-    name += "_with_set" if args.set else ""
+    partial = not set(parts) >= {"movielens", "ids", "confidence"}
+    name = table_name("bench_own_data", "_".join(parts) if partial else "", bool(args.set))
     print(f"written: {write_results(name, body)}")
     return 0
 

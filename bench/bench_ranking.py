@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from cfmodel import prepare, train, tune  # noqa: E402
 from cfmodel.config import load_config  # noqa: E402
 from cfmodel.dataset import PreparedData  # noqa: E402
+from bench.results import table_name as results_table  # noqa: E402
 from cfmodel.evaluate.compare import evaluate_all, load_split  # noqa: E402
 from cfmodel.lists import load_inputs  # noqa: E402
 from cfmodel.session import spark_session  # noqa: E402
@@ -143,14 +144,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def table_name(argv=None) -> str:
-    """The results table a run with ``argv`` writes: ``bench_ranking`` for the full default run only; a
-    partial run or one with overrides writes ``bench_ranking_partial`` or ``bench_ranking_with_set``
-    beside it, so an experiment never replaces the table the docs quote."""
+    """The results table a run with ``argv`` writes (:func:`bench.results.table_name`): ``bench_ranking`` for
+    the full default run only, ``_partial`` for fewer protocols, objectives, baselines or no tune row,
+    ``_with_set`` for overrides."""
     args, full = _parser().parse_args(argv), _parser().parse_args([])
-    if args.set:
-        return "bench_ranking_with_set"
     keys = ("protocols", "no_tune", "objectives", "baselines")
-    return "bench_ranking" if all(getattr(args, k) == getattr(full, k) for k in keys) else "bench_ranking_partial"
+    partial = any(getattr(args, k) != getattr(full, k) for k in keys)
+    return results_table("bench_ranking", "partial" if partial else "", bool(args.set))
 
 
 def main(argv=None) -> int:

@@ -26,6 +26,13 @@ def git_revision() -> str:
     return rev + ("+dirty" if dirty else "")
 
 
+def table_name(bench: str, part: str = "", overrides: bool = False) -> str:
+    """The table a run writes: ``<bench>`` for the full run at the shipped defaults only; a partial run adds
+    ``_<part>`` and a run with ``--set`` overrides ``_with_set`` (both, in that order), so an experiment never
+    replaces the table the docs quote, nor a partial run a full one's."""
+    return bench + (f"_{part}" if part else "") + ("_with_set" if overrides else "")
+
+
 def write_results(bench: str, body: str) -> Path:
     """Write ``body`` (markdown) as ``bench/results/<bench>.md`` under a header; returns the path."""
     RESULTS.mkdir(exist_ok=True)

@@ -44,7 +44,8 @@ def test_only_the_full_default_ranking_run_replaces_the_table_the_docs_quote():
     assert table_name([]) == "bench_ranking"
     assert table_name(["--protocols", "random", "per_user"]) == "bench_ranking"  # the defaults, spelt out
     assert table_name(["--set", "train.softmax_samples=1024"]) == "bench_ranking_with_set"
-    assert table_name(["--protocols", "per_user", "--set", "train.epochs=24"]) == "bench_ranking_with_set"
+    # Partial and with overrides: both suffixes (it was bench_ranking_with_set, a full run's with the same --set).
+    assert table_name(["--protocols", "per_user", "--set", "train.epochs=24"]) == "bench_ranking_partial_with_set"
     for partial in (["--protocols", "per_user"], ["--no-tune"], ["--objectives", "hybrid", "softmax"],
                     ["--baselines", "[popular]"]):
         assert table_name(partial) == "bench_ranking_partial", partial

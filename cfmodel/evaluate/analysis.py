@@ -77,8 +77,7 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     if preds is not None:
         preds.unpersist()
 
-    # Drawing is a third of a small run's evaluate (2.3 s of 7.8 in a test pipeline): a job that reads only
-    # metrics.json and the quality gate can leave it out.
+    # evaluate.plots false: a scheduled job that reads only metrics.json and the quality gate skips the drawing.
     made = _write_plots(storage, out, history, counts, sample, top, coords, cross, extremes) if ev.plots else {}
     csv_tables = {"metrics": table, "crosstab_actual": cross["actual"].reset_index(),
                   "crosstab_predicted": cross["predicted"].reset_index()}
