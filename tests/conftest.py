@@ -12,6 +12,7 @@ import torch
 from cfmodel.config import SparkConfig
 from cfmodel.session import get_spark
 from jvm_archive import ClassArchive
+from mlflow_server import MLFLOW, MlflowServer
 
 RAW_COLUMNS = ["user", "item", "rating", "timestamp", "_corrupt_record", "_source_file"]
 
@@ -25,17 +26,23 @@ SHORT_LIVED = ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS")
 _OURS = {var: QUICK_JVM for var in SHORT_LIVED if var not in os.environ}  # a user's own options are kept
 os.environ.update(_OURS)
 _ARCHIVE = []
+_MLFLOW = []
 
 
 def pytest_collection_finish(session):
     # Only the end-to-end tests (marked slow) start JVMs of their own: a run without them writes no archive.
     if _OURS and any(item.get_closest_marker("slow") for item in session.items):
         _ARCHIVE.append(ClassArchive(QUICK_JVM))
+    # The MLflow server boots while the tests before the first one that needs it run.
+    if MLFLOW.exists() and any(item.get_closest_marker("mlflow") for item in session.items):
+        _MLFLOW.append(MlflowServer())
 
 
 def pytest_sessionfinish(session):
     for archive in _ARCHIVE:
         archive.close()
+    for server in _MLFLOW:
+        server.stop()
 
 
 def _use_class_archive() -> None:
@@ -78,6 +85,18 @@ def spark():
 # Session settings a job sets on the Spark session it is given (prepare's read splits, score's Arrow batches).
 JOB_SPARK_CONFS = ("spark.sql.files.minPartitionNum", "spark.sql.execution.arrow.maxRecordsPerBatch",
                    "spark.sql.ansi.enabled")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """The URI of the MLflow server started at collection for the tests marked ``mlflow`` (waits up to 90 s
+    for it to answer)."""
+    if not _MLFLOW:
+        pytest.skip(f"no MLflow server: {MLFLOW} is not installed, or the test is not marked mlflow")
+    try:
+        return _MLFLOW[0].ready(90)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(autouse=True)

@@ -1,55 +1,14 @@
-"""A pipeline run recorded in a real MLflow tracking server (started here: SQLite backend, a local port)."""
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
+"""A pipeline run recorded in a real MLflow tracking server (tests/mlflow_server.py: SQLite backend, a local
+port, started by conftest at collection)."""
 import pandas as pd
 import pytest
 
 from helpers import OwnRoot
 
-pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
+pytestmark = [pytest.mark.slow,  # end to end: left out of make test-fast
+              pytest.mark.mlflow]  # conftest starts the server (mlflow_server) when the run selects these
 
 mlflow = pytest.importorskip("mlflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--default-artifact-root", f"file://{root}/artifacts", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # its own process group: gunicorn's workers go with it
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(server.pid, signal.SIGKILL)
-        pytest.fail("the MLflow server did not start within 90 s")
-    yield uri
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
