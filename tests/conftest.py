@@ -1,5 +1,6 @@
-"""Shared fixtures: one real local[2] SparkSession for the whole test run, and every test's shared state
-(torch threads, the ``cfmodel`` logger, the Spark settings jobs change) restored after it."""
+"""Shared fixtures: one real local[2] SparkSession, one whole pipeline run and (for the tests marked ``mlflow``)
+one MLflow server for the whole test run, and every test's shared state (torch threads, the ``cfmodel`` logger,
+the Spark settings jobs change) restored after it."""
 from __future__ import annotations
 
 import logging
