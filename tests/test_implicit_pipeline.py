@@ -27,7 +27,7 @@ def events_run(spark, tmp_path_factory):
             "prepare.rows_per_file=5000", "prepare.row_group_mb=1", "train.batch_size=128", "train.progress=false",
             "score.show_examples=0", "score.output_files=1", "evaluate.implicit_als_n_factors=[16]",
             "evaluate.implicit_als_regs=[0.1]", "evaluate.implicit_als_alphas=[10.0]", "evaluate.top_movies=50",
-            "evaluate.table_size=5", "evaluate.plots=false"]
+            "evaluate.table_size=5"]
     cfg = load_config([str(ROOT / "conf" / "local.yaml"), str(ROOT / "conf" / "demo.yaml")], sets)
     manifest = run_pipeline(spark, cfg, "ev")
     return tmp / "runs" / "ev", manifest
@@ -47,6 +47,11 @@ def test_events_train_the_ranking_objective_and_its_lists_beat_most_popular(even
     assert all(r["rmse"] is None for r in rows.values())
     assert rows["model"]["ndcg"] >= 1.1 * rows["most popular"]["ndcg"], rows
     assert rows["model"]["ndcg"] >= 0.9 * rows["EASE"]["ndcg"], rows
+    # The report of a model that predicts no ratings draws no predicted-vs-actual plot and does not show one
+    # (mutant caught: the page listing every plot whether drawn or not: a broken image).
+    plots, page = run_dir / "evaluate" / "plots", (run_dir / "evaluate" / "report.html").read_text()
+    assert (plots / "pca_scatter.png").exists() and not (plots / "predicted_vs_actual.png").exists()
+    assert "plots/pca_scatter.png" in page and "predicted_vs_actual" not in page
 
 
 def test_events_are_scored_for_every_user(events_run):

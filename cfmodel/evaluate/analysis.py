@@ -68,17 +68,14 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
 
     n_valid = split.valid.count()
     preds = result["valid_predictions"]  # None for a ranking objective: no rating predictions to plot
-    sample = None if preds is None else (preds.sample(fraction=min(1.0, 1.5 * ev.sample_rows / max(n_valid, 1)),
-                                                      seed=ev.seed).limit(ev.sample_rows)
-                                         .select("rating", "prediction").toPandas())
-    counts = split.train.groupBy("rating").count().orderBy("rating").toPandas()
     history = pd.read_csv(io.StringIO(storage.read_text(f"{ev.model}/metrics.csv")))
     history["ratings_per_s"] = history["ratings_per_s"].round().astype("int64")
+    # evaluate.plots false: a scheduled job that reads only metrics.json and the quality gate skips the drawing,
+    # and the Spark jobs that feed only the drawing.
+    made = (_write_plots(storage, out, history, *_plotted_rows(split, preds, n_valid, ev), top, coords, cross,
+                         extremes) if ev.plots else {})
     if preds is not None:
         preds.unpersist()
-
-    # evaluate.plots false: a scheduled job that reads only metrics.json and the quality gate skips the drawing.
-    made = _write_plots(storage, out, history, counts, sample, top, coords, cross, extremes) if ev.plots else {}
     csv_tables = {"metrics": table, "crosstab_actual": cross["actual"].reset_index(),
                   "crosstab_predicted": cross["predicted"].reset_index()}
     if extremes is not None:
@@ -122,6 +119,15 @@ def tune_section(storage: Storage, tuned: str, out: str, plots: bool = True) -> 
                     f"which this model was trained with."],
                    tables=[("trials by rung", shown)],
                    images=[("plots/tune.png", "trials by rung and over time")] if plots else [])
+
+
+def _plotted_rows(split, preds, n_valid: int, ev) -> tuple:
+    """(the training split's rating counts, a sample of held-out predictions or None) as pandas, for the plots."""
+    counts = split.train.groupBy("rating").count().orderBy("rating").toPandas()
+    sample = None if preds is None else (preds.sample(fraction=min(1.0, 1.5 * ev.sample_rows / max(n_valid, 1)),
+                                                      seed=ev.seed).limit(ev.sample_rows)
+                                         .select("rating", "prediction").toPandas())
+    return counts, sample
 
 
 def _write_plots(storage: Storage, out: str, history, counts, sample, top, coords, cross, extremes) -> Dict[str, str]:
