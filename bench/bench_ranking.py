@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the first is the speed reference and is evaluated beside the baselines")
     parser.add_argument("--baselines", default=BASELINES.split("=", 1)[1], help="evaluate.baselines to run")
     parser.add_argument("--set", action="append", default=[],
-                        help="a config override for every model (the table is then bench_ranking_with_set.md)")
+                        help="a config override for every model (the table's name then ends _with_set)")
     return parser
 
 

@@ -25,7 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(procs: List[subprocess.Popen]) -> None:
+def stop_groups(procs: List[subprocess.Popen]) -> None:
+    """SIGTERM to each process's group (last started first); SIGKILL to a process still running after 20 s, then
+    to whatever is left of its group (children it launched)."""
     for p in reversed(procs):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
@@ -80,7 +82,7 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
             _wait_for(log, "Successfully registered with master", procs[-1], 90)
         yield url
     finally:
-        _stop(procs)
+        stop_groups(procs)
 
 
 def _pids_under(workdir: Path, wanted: Callable[[Path], bool]) -> List[int]:

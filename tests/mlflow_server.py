@@ -6,9 +6,7 @@ server runs in its own process group (its gunicorn workers go with it) and is st
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cluster import free_port
+from cluster import free_port, stop_groups
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
@@ -26,11 +24,12 @@ class MlflowServer:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="cfmodel-mlflow-"))
-        self.uri = f"http://127.0.0.1:{free_port()}"
+        port = free_port()
+        self.uri = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
              "--default-artifact-root", f"file://{self.root}/artifacts", "--host", "127.0.0.1",
-             "--port", self.uri.rsplit(":", 1)[1], "--workers", "1"],
+             "--port", str(port), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def ready(self, timeout: float) -> str:
@@ -47,13 +46,6 @@ class MlflowServer:
         raise RuntimeError(f"the MLflow server did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """SIGTERM to its process group, SIGKILL after 30 s; its files removed."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        """Its process group stopped (tests/cluster.py's stop_groups), its files removed."""
+        stop_groups([self.proc])
         shutil.rmtree(self.root, ignore_errors=True)

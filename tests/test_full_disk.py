@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cfmodel import prepare, score
-from cfmodel.config import TrainConfig, load_config
+from cfmodel.config import load_config
 from cfmodel.errors import OutOfSpaceError
 from cfmodel.model import TrainedModel
 from cfmodel.train import run as train_run
@@ -70,9 +70,8 @@ def test_a_full_disk_in_train_exits_7_keeps_the_previous_model_and_the_rerun_com
         cmd = [str(BIN / "cf-train")] + [a for s in sets + list(extra) for a in ("--set", s)]
         return subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=300)
 
-    def config(output, epochs):
-        return TrainConfig(data=prepared_dir, output=str(output), objective="rating", n_factors=64, epochs=epochs,
-                           progress=False)
+    def config(output, epochs):  # the same settings, for the runs in-process
+        return load_config(None, sets + [f"train.output={output}", f"train.epochs={epochs}"]).train
 
     before = train_run(config(out, 2), overwrite=False)["model_version"]
     ballast = _fill(small_fs, leave=200_000)  # the lease fits; the first checkpoint (about 700 KB) does not
