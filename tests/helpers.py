@@ -1,7 +1,9 @@
 """Helpers the test modules share (no test module imports another)."""
 from __future__ import annotations
 
+import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -87,3 +89,21 @@ class OwnRoot:
 def sorted_frame(path, sort):
     """A Parquet table read with pandas, in the order of the ``sort`` columns (to compare runs row for row)."""
     return pd.read_parquet(path).sort_values(sort, ignore_index=True)
+
+
+@contextmanager
+def logged(name: str):
+    """The messages ``name``'s logger (and those under it) logs at INFO and above inside the block, as a list
+    filled as they come; the logger's level is put back after."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

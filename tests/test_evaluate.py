@@ -1,5 +1,6 @@
 """Evaluation on planted data: predictions, baselines' order, the report and its page in Chromium."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -18,22 +19,36 @@ from cfmodel.storage import Storage
 from cfmodel.evaluate.stage import check_quality_gate
 
 from browser import render
+from helpers import logged
 
 pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
 
 
 @pytest.fixture(scope="module")
-def evaluation(spark, prepared_dir, trained_model):
+def evaluation(spark, prepared_dir, trained_model, tmp_path_factory):
+    """(rows by method, users evaluated, (ALS's checkpoint directory, the log's lines)): ALS at 11 iterations,
+    past its first checkpoint."""
     cfg = EvaluateConfig(model=trained_model, data=prepared_dir, baselines=["global_mean", "biases", "popular", "als"],
-                         als_n_factors=8, als_max_iter=8)
+                         als_n_factors=8, als_max_iter=11)
     split = load_split(spark, prepared_dir)
-    result = evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg), cfg, (0.5, 5.0))
+    checkpoints = str(tmp_path_factory.mktemp("evaluation") / "als")
+    with logged("cfmodel") as lines:
+        result = evaluate_all(spark, split, load_inputs(spark, Storage(spark), cfg), cfg, (0.5, 5.0),
+                              checkpoints=checkpoints)
     result["valid_predictions"].unpersist()
-    return {row["method"]: row for row in result["table"]}, result["users"]
+    return {row["method"]: row for row in result["table"]}, result["users"], (checkpoints, lines)
+
+
+def test_als_past_ten_iterations_checkpoints_where_evaluate_says(evaluation):
+    """Mutant caught: evaluate_all fitting ALS outside als_checkpoints (nothing logged; at 25 iterations the
+    JVM died of a StackOverflowError)."""
+    *_, (checkpoints, lines) = evaluation
+    assert f"ALS (11 iterations) checkpoints its factors every 10 under {checkpoints}" in lines
+    assert not os.path.exists(checkpoints)
 
 
 def test_baselines_rank_as_expected_on_planted_data(evaluation):
-    rows, users = evaluation
+    rows, users, _ = evaluation
     model, mean, biases, popular = (rows["model (dot_bias)"], rows["global mean"], rows["user + movie biases"],
                                     rows["most popular"])
     assert users > 300

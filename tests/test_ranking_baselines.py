@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cfmodel.evaluate.baselines import als_factors, fit_implicit_als
+from cfmodel.evaluate.baselines import als_checkpoints, als_factors, fit_implicit_als, unset_checkpoint_dir
 from cfmodel.evaluate.ease import ease_lists, ease_weights
 
 pytestmark = pytest.mark.slow  # whole runs on their own data: left out of make test-fast
@@ -33,7 +33,7 @@ def _frames(spark):
     return train, users, items
 
 
-def test_ease_and_implicit_als_recommend_what_co_occurs(spark):
+def test_ease_and_implicit_als_recommend_what_co_occurs(spark, tmp_path):
     train, users, items = _frames(spark)
     who = spark.createDataFrame([(103,), (104,)], "user_id int")
     lists = {(r.user_id, r.rank): r.item_id for r in ease_lists(spark, train, who, users, items, 2, 0.5, 10).collect()}
@@ -41,11 +41,37 @@ def test_ease_and_implicit_als_recommend_what_co_occurs(spark):
     assert 10 not in {lists[(103, 1)], lists.get((103, 2))} and 12 not in (lists[(104, 1)], lists.get((104, 2)))
     assert ease_lists(spark, train, who, users, items, 2, 0.5, max_items=3) is None  # over the limit: skipped
 
-    user_f, item_f = als_factors(fit_implicit_als(train, rank=2, reg=0.01, alpha=10.0, max_iter=15, seed=1))
+    # Past 10 iterations ALS checkpoints its factors: without it every iteration adds to their lineage, and at
+    # 25 a task's deserialisation overflowed the stack and killed the JVM. The directory goes when done.
+    # Broken versions caught: no directory set (no checkpoint in the lineage), one left set or on disk.
+    ours, sc = tmp_path / "ck", spark.sparkContext
+    with als_checkpoints(spark, str(ours), max_iter=15) as used:
+        model = fit_implicit_als(train, rank=2, reg=0.01, alpha=10.0, max_iter=15, seed=1)
+        lineage = model._java_obj.userFactors().rdd().toDebugString()
+        assert used == str(ours) and sc.getCheckpointDir().startswith(f"file:{ours}/")
+    assert "ReliableCheckpointRDD" in lineage, lineage
+    assert sc.getCheckpointDir() is None and not ours.exists()
+    user_f, item_f = als_factors(model)
     u = {r.idx: np.array(r.features) for r in user_f.collect()}
     v = {r.idx: np.array(r.features) for r in item_f.collect()}
     scores = {i: float(u[3] @ v[i]) for i in (1, 2, 3)}  # user 3's unrated items
     assert max(scores, key=scores.get) == 1 and scores[1] > 0.5 > max(scores[2], scores[3])
+
+
+def test_als_checkpoints_only_past_ten_iterations_and_keeps_a_users_own_directory(spark, tmp_path):
+    """Broken versions caught: a directory set for a fit that never reaches a checkpoint, a user's own
+    directory replaced or unset."""
+    sc, ours = spark.sparkContext, tmp_path / "ck"
+    with als_checkpoints(spark, str(ours), max_iter=10) as used:
+        assert used is None and sc.getCheckpointDir() is None
+    sc.setCheckpointDir(str(tmp_path / "users"))
+    try:
+        theirs = sc.getCheckpointDir()
+        with als_checkpoints(spark, str(ours), max_iter=11) as used:
+            assert used == theirs == sc.getCheckpointDir()
+        assert sc.getCheckpointDir() == theirs and (tmp_path / "users").is_dir() and not ours.exists()
+    finally:
+        unset_checkpoint_dir(sc)
 
 
 def test_ranking_baselines_in_the_evaluation_table(spark, prepared_dir, trained_model):

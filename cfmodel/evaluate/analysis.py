@@ -49,7 +49,8 @@ def build_report(spark: SparkSession, storage: Storage, cfg: Config, out: str) -
     data = PreparedData(cfg.evaluate.data, storage)
     ev = cfg.evaluate.for_feedback(data.feedback)
     split, inputs = load_split(spark, ev.data), load_inputs(spark, storage, ev)
-    result = evaluate_all(spark, split, inputs, ev, data.rating_range)
+    # ALS's checkpoints beside the output: on storage every executor reaches; gone before the output is published.
+    result = evaluate_all(spark, split, inputs, ev, data.rating_range, checkpoints=f"{out}/_als_checkpoints")
     table = pd.DataFrame(result["table"])
     model_row = result["table"][0]
     trained = storage.read_json(f"{ev.model}/meta.json")

@@ -19,12 +19,20 @@ method is scored and ranked by the same code.
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from pyspark.ml.recommendation import ALS
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from cfmodel.storage import Storage
+
+LOG = logging.getLogger(__name__)
+# ALS cuts its factors' lineage every this many iterations, when the session has a checkpoint directory.
+ALS_CHECKPOINT_INTERVAL = 10
 
 
 @dataclass
@@ -73,17 +81,56 @@ def fit_biases(train: DataFrame, reg: float, mean: Optional[float] = None) -> Bi
     return BiasModel(mean, user_bias, item_bias)
 
 
+@contextmanager
+def als_checkpoints(spark: SparkSession, directory: str, max_iter: int) -> Iterator[Optional[str]]:
+    """Give ALS fits of ``max_iter`` iterations inside the block a checkpoint directory; yields it (None where
+    none is needed).
+
+    Without one, each ALS iteration adds to its factors' lineage, and a task of a long fit overflows the
+    executor thread's stack while it is deserialised: at 25 iterations on local[2] the StackOverflowError
+    killed the driver JVM. With one, ALS checkpoints every :data:`ALS_CHECKPOINT_INTERVAL` iterations. A fit
+    of at most that many needs none and is left as it was. A directory the session already has (a user's,
+    set on the SparkContext) is used as it is; otherwise ``directory`` (a place every executor reaches:
+    evaluate passes one beside its output) is set for the block, then unset and removed with what ALS left
+    there, after the block, which must be done with the fitted models' factors by then.
+    """
+    sc = spark.sparkContext
+    if max_iter <= ALS_CHECKPOINT_INTERVAL or sc.getCheckpointDir() is not None:
+        yield sc.getCheckpointDir() if max_iter > ALS_CHECKPOINT_INTERVAL else None
+        return
+    storage = Storage(spark)
+    sc.setCheckpointDir(directory)
+    LOG.info("ALS (%d iterations) checkpoints its factors every %d under %s", max_iter, ALS_CHECKPOINT_INTERVAL,
+             directory)
+    try:
+        yield directory
+    finally:
+        unset_checkpoint_dir(sc)
+        if storage.exists(directory):
+            storage.delete(directory)
+
+
+def unset_checkpoint_dir(sc) -> None:
+    """Leave the SparkContext without a checkpoint directory. PySpark can set one but not unset it: this sets
+    the context's own field through Py4J."""
+    getattr(sc._jsc.sc(), "checkpointDir_$eq")(sc._jvm.scala.Option.empty())
+
+
 def fit_als(train: DataFrame, rank: int, reg: float, max_iter: int, seed: int):
-    """Spark MLlib ALS on ``user_idx, item_idx, rating``; NaN for pairs it has no factors for."""
+    """Spark MLlib ALS on ``user_idx, item_idx, rating``; NaN for pairs it has no factors for. Over
+    :data:`ALS_CHECKPOINT_INTERVAL` iterations, call it inside :func:`als_checkpoints`."""
     als = ALS(rank=rank, regParam=reg, maxIter=max_iter, seed=seed, userCol="user_idx", itemCol="item_idx",
-              ratingCol="rating", coldStartStrategy="nan", nonnegative=False)
+              ratingCol="rating", coldStartStrategy="nan", nonnegative=False,
+              checkpointInterval=ALS_CHECKPOINT_INTERVAL)
     return als.fit(train)
 
 
 def fit_implicit_als(train: DataFrame, rank: int, reg: float, alpha: float, max_iter: int, seed: int):
-    """Spark MLlib ALS with implicit feedback on ``user_idx, item_idx, rating`` (ratings as confidence)."""
+    """Spark MLlib ALS with implicit feedback on ``user_idx, item_idx, rating`` (ratings as confidence). Over
+    :data:`ALS_CHECKPOINT_INTERVAL` iterations, call it inside :func:`als_checkpoints`."""
     als = ALS(rank=rank, regParam=reg, alpha=alpha, implicitPrefs=True, maxIter=max_iter, seed=seed,
-              userCol="user_idx", itemCol="item_idx", ratingCol="rating", coldStartStrategy="nan", nonnegative=False)
+              userCol="user_idx", itemCol="item_idx", ratingCol="rating", coldStartStrategy="nan", nonnegative=False,
+              checkpointInterval=ALS_CHECKPOINT_INTERVAL)
     return als.fit(train)
 
 

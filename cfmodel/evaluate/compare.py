@@ -11,9 +11,12 @@ bias model, popularity) are scored by the dot-product head.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,7 +24,7 @@ from pyspark.sql import functions as F
 from cfmodel.config import EvaluateConfig, ScoreConfig
 from cfmodel.dataset import PreparedData
 from cfmodel.errors import InputError
-from cfmodel.evaluate.baselines import als_factors, fit_als, fit_biases, fit_implicit_als, global_mean
+from cfmodel.evaluate.baselines import als_checkpoints, als_factors, fit_als, fit_biases, fit_implicit_als, global_mean
 from cfmodel.evaluate.ease import ease_lists
 from cfmodel.evaluate.metrics import catalogue_coverage, ranking_metrics, rating_metrics, relevant_items
 from cfmodel.evaluate.predict import predict_pairs
@@ -104,8 +107,11 @@ def _ranking_row(recs: DataFrame, relevant: DataFrame, k: int, n_items: int) -> 
 
 
 def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: EvaluateConfig,
-                 rating_range: tuple) -> Dict[str, object]:
-    """Metrics for the model and every configured baseline.
+                 rating_range: tuple, checkpoints: Optional[str] = None) -> Dict[str, object]:
+    """Metrics for the model and every configured baseline. ALS fits of more than 10 iterations checkpoint
+    their factors under ``checkpoints`` (:func:`cfmodel.evaluate.baselines.als_checkpoints`), removed at the
+    end: a directory every executor reaches (the evaluate stage passes one beside its output); None, a new
+    one under the driver's temporary directory, which only a local master's executors share.
 
     Returns
     -------
@@ -134,25 +140,34 @@ def evaluate_all(spark: SparkSession, split: HeldOut, inputs: ScoreInputs, cfg: 
     methods = [(f"model ({label})", model)]
     judge = lambda recs: _ranking_row(recs, relevant, cfg.k, n_items)  # noqa: E731
     methods += _baselines(spark, split, _idx(inputs.item_factors), pairs, eval_users, cfg, rating_range, judge)
-    for method, make in methods:
-        started = time.time()
-        predictions, recs, *named = make()
-        if recs is None and predictions is None:
-            continue  # skipped, with the reason logged
-        row: Dict[str, object] = {"method": named[0] if named else method}
-        if predictions is not None:
-            row.update({k: v for k, v in rating_metrics(predictions).items() if k in ("rmse", "mae")})
-        if recs is not None:
-            # A baseline that had to judge its lists to choose them hands over the judged metrics.
-            row.update(recs if isinstance(recs, dict) else judge(recs))
-            result["users"] = row.pop("users")
-        row["seconds"] = round(time.time() - started, 2)
-        LOG.info("evaluated %s: %s", row["method"], row)
-        result["table"].append({c: row.get(c) for c in ("method",) + COLUMNS + ("seconds",)})
+    checkpoints = checkpoints or os.path.join(tempfile.gettempdir(), f"cfmodel-als-{uuid.uuid4().hex}")
+    with als_checkpoints(spark, checkpoints, cfg.als_max_iter):
+        for method, make in methods:
+            row = _judged(method, make, judge)
+            if row is not None:
+                result["users"] = row.pop("users", result["users"])
+                LOG.info("evaluated %s: %s", row["method"], row)
+                result["table"].append({c: row.get(c) for c in ("method",) + COLUMNS + ("seconds",)})
     relevant.unpersist()
     if trained.predicts_ratings and result["table"][0]["rmse"] is None:
         raise InputError("the model produced no rating predictions")
     return result
+
+
+def _judged(method: str, make, judge) -> Optional[Dict[str, object]]:
+    """One method's row (with ``users`` when it made lists), or None when ``make`` skipped it."""
+    started = time.time()
+    predictions, recs, *named = make()
+    if recs is None and predictions is None:
+        return None  # skipped, with the reason logged
+    row: Dict[str, object] = {"method": named[0] if named else method}
+    if predictions is not None:
+        row.update({k: v for k, v in rating_metrics(predictions).items() if k in ("rmse", "mae")})
+    if recs is not None:
+        # A baseline that had to judge its lists to choose them hands over the judged metrics.
+        row.update(recs if isinstance(recs, dict) else judge(recs))
+    row["seconds"] = round(time.time() - started, 2)
+    return row
 
 
 def _baselines(spark: SparkSession, split: HeldOut, item_factors: DataFrame, pairs: DataFrame,
