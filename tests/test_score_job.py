@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import pandas as pd
 
+from cfmodel.config import load_config
+from cfmodel.errors import OutputExistsError
+from cfmodel.score import run as score_run
 from cfmodel.train import main as train_main
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
@@ -24,7 +27,7 @@ def _score(*args):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_score_job_writes_every_format_and_excludes_rated(prepared_dir, tmp_path, capsys):
+def test_score_job_writes_every_format_and_excludes_rated(spark, prepared_dir, tmp_path, capsys):
     model = tmp_path / "model"
     assert train_main(["--set", f"train.data={prepared_dir}", "--set", f"train.output={model}", "--set",
                        "train.epochs=2", "--set", "train.n_factors=8", "--set", "train.progress=false"]) == 0
@@ -71,6 +74,10 @@ def test_score_job_writes_every_format_and_excludes_rated(prepared_dir, tmp_path
     assert (out / "_SUCCESS").exists()
     assert len(list((out / "recommendations").glob("*.parquet"))) <= 4  # score.output_files
 
-    again = _score(*args)
-    assert again.returncode == 2
-    assert any(line.startswith("error: output already exists") for line in again.stdout.splitlines())
+    # Run again on the same output: refused before anything is written (in-process; the spark-submit path turns
+    # such an error into its one line and exit code as test_prepare_job checks).
+    cfg = load_config(str(ROOT / "conf" / "local.yaml"), [a for a in args if a != "--set"] + ["score.titles=null"])
+    with pytest.raises(OutputExistsError) as refused:
+        score_run(spark, cfg, overwrite=False)
+    assert refused.value.exit_code == 2 and str(refused.value).startswith(f"output already exists: {out} ")
+    assert len(long) == len(pd.read_parquet(out / "recommendations"))
