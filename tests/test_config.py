@@ -149,7 +149,7 @@ def test_exponent_notation_is_a_number_and_text_is_still_refused():
 
 
 @pytest.mark.parametrize("objective, wd, epochs, samples", [("rating", 1.5, 8, 512), ("hybrid", 1.5, 8, 1024),
-                                                             ("bpr", 0.5, 24, 512), ("softmax", 0.5, 24, 512)])
+                                                             ("bpr", 0.5, 24, 512), ("softmax", 0.6, 32, 512)])
 def test_null_wd_epochs_and_samples_are_the_objectives(objective, wd, epochs, samples):
     for conf in (None, str(ROOT / "conf" / "local.yaml"), str(ROOT / "conf" / "cluster.yaml")):
         train = load_config(conf, [f"train.objective={objective}"]).train
