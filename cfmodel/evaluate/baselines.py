@@ -95,8 +95,11 @@ def als_checkpoints(spark: SparkSession, directory: str, max_iter: int) -> Itera
     there, after the block, which must be done with the fitted models' factors by then.
     """
     sc = spark.sparkContext
-    if max_iter <= ALS_CHECKPOINT_INTERVAL or sc.getCheckpointDir() is not None:
-        yield sc.getCheckpointDir() if max_iter > ALS_CHECKPOINT_INTERVAL else None
+    if max_iter <= ALS_CHECKPOINT_INTERVAL:
+        yield None
+        return
+    if sc.getCheckpointDir() is not None:
+        yield sc.getCheckpointDir()
         return
     storage = Storage(spark)
     sc.setCheckpointDir(directory)
