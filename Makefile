@@ -23,9 +23,8 @@ $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e '.[dev]'
-	@# pip compiles the installed packages one file at a time; compileall -j 0 uses every core. Like pip, it
-	@# leaves a file that does not compile as source (torch ships Python 3.12-only helpers).
-	$(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
+	@# pip would compile every installed file on one core; this writes the bytecode of what the jobs and tests import.
+	$(BIN)/python tools/precompile.py
 	@echo "Java for Spark: $$($(BIN)/python -m cfmodel.java)"
 	touch $@
 
