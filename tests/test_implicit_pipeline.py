@@ -1,7 +1,5 @@
 """Events end to end: a planted event log through prepare, train, score and evaluate as one pipeline run."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -9,11 +7,11 @@ import pytest
 
 from cfmodel.config import load_config
 from cfmodel.pipeline import run_pipeline
+from cfmodel.train import main as train_main
 
 pytestmark = pytest.mark.slow  # end to end: left out of make test-fast
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +59,12 @@ def test_events_are_scored_for_every_user(events_run):
     assert (recs.groupby("user_id").size() == 10).all()
 
 
-def test_a_rating_objective_on_events_exits_2_with_one_line_naming_the_key(events_run, tmp_path):
+def test_a_rating_objective_on_events_exits_2_with_one_line_naming_the_key(events_run, tmp_path, capsys):
+    """cf-train's entry point in-process (test_train_job runs the command itself)."""
     run_dir, _ = events_run
-    done = subprocess.run([str(BIN / "cf-train"), "--set", f"train.data={run_dir}/prepare", "--set",
-                           f"train.output={tmp_path}/m", "--set", "train.objective=hybrid"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr[-2000:]
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: train.objective=hybrid predicts ratings") and "implicit" in last
+    assert train_main(["--set", f"train.data={run_dir}/prepare", "--set", f"train.output={tmp_path}/m",
+                       "--set", "train.objective=hybrid"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: train.objective=hybrid predicts ratings") and "implicit" in last, err[-2000:]
+    assert not (tmp_path / "m").exists()
