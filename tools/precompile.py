@@ -1,12 +1,12 @@
 """Write the bytecode of the modules the project's processes import (``make install``).
 
-pip installs with ``--no-compile`` (one file at a time, on one core). Without bytecode on disk every
-process compiles its imports again where ``PYTHONDONTWRITEBYTECODE`` is set: ``import torch`` alone
-then costs several seconds in each Spark worker and job. Compiling all of site-packages (compileall
--j 0: about 13,000 files, sympy, scipy and scikit-learn whole) took 21 s of a 2-core install, most of
-it for modules nothing here imports. Importing what the jobs, Spark's Python workers, torchrun, the
-MLflow server and the tests import, with bytecode writing on, writes the bytecode of the modules they
-use, in two processes at once. A module this misses is compiled when first imported, as without it.
+pip installs with ``--no-compile`` (its own compiling goes one file at a time, on one core).
+Without bytecode on disk every process compiles its imports again where ``PYTHONDONTWRITEBYTECODE``
+is set: each training process compiles its thousand modules of torch anew. Compiling all of
+site-packages (about 13,000 files, sympy, scipy and scikit-learn whole) spends most of its time on
+modules nothing here imports. Importing what the jobs, Spark's Python workers, torchrun, the MLflow server and the
+tests import (about 4,000 modules), with bytecode writing on, writes the bytecode of exactly those, in
+two processes at once. A module this misses is compiled when first imported, as without this step.
 
 Usage: ``python tools/precompile.py`` with the venv's interpreter; exit 0 even if an optional
 package (MLflow) is missing, since nothing here is needed for correctness.
