@@ -60,7 +60,8 @@ def test_events_are_scored_for_every_user(events_run):
 
 
 def test_a_rating_objective_on_events_exits_2_with_one_line_naming_the_key(events_run, tmp_path, capsys):
-    """cf-train's entry point in-process (test_train_job runs the command itself)."""
+    """cf-train's entry point in-process (test_train_job runs the command itself). Mutant caught: the
+    objective resolved without checking the data's feedback (trains, ``assert 0 == 2``)."""
     run_dir, _ = events_run
     assert train_main(["--set", f"train.data={run_dir}/prepare", "--set", f"train.output={tmp_path}/m",
                        "--set", "train.objective=hybrid"]) == 2
