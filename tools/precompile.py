@@ -20,11 +20,12 @@ import time
 GROUPS = (
     # torch._dynamo (and sympy with it): the first optimizer step of every training process imports it.
     ("torch", "torch._dynamo", "torch.distributed.run", "torch.distributed.elastic.multiprocessing",
-     "cfmodel.train", "cfmodel.tune", "cfmodel.score", "cfmodel.evaluate", "cfmodel.pipeline", "petastorm.pytorch",
-     "pyspark.ml.torch.distributor"),
-    ("pandas", "pyarrow.parquet", "pyspark.sql", "pyspark.ml.recommendation", "pyspark.daemon", "pyspark.worker",
-     "petastorm.reader", "matplotlib.pyplot", "seaborn", "cfmodel.prepare", "pytest", "mlflow", "mlflow.cli",
-     "mlflow.server", "mlflow.store.tracking.sqlalchemy_store", "gunicorn.app.wsgiapp", "alembic.command"),
+     "cfmodel.train.fit", "cfmodel.train.distributed", "cfmodel.tune", "cfmodel.score", "cfmodel.evaluate",
+     "cfmodel.pipeline", "petastorm.pytorch", "pyspark.ml.torch.distributor"),
+    ("pandas", "pyarrow.parquet", "pyarrow.dataset", "pyarrow.pandas_compat", "pyspark.sql",
+     "pyspark.ml.recommendation", "pyspark.daemon", "pyspark.worker", "petastorm.reader", "matplotlib.pyplot",
+     "seaborn", "cfmodel.prepare", "pytest", "mlflow", "mlflow.cli", "mlflow.server",
+     "mlflow.store.tracking.sqlalchemy_store", "gunicorn.app.wsgiapp", "alembic.command"),
 )
 
 IMPORT = """
