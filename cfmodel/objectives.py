@@ -63,10 +63,10 @@ class Objective:
 
 
 # Epochs and decay: a ranking-only model gains from three times the Adam steps with stronger decoupled
-# decay (softmax from four times, at 0.6); a rating model overfits sooner (docs/design.md has the figures). Softmax samples: the
-# hybrid's head makes lists 3-4% better with 1024 than with 512 at the same RMSE (for 1.8x its training time),
+# decay (softmax from four times, at 0.6); a rating model overfits sooner. Softmax samples: the hybrid's
+# head makes lists 3-4% better with 1024 than with 512 at the same RMSE (for 1.8x its training time),
 # while a softmax model's gain from 1024 on MovieLens events turned into a loss on planted events, so it
-# keeps 512 (docs/design.md has the figures).
+# keeps 512 (docs/design.md has the figures for both choices).
 OBJECTIVES: Dict[str, Objective] = {o.name: o for o in (
     Objective("rating", predicts_ratings=True, ranking_term=None, ranking_head=False, epochs=8, wd=1.5,
               softmax_samples=512, feedback=("explicit",), lists_by_rating=True),
