@@ -1,17 +1,17 @@
 """The pipeline submitted to a real Spark standalone cluster, shipping the project as a wheel.
 
 The job runs under an interpreter that cannot import the project from the
-checkout (``python -S`` with only site-packages on the path, so the editable
-install's hook is not loaded): driver and executors import ``cfmodel`` from the
-project archive given to ``--py-files`` (``make dist``), as on a cluster. Executors
-are killed while it runs; outputs must equal the ``local[2]`` run's.
+checkout (a virtual environment that sees the installed packages, not the
+editable install): driver, executors and the training processes they start
+import ``cfmodel`` from the project archive given to ``--py-files`` (``make
+dist``), as on a cluster. Executors are killed while it runs; outputs must
+equal the ``local[2]`` run's.
 """
 import contextlib
 import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import sysconfig
@@ -55,13 +55,19 @@ def py_files(tmp_path_factory):
 
 
 def _python_without_project(tmp: Path) -> Path:
-    wrapper = tmp / "python-no-project"
-    site = sysconfig.get_paths()["purelib"]
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site}" exec "{sys.executable}" -S "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    probe = subprocess.run([str(wrapper), "-c", "import cfmodel"], capture_output=True, text=True, cwd=tmp)
-    assert probe.returncode != 0, "the wrapper must not see the checkout"
-    return wrapper
+    """A virtual environment's interpreter that sees the installed packages but not the project: its one
+    ``.pth`` file names this venv's site-packages, whose own ``.pth`` files (the editable install's finder among
+    them) are then not read. Every process started from it sees the same, torchrun's training processes
+    included (``python -S`` hid the checkout from the job's interpreter, but not from those)."""
+    env = tmp / "python-no-project"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=60)
+    (site,) = env.glob("lib/python3*/site-packages")
+    (site / "installed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = env / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import pyspark, cfmodel"], capture_output=True, text=True,
+                           cwd=tmp)
+    assert "No module named 'cfmodel'" in probe.stderr, "the interpreter must see the packages, not the checkout"
+    return python
 
 
 def _tasks_begun(pid: int) -> int:
@@ -72,11 +78,22 @@ def _tasks_begun(pid: int) -> int:
         return 0
 
 
-def _kill_an_executor_in(log: Path, stage: str, workdir: Path, deadline: float) -> str:
+def _running(job: subprocess.Popen, log: Path, deadline: float) -> bool:
+    """Whether to go on waiting for ``job``: it still runs before ``deadline``; a job that ended fails the test
+    at once, with the error lines of its log (waiting on would only reach the deadline)."""
+    if job.poll() is not None:
+        errors = dict.fromkeys(line.strip() for line in log.read_text(errors="replace").splitlines()
+                               if "Error: " in line or line.startswith("error: "))
+        raise AssertionError(f"the job ended (exit {job.returncode}) before the test could act; its errors "
+                             f"({log}):\n" + "\n".join(errors))
+    return time.time() < deadline
+
+
+def _kill_an_executor_in(job: subprocess.Popen, log: Path, stage: str, workdir: Path, deadline: float) -> str:
     """Once the driver's ``log`` shows ``stage`` starting, SIGKILL the first executor JVM that begins a task
     after that; what the log showed then (so the test can tell the kill landed inside the stage)."""
     begun = None
-    while time.time() < deadline:
+    while _running(job, log, deadline):
         if begun is None and f"stage {stage}: starting" in (log.read_text(errors="replace") if log.exists() else ""):
             begun = {pid: _tasks_begun(pid) for pid in executor_pids(workdir)}
         for pid in executor_pids(workdir) if begun is not None else []:
@@ -98,9 +115,9 @@ def _job(cmd, log: Path, env, cwd: Path):
         job.kill()
 
 
-def _kill_a_training_process(ckpt: Path, workdir: Path, deadline: float) -> None:
+def _kill_a_training_process(job: subprocess.Popen, log: Path, ckpt: Path, workdir: Path, deadline: float) -> None:
     """Once train's first checkpoint exists, SIGKILL rank 1's training process (a barrier task's)."""
-    while time.time() < deadline:
+    while _running(job, log, deadline):
         pids = training_pids(workdir, rank=1) if (ckpt / "last.pt").exists() else []
         if pids:
             os.kill(pids[0], signal.SIGKILL)
@@ -120,11 +137,14 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
     process killed after train's first checkpoint. Spark's task retry and a relaunched executor finish
     prepare and score, with outputs identical to an undisturbed ``local[2]`` run's. The lost training process
     fails the job (exit 2, one line naming it); the rerun resumes training from the checkpoint.
-    Mutants caught: a stage whose output depends on which executor ran a task (partition-order ids or splits);
-    a rerun that starts a failed train stage again instead of resuming it (checked: resumed_after_epoch None);
-    the error line without the silent process (test_distributed pins its wording); the job's session
-    replacing spark-submit's ``--conf spark.executor.extraJavaOptions`` with its own (it did, until
-    :func:`cfmodel.session.submitted_option`: the executors ran without the marker)."""
+    Mutants caught: training processes that cannot import the project from the archive (``rank_main`` handed to
+    TorchDistributor as it is, not in a :class:`~cfmodel.train.task_path.TaskPathCall`: ``No module named
+    'cfmodel'``, and the job ends before the test can kill rank 1); a stage whose output depends on which
+    executor ran a task (partition-order ids or splits); a rerun that starts a failed train stage again
+    instead of resuming it (checked: resumed_after_epoch None); the error line without the silent process
+    (test_distributed pins its wording); the job's session replacing spark-submit's ``--conf
+    spark.executor.extraJavaOptions`` with its own (it did, until :func:`cfmodel.session.submitted_option`:
+    the executors ran without the marker)."""
     raw = generate(load_config(None, ["generate.n_users=300", "generate.n_items=200",
                                       "generate.n_ratings=12000"]).generate, str(tmp_path / "raw"))["ratings"]
     base = [f"prepare.input={raw}", "prepare.rows_per_file=4000", "prepare.row_group_mb=1",
@@ -154,8 +174,9 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
         deadline = time.time() + 500
         # First attempt: an executor lost in prepare (retried), then rank 1's process in train (fatal).
         with _job(cmd, log, env, tmp_path) as job:
-            seen = [_kill_an_executor_in(log, "prepare", tmp_path / "cluster", deadline)]
-            _kill_a_training_process(tmp_path / "runs" / "c1" / "train.checkpoints", tmp_path / "cluster", deadline)
+            seen = [_kill_an_executor_in(job, log, "prepare", tmp_path / "cluster", deadline)]
+            _kill_a_training_process(job, log, tmp_path / "runs" / "c1" / "train.checkpoints", tmp_path / "cluster",
+                                     deadline)
             assert job.wait(timeout=max(1, deadline - time.time())) == 2, log.read_text()[-3000:]
         failed = log.read_text()
         (error,) = [line for line in failed.splitlines() if line.startswith("error: ")]
@@ -165,7 +186,7 @@ def test_standalone_cluster_equals_local_through_lost_executors(spark, tmp_path,
                         r"process left an error)", error), error
         # The rerun resumes training from its checkpoint; an executor lost in score is retried.
         with _job(cmd, tmp_path / "driver2.log", env, tmp_path) as job:
-            seen.append(_kill_an_executor_in(tmp_path / "driver2.log", "score", tmp_path / "cluster", deadline))
+            seen.append(_kill_an_executor_in(job, tmp_path / "driver2.log", "score", tmp_path / "cluster", deadline))
             assert job.wait(timeout=max(1, deadline - time.time())) == 0, (tmp_path / "driver2.log").read_text()[-3000:]
     logged = failed + (tmp_path / "driver2.log").read_text()
     # Each kill landed inside its stage: the stage had started and not yet finished.

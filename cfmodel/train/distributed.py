@@ -45,6 +45,7 @@ from cfmodel.config import TrainConfig
 from cfmodel.errors import CfError, ConfigError, OutOfSpaceError, out_of_space
 from cfmodel.train.fit import checkpoint_dir, fit_and_publish
 from cfmodel.train.ranks import Ranks
+from cfmodel.train.task_path import TaskPathCall
 
 LOG = logging.getLogger(__name__)
 # How a failing rank marks its error in its log.
@@ -76,7 +77,9 @@ def run_distributed(cfg: TrainConfig, resume: bool, spark: Any) -> Dict[str, Any
     LOG.info("training on %d processes through TorchDistributor (%s, %s)", d.processes,
              "on this machine" if d.local_mode else "as barrier tasks on the executors", "GPU" if d.use_gpu else "CPU")
     distributor = TorchDistributor(num_processes=d.processes, local_mode=d.local_mode, use_gpu=d.use_gpu)
-    return with_port_retries(lambda: distributor.run(rank_main, cfg, resume), failure_dir(cfg), world=d.processes)
+    # TaskPathCall: torchrun's processes on the executors import the project as the task does (--py-files).
+    main = TaskPathCall(rank_main)
+    return with_port_retries(lambda: distributor.run(main, cfg, resume), failure_dir(cfg), world=d.processes)
 
 
 def with_port_retries(run: Callable[[], T], failed: str, retries: int = PORT_RACE_RETRIES,
