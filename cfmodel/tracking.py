@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from typing import Any, Dict, Iterable, Optional
 
 import pandas as pd
@@ -182,9 +183,25 @@ def _log_trials(mlflow, tune: str) -> None:
                 mlflow.log_metric(str(row.get("metric", "metric")), float(value), step=int(row.get("epochs", 0)))
 
 
+def package_dir(tmp: str) -> str:
+    """The ``cfmodel`` package as a directory, for the pyfunc's ``code_paths``: where it was imported from, or,
+    imported from an archive (``spark-submit --py-files``: MLflow copies directories, and a path inside a zip
+    is none), the archive's copy of it extracted under ``tmp``."""
+    import cfmodel
+
+    source = os.path.dirname(cfmodel.__file__)
+    archive = getattr(cfmodel.__loader__, "archive", None)  # zipimport's loader names the archive
+    if os.path.isdir(source) or not archive:
+        return source
+    inside = os.path.relpath(source, archive)
+    out = os.path.join(tmp, "code")
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(out, [n for n in z.namelist() if n.startswith(inside + "/")])
+    return os.path.join(out, inside)
+
+
 def _log_model(mlflow, spark, cfg: Config, local: str, tmp: str) -> None:
     """The trained model as a pyfunc, with each user's rated items (the lists leave them out)."""
-    import cfmodel
     from cfmodel.dataset import PreparedData
     from cfmodel.storage import Storage
 
@@ -200,7 +217,7 @@ def _log_model(mlflow, spark, cfg: Config, local: str, tmp: str) -> None:
     example = pd.DataFrame({"user_id": seen["user_id"].drop_duplicates().head(3).tolist()})
     info = mlflow.pyfunc.log_model(
         artifact_path="model", python_model=_pyfunc_class()(cfg.tracking.mlflow.top_n),
-        artifacts={"model": model_dir, "seen": seen_file}, code_paths=[os.path.dirname(cfmodel.__file__)],
+        artifacts={"model": model_dir, "seen": seen_file}, code_paths=[package_dir(tmp)],
         input_example=example, pip_requirements=["torch", "pandas", "numpy", "pyarrow"],
         registered_model_name=cfg.tracking.mlflow.register_as)
     LOG.info("MLflow model: %s", info.model_uri)
