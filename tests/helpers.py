@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import torch
@@ -107,3 +110,18 @@ def logged(name: str):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def project_archive(folder: Path, version: Optional[str] = None) -> Path:
+    """The checkout's ``cfmodel`` package as a zip, as ``spark-submit --py-files`` ships it (``make dist``'s zip
+    holds the same modules), its ``__version__`` set to ``version`` when given; a process with the zip first
+    on its ``PYTHONPATH`` imports ``cfmodel`` from it."""
+    archive = folder / "cfmodel-py-files.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted((ROOT / "cfmodel").rglob("*.py")):
+            name = path.relative_to(ROOT).as_posix()
+            text = path.read_text()
+            if version is not None and name == "cfmodel/__init__.py":
+                text = re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', text)
+            z.writestr(name, text)
+    return archive

@@ -4,18 +4,16 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import OwnRoot
+from helpers import OwnRoot, project_archive
 
 pytestmark = [pytest.mark.slow,  # end to end: left out of make test-fast
               pytest.mark.mlflow]  # conftest starts the server (mlflow_server) when the run selects these
 
 mlflow = pytest.importorskip("mlflow")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +70,9 @@ def test_a_project_imported_from_its_archive_logs_the_model_with_its_code(tmp_pa
     """``spark-submit --py-files``: the driver imports ``cfmodel`` from the zip, and the pyfunc's ``code_paths``
     must still be a directory MLflow can copy. Mutant caught: ``os.path.dirname(cfmodel.__file__)`` (a path
     inside the zip): ``save_model`` fails with NotADirectoryError, and the run is recorded without its model."""
-    archive = tmp_path / "cfmodel-py-files.zip"
-    sources = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "cfmodel").rglob("*.py"))
-    with zipfile.ZipFile(archive, "w") as z:
-        for name in sources:
-            z.write(ROOT / name, name)
+    archive = project_archive(tmp_path)
+    with zipfile.ZipFile(archive) as z:
+        sources = sorted(z.namelist())
     # _log_model's save, with a model of no artefacts: what is tested is the copy of the code.
     script = ("import sys, cfmodel, mlflow; from cfmodel import tracking\n"
               "assert cfmodel.__file__.startswith(sys.argv[1]), cfmodel.__file__\n"

@@ -7,13 +7,18 @@ import subprocess
 from importlib import metadata
 from typing import Dict, Optional
 
-PACKAGES = ("cfmodel", "pyspark", "torch", "pyarrow", "numpy", "pandas", "petastorm")
+LIBRARIES = ("pyspark", "torch", "pyarrow", "numpy", "pandas", "petastorm")
 
 
 def environment() -> Dict[str, Optional[str]]:
-    """Python and the pinned libraries' installed versions (None when one is missing)."""
-    versions: Dict[str, Optional[str]] = {"python": platform.python_version()}
-    for name in PACKAGES:
+    """Python, the version of the cfmodel code that runs, and the pinned libraries' installed versions (None
+    when one is missing)."""
+    import cfmodel
+
+    # Not the installed distribution's: a --py-files archive has none, or the node's may be another version,
+    # and every stage's fingerprint includes this one.
+    versions: Dict[str, Optional[str]] = {"python": platform.python_version(), "cfmodel": cfmodel.__version__}
+    for name in LIBRARIES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
