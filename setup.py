@@ -1,5 +1,10 @@
 """Packaging for cfmodel: a collaborative-filtering recommender run as Spark batch jobs."""
+import re
+
 from setuptools import find_packages, setup
+
+# One version: the package's own, which the runs record and their fingerprints include.
+VERSION = re.search(r'^__version__ = "(.+)"$', open("cfmodel/__init__.py", encoding="utf-8").read(), re.M).group(1)
 
 # Ranges, not pins, so that installing into a managed runtime (Databricks Runtime ML, EMR, Dataproc) keeps the
 # runtime's own libraries where they fall inside them. Petastorm needs the legacy pyarrow API (<= 14) and
@@ -20,7 +25,7 @@ INSTALL_REQUIRES = [
 
 setup(
     name="cfmodel",
-    version="0.1.0",
+    version=VERSION,
     description="Collaborative-filtering recommender (fast.ai 2017 lesson method) as Spark batch jobs",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
