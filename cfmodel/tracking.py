@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from types import ModuleType
 from typing import Any, Dict, Iterable, Optional
 
 import pandas as pd
@@ -183,14 +184,12 @@ def _log_trials(mlflow, tune: str) -> None:
                 mlflow.log_metric(str(row.get("metric", "metric")), float(value), step=int(row.get("epochs", 0)))
 
 
-def package_dir(tmp: str) -> str:
-    """The ``cfmodel`` package as a directory, for the pyfunc's ``code_paths``: where it was imported from, or,
-    imported from an archive (``spark-submit --py-files``: MLflow copies directories, and a path inside a zip
-    is none), the archive's copy of it extracted under ``tmp``."""
-    import cfmodel
-
-    source = os.path.dirname(cfmodel.__file__)
-    archive = getattr(cfmodel.__loader__, "archive", None)  # zipimport's loader names the archive
+def package_dir(package: ModuleType, tmp: str) -> str:
+    """``package`` as a directory, for the pyfunc's ``code_paths``: where it was imported from, or, imported
+    from an archive (``spark-submit --py-files``: MLflow copies directories, and a path inside a zip is none),
+    the archive's copy of it extracted under ``tmp``."""
+    source = os.path.dirname(package.__file__)
+    archive = getattr(package.__loader__, "archive", None)  # zipimport's loader names the archive
     if os.path.isdir(source) or not archive:
         return source
     inside = os.path.relpath(source, archive)
@@ -202,6 +201,7 @@ def package_dir(tmp: str) -> str:
 
 def _log_model(mlflow, spark, cfg: Config, local: str, tmp: str) -> None:
     """The trained model as a pyfunc, with each user's rated items (the lists leave them out)."""
+    import cfmodel
     from cfmodel.dataset import PreparedData
     from cfmodel.storage import Storage
 
@@ -217,7 +217,7 @@ def _log_model(mlflow, spark, cfg: Config, local: str, tmp: str) -> None:
     example = pd.DataFrame({"user_id": seen["user_id"].drop_duplicates().head(3).tolist()})
     info = mlflow.pyfunc.log_model(
         artifact_path="model", python_model=_pyfunc_class()(cfg.tracking.mlflow.top_n),
-        artifacts={"model": model_dir, "seen": seen_file}, code_paths=[package_dir(tmp)],
+        artifacts={"model": model_dir, "seen": seen_file}, code_paths=[package_dir(cfmodel, tmp)],
         input_example=example, pip_requirements=["torch", "pandas", "numpy", "pyarrow"],
         registered_model_name=cfg.tracking.mlflow.register_as)
     LOG.info("MLflow model: %s", info.model_uri)

@@ -1,14 +1,9 @@
 """A pipeline run recorded in a real MLflow tracking server (tests/mlflow_server.py: SQLite backend, a local
 port, started by conftest at collection)."""
-import os
-import subprocess
-import sys
-import zipfile
-
 import pandas as pd
 import pytest
 
-from helpers import OwnRoot, project_archive
+from helpers import OwnRoot
 
 pytestmark = [pytest.mark.slow,  # end to end: left out of make test-fast
               pytest.mark.mlflow]  # conftest starts the server (mlflow_server) when the run selects these
@@ -65,25 +60,3 @@ def test_the_logged_model_predicts_the_score_stages_lists(mlflow_server, tracked
     want = recs[recs["user_id"].isin(users)].sort_values(key[:2], ignore_index=True)[key]
     assert got.sort_values(key[:2], ignore_index=True)[key].astype(want.dtypes).equals(want)
 
-
-def test_a_project_imported_from_its_archive_logs_the_model_with_its_code(tmp_path):
-    """``spark-submit --py-files``: the driver imports ``cfmodel`` from the zip, and the pyfunc's ``code_paths``
-    must still be a directory MLflow can copy. Mutant caught: ``os.path.dirname(cfmodel.__file__)`` (a path
-    inside the zip): ``save_model`` fails with NotADirectoryError, and the run is recorded without its model."""
-    archive = project_archive(tmp_path)
-    with zipfile.ZipFile(archive) as z:
-        sources = sorted(z.namelist())
-    # _log_model's save, with a model of no artefacts: what is tested is the copy of the code.
-    script = ("import sys, cfmodel, mlflow; from cfmodel import tracking\n"
-              "assert cfmodel.__file__.startswith(sys.argv[1]), cfmodel.__file__\n"
-              "class Echo(mlflow.pyfunc.PythonModel):\n"
-              "    def predict(self, context, model_input):\n"
-              "        return model_input\n"
-              "mlflow.pyfunc.save_model(sys.argv[2], python_model=Echo(), "
-              "code_paths=[tracking.package_dir(sys.argv[3])], pip_requirements=['torch'])")
-    done = subprocess.run([sys.executable, "-c", script, str(archive), str(tmp_path / "model"), str(tmp_path / "tmp")],
-                          env={**os.environ, "PYTHONPATH": str(archive)}, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    code = tmp_path / "model" / "code"
-    assert sorted(p.relative_to(code).as_posix() for p in code.rglob("*.py")) == sources
