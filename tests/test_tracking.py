@@ -59,4 +59,3 @@ def test_the_logged_model_predicts_the_score_stages_lists(mlflow_server, tracked
     key = ["user_id", "rank", "item_id"]
     want = recs[recs["user_id"].isin(users)].sort_values(key[:2], ignore_index=True)[key]
     assert got.sort_values(key[:2], ignore_index=True)[key].astype(want.dtypes).equals(want)
-
