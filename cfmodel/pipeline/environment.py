@@ -7,14 +7,14 @@ import subprocess
 from importlib import metadata
 from typing import Dict, Optional
 
+import cfmodel
+
 LIBRARIES = ("pyspark", "torch", "pyarrow", "numpy", "pandas", "petastorm")
 
 
 def environment() -> Dict[str, Optional[str]]:
     """Python, the version of the cfmodel code that runs, and the pinned libraries' installed versions (None
     when one is missing)."""
-    import cfmodel
-
     # Not the installed distribution's: a --py-files archive has none, or the node's may be another version,
     # and every stage's fingerprint includes this one.
     versions: Dict[str, Optional[str]] = {"python": platform.python_version(), "cfmodel": cfmodel.__version__}

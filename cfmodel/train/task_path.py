@@ -31,11 +31,8 @@ from pyspark import TaskContext, cloudpickle
 def _on_path(path: List[str], module: str, name: str) -> Callable[..., Any]:
     """``module.name``, imported after ``path`` (a Spark task's ``sys.path``) is put in front of this
     process's own."""
-    import importlib as _importlib  # the imports of a function pickled by value: its module may not import
-    import sys as _sys
-
-    _sys.path[:0] = path
-    return getattr(_importlib.import_module(module), name)
+    sys.path[:0] = path
+    return getattr(importlib.import_module(module), name)
 
 
 class TaskPathCall:
